@@ -1,0 +1,133 @@
+import json
+
+import pytest
+from PIL import Image
+
+from deflate.data import (DesireAdapter, MepaveAdapter, Record, RowError, ingest, load_split, parse_attributes,
+                          parse_pic_tokens)
+from deflate.synth import DESIRE_COLUMNS
+
+
+def desire_line(name="红烧牛肉", sku="P1", image="", tokens="", attribute="{'主料': '牛肉'}", desc=""):
+    cols = [name, sku, "S1", "食品", "美食", "菜肴", "9.9", image, "菜肴", desc, tokens, attribute]
+    return "\t".join(cols)
+
+
+def write_desire_dir(root, train_lines, other_lines=None):
+    root.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val", "test"):
+        lines = train_lines if split == "train" else (other_lines or [desire_line(sku=f"{split}1")])
+        (root / f"{split}.tsv").write_text("\t".join(DESIRE_COLUMNS) + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_literal_parsers_accept_good_and_refuse_code():
+    assert parse_attributes("{'主料': '牛肉', '辅料': ['葱', '姜']}") == {"主料": ["牛肉"], "辅料": ["葱", "姜"]}
+    assert parse_pic_tokens(str(list(range(4))), 4, 8192) == [0, 1, 2, 3]
+    assert parse_pic_tokens("", 4, 8192) is None
+    for bad in ["__import__('os').system('touch /tmp/pwned')", "{'a': __import__('os')}", "{1: 'x'}", "[1, 2]"]:
+        with pytest.raises(RowError):
+            parse_attributes(bad)
+    for bad, why in [("[1, 2, 3]", "expected 4"), ("[0, 1, 2, 8192]", "out of range"),
+                     ("[0, 1, 2, 3.5]", "not a list of ints"), ("[0, 1, 2, True]", "not a list of ints"),
+                     ("open('x')", "not a plain literal"), ("[" * 150000 + "]" * 150000, "too long"), ("[" * 5000 + "]" * 5000, "not a")]:
+        with pytest.raises(RowError, match=why):
+            parse_pic_tokens(bad, 4, 8192)
+
+
+def test_hostile_raw_file_rejects_bad_rows_and_keeps_good(tmp_path):
+    root = tmp_path / "raw"
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(root / "images" / "ok.jpg")
+    (root / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    good_tokens = str([5] * 1024)
+    pwn = tmp_path / "pwned"
+    lines = [
+        desire_line(sku="G1", image="images/ok.jpg", tokens=good_tokens),                    # good
+        desire_line(sku="G2", attribute="{'辣度': '微辣'}", desc="香辣可口"),                 # good, no image
+        desire_line(sku="B1", attribute=f"__import__('os').system('touch {pwn}')"),         # code payload
+        desire_line(sku="B2", tokens=str([1] * 1000)),                                       # truncated tokens
+        desire_line(sku="B3", tokens=str([9000] * 1024)),                                    # ids >= 8192
+        "只有\t三\t列",                                                                       # wrong column count
+        desire_line(sku="B5", image="images/broken.jpg"),                                    # unreadable image
+        desire_line(sku="B6", image="images/missing.jpg"),                                   # missing image
+        desire_line(sku="B7", image="../../etc/passwd"),                                     # path escape
+        desire_line(sku="G1"),                                                               # duplicate id
+        desire_line(name="", sku="B9"),                                                      # empty name
+    ]
+    write_desire_dir(root, lines)
+    with open(root / "train.tsv", "ab") as f:
+        f.write(b"\xff\xfe bad utf8\t" * 11 + b"x\n")                                      # non-UTF-8
+    out, rej = tmp_path / "proc", tmp_path / "rej"
+    report = ingest("desire", root, out, rej, max_reject_fraction=0.95)
+    assert not pwn.exists()
+    kept = load_split(out, "train")
+    assert [r.id for r in kept] == ["G1", "G2"]
+    assert kept[0].pic_tokens == [5] * 1024 and kept[0].image.endswith("ok.jpg")
+    assert kept[1].labels == [{"attribute": "辣度", "value": "微辣", "source": "implicit"}]
+    rejects = [json.loads(x) for x in (rej / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    reasons = " | ".join(r["reason"] for r in rejects)
+    assert len(rejects) == 10 and report["splits"]["train"]["rejected"] == 10
+    for expected in ["attribute: not a plain literal", "1000 tokens, expected 1024", "out of range", "3 columns",
+                     "unreadable image", "image not found", "outside the data directory", "duplicate id G1",
+                     "empty name", "not valid UTF-8"]:
+        assert expected in reasons
+    assert all(r["row"] != 0 and r["reason"] for r in rejects)
+
+
+def test_too_many_rejects_fail_the_stage(tmp_path):
+    root = tmp_path / "raw"
+    write_desire_dir(root, [desire_line(sku="G1"), desire_line(sku="B1", attribute="nope(")])
+    with pytest.raises(RuntimeError, match="max_reject_fraction"):
+        ingest("desire", root, tmp_path / "p", tmp_path / "r", max_reject_fraction=0.2)
+    assert (tmp_path / "r" / "train.jsonl").read_text(encoding="utf-8").count("\n") == 1
+
+
+def test_sources_side_file_and_schema(tmp_path):
+    root = tmp_path / "raw"
+    write_desire_dir(root, [desire_line(sku="A", attribute="{'主料': '牛肉', '冷热': '热食'}")])
+    (root / "sources.jsonl").write_text(json.dumps({"id": "A", "attribute": "冷热", "value": "热食",
+                                                    "source": "image_only"}) + "\n", encoding="utf-8")
+    ingest("desire", root, tmp_path / "p", tmp_path / "r", 0.0)
+    (rec,) = load_split(tmp_path / "p", "train")
+    assert {(lab["attribute"], lab["source"]) for lab in rec.labels} == {("主料", "explicit"), ("冷热", "image_only")}
+    schema = json.loads((tmp_path / "p" / "schema.json").read_text(encoding="utf-8"))
+    assert schema["language"] == "zh" and set(schema["attributes"]) == {"主料", "冷热"}
+
+
+def test_mepave_adapter(tmp_path):
+    rows = ["c_1\ts_1\t爱华仕搭扣单肩包\t爱华仕<闭合方式>搭扣</闭合方式>单肩包",
+            "c_2\ts_2\t真皮包\t<材质>真皮</材质>鞋",            # labelled text disagrees with text
+            "c_3\ts_3\t只有三列"]
+    for name in ("x.train", "x.valid", "x.test"):
+        (tmp_path / name).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    items = list(MepaveAdapter(tmp_path).read("val"))
+    recs = [i for i in items if isinstance(i, Record)]
+    assert len(recs) == 1 and recs[0].labels == [{"attribute": "闭合方式", "value": "搭扣", "source": "explicit"}]
+    assert sorted(i.row for i in items if not isinstance(i, Record)) == [2, 3]
+
+
+def test_implicitave_adapter_merges_rows_and_guards_images(tmp_path):
+    hdr = "id\timages\tcategory\ttexts\tattribute_names\tattribute_values"
+    for split, d in [("train", "train"), ("val", "val"), ("test", "eval_visible/texts")]:
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "Food.tsv").write_text("\n".join([
+            hdr, f"{split}A\t{split}A.jpg\tTea\t[Title] Lipton Iced Tea\tForm\tBags/Packets",
+            f"{split}A\t{split}A.jpg\tTea\t[Title] Lipton Iced Tea\tContainer\tBox",
+            f"{split}A\t{split}A.jpg\tTea\t[Title] Lipton Iced Tea\tContainer\tTin"]) + "\n", encoding="utf-8")
+    (tmp_path / "eval_visible/images").mkdir()
+    Image.new("L", (20, 20)).save(tmp_path / "eval_visible/images/testA.jpg")
+    (tmp_path / "options_Food.json").write_text(json.dumps({"Form": ["Bags/Packets", "Rub"]}))
+    report = ingest("implicitave", tmp_path, tmp_path / "p", tmp_path / "r", 0.5)
+    assert report["splits"]["train"] == {"kept": 1, "rejected": 1, "reasons": {"Food.tsv": 1}}
+    (test,) = load_split(tmp_path / "p", "test")
+    assert test.name == "Lipton Iced Tea" and test.image.endswith("testA.jpg") and len(test.labels) == 2
+    schema = json.loads((tmp_path / "p" / "schema.json").read_text())
+    assert schema["language"] == "en" and schema["candidates"]["Form"] == ["Bags/Packets", "Rub"]
+
+
+def test_desire_adapter_reads_synthetic_default(tmp_path):
+    from deflate.synth import write_desire
+    write_desire(tmp_path, 30, seed=1, progress=False)
+    recs = [r for r in DesireAdapter(tmp_path).read("train")]
+    assert recs and all(isinstance(r, Record) and r.image and r.labels for r in recs)
+    assert {lab["source"] for r in recs for lab in r.labels} <= {"explicit", "text_implied", "image_only"}

@@ -1,0 +1,17 @@
+"""Adapters on the real public data in ../shared (skipped when it is absent)."""
+from deflate.data import ingest, load_split
+
+
+def test_mepave_sample(shared_data, tmp_path):
+    report = ingest("mepave", shared_data / "mepave_sample", tmp_path / "p", tmp_path / "r", 0.0)
+    assert {s: v["kept"] for s, v in report["splits"].items()} == {"train": 50, "val": 20, "test": 20}
+    recs = load_split(tmp_path / "p", "train")
+    assert all(lab["value"] in r.name for r in recs for lab in r.labels)
+
+
+def test_implicitave(shared_data, tmp_path):
+    report = ingest("implicitave", shared_data / "implicitave", tmp_path / "p", tmp_path / "r", 0.0)
+    assert report["splits"]["test"]["kept"] == 534
+    assert report["splits"]["train"]["kept"] > 50_000
+    test = load_split(tmp_path / "p", "test")
+    assert sum(bool(r.image) for r in test) == 534
