@@ -1,0 +1,155 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deflate.data import Record
+from deflate.imageio import BadImage, open_rgb
+from deflate.imaging import (NotADalleEncoder, Patches, VisualWords, load_dalle_encoder, load_tokens, run_stage,
+                             to_patches)
+from deflate.synth import make_product, render_image
+
+CFG = {"tokenizer": "visual_words", "grid": 4, "vocab_size": 16, "resize": 32, "batch_size": 4, "num_threads": 1,
+       "dalle_encoder_path": "", "dalle_resize": 32, "dalle_sizes": {}, "vit_path": ""}
+
+
+def make_images(root, n, offset=0):
+    paths = []
+    for i in range(n):
+        p = root / f"{offset + i}.jpg"
+        render_image(make_product(offset + i, 0, 0.25, 0.0), 0, size=64).save(p)
+        paths.append(str(p))
+    return paths
+
+
+@pytest.fixture
+def records(tmp_path):
+    imgs = make_images(tmp_path, 14)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    recs = {"train": [Record(f"t{i}", "x", image=p) for i, p in enumerate(imgs[:10])],
+            "val": [Record("v0", "x", image=imgs[10]), Record("v1", "x", image=str(bad)), Record("v2", "x")],
+            "test": [Record(f"s{i}", "x", image=p) for i, p in enumerate(imgs[11:])]}
+    return recs
+
+
+def test_patches_are_row_major():
+    img = np.zeros((4, 4, 3), np.uint8)
+    img[:2, 2:] = 255  # top-right patch of a 2x2 grid
+    p = to_patches(img, 2)
+    assert p.shape == (4, 12) and p[1].min() == 1.0 and p[[0, 2, 3]].max() == 0.0
+
+
+def test_visual_words_stage_shapes_ranges_determinism_and_bad_images(records, tmp_path):
+    meta = run_stage(records, CFG, tmp_path / "tok", seed=0, progress=False)
+    tokens, has, _ = load_tokens(tmp_path / "tok", "val")
+    assert tokens.shape == (3, 16) and tokens.dtype == np.int64
+    assert has.tolist() == [True, False, False]
+    assert (tokens[~has] == meta["pad_id"]).all() and meta["pad_id"] == 16
+    assert tokens[has].max() < 16 and tokens.min() >= 0
+    assert set(meta["splits"]["val"]["problems"]) == {"v1", "v2"}
+    assert "unreadable image" in meta["splits"]["val"]["problems"]["v1"]
+    run_stage(records, CFG, tmp_path / "tok2", seed=0, progress=False)
+    for s in ("train", "val", "test"):
+        assert (tmp_path / "tok" / f"{s}.safetensors").read_bytes() == (tmp_path / "tok2" / f"{s}.safetensors").read_bytes()
+
+
+def test_codebook_is_fit_on_train_only(records, tmp_path):
+    meta = run_stage(records, CFG, tmp_path / "tok", seed=0, progress=False)
+    train_imgs = [np.asarray(open_rgb(r.image).resize((32, 32), Image.BILINEAR)) for r in records["train"]]
+    expected = VisualWords(4, 16, 32, seed=0).fit(train_imgs)
+    assert meta["codebook_sha256"] == expected.save(tmp_path / "cb.safetensors")
+    changed = dict(records, test=records["test"][:1])  # test images do not move the codebook
+    assert run_stage(changed, CFG, tmp_path / "tok3", seed=0, progress=False)["codebook_sha256"] == meta["codebook_sha256"]
+
+
+def test_visual_words_separate_distinct_colours():
+    vw = VisualWords(grid=2, vocab_size=2, resize=8, seed=0)
+    red, blue = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 255, 255
+    vw.fit([red, blue])
+    r, b = vw.encode([red, blue])
+    assert len(set(r)) == 1 and len(set(b)) == 1 and r[0] != b[0]
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "L", "P", "RGBA", "I;16"])
+def test_unusual_modes_become_rgb(tmp_path, mode):
+    p = tmp_path / "x.png" if mode not in ("CMYK",) else tmp_path / "x.jpg"
+    Image.new(mode, (9, 7)).save(p)
+    assert open_rgb(p).mode == "RGB"
+
+
+def test_tiny_huge_and_truncated_images_are_refused(tmp_path):
+    Image.new("RGB", (1, 1)).save(tmp_path / "tiny.png")
+    with pytest.raises(BadImage, match="too small"):
+        open_rgb(tmp_path / "tiny.png")
+    Image.new("1", (5000, 5000)).save(tmp_path / "huge.png")  # 25 MP, a few KB on disk
+    with pytest.raises(BadImage, match="too large"):
+        open_rgb(tmp_path / "huge.png")
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "t.jpg")
+    data = (tmp_path / "t.jpg").read_bytes()
+    (tmp_path / "trunc.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadImage, match="unreadable"):
+        open_rgb(tmp_path / "trunc.jpg")
+
+
+def test_patches_tokenizer_gives_features(records, tmp_path):
+    meta = run_stage(records, dict(CFG, tokenizer="patches"), tmp_path / "p", seed=0, progress=False)
+    tokens, has, _ = load_tokens(tmp_path / "p", "val")
+    assert meta["continuous"] and tokens.shape == (3, 16, 8 * 8 * 3) and tokens.dtype == np.float16
+    assert not tokens[~has].any()
+
+
+def test_patches_with_a_local_vit(tmp_path):
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32)
+    ViTModel(cfg).save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    tok = Patches(vit_path=str(tmp_path / "vit"))
+    out = tok.encode([np.zeros((32, 32, 3), np.uint8)] * 2)
+    assert tok.resize == 32 and out.shape == (2, 16, 16)
+
+
+def tiny_encoder():
+    from dall_e.encoder import Encoder
+    torch.manual_seed(0)
+    return Encoder(n_hid=64, n_blk_per_group=1, vocab_size=512)
+
+
+def test_dalle_end_to_end_with_a_tiny_pickled_encoder(records, tmp_path):
+    torch.save(tiny_encoder(), tmp_path / "encoder.pkl")  # the format of OpenAI's encoder.pkl
+    cfg = dict(CFG, tokenizer="dalle", dalle_encoder_path=str(tmp_path / "encoder.pkl"), dalle_resize=32)
+    records["test"][0].pic_tokens = list(range(16))  # DESIRE ships tokens: used as they are
+    meta = run_stage(records, cfg, tmp_path / "d", seed=0, progress=False)
+    tokens, has, _ = load_tokens(tmp_path / "d", "test")
+    assert meta["vocab_size"] == 512 and tokens.shape == (3, 16) and tokens[has].max() < 512
+    assert tokens[0].tolist() == list(range(16))
+    run_stage(records, cfg, tmp_path / "d2", seed=0, progress=False)
+    assert (tmp_path / "d" / "train.safetensors").read_bytes() == (tmp_path / "d2" / "train.safetensors").read_bytes()
+
+
+def test_dalle_state_dict_and_refusals(tmp_path):
+    enc = tiny_encoder()
+    torch.save(enc.state_dict(), tmp_path / "sd.pt")
+    assert load_dalle_encoder(tmp_path / "sd.pt", n_hid=64, vocab_size=512, n_blk_per_group=1).vocab_size == 512
+    with pytest.raises(NotADalleEncoder, match="does not fit"):
+        load_dalle_encoder(tmp_path / "sd.pt")  # default sizes: n_hid 256
+    torch.save({"not": "an encoder"}, tmp_path / "dict.pt")
+    with pytest.raises(NotADalleEncoder, match="holds a dict"):
+        load_dalle_encoder(tmp_path / "dict.pt")
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, (f"touch {marker}",))
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(NotADalleEncoder, match="refused to unpickle"):
+        load_dalle_encoder(tmp_path / "evil.pkl")
+    assert not marker.exists()
+    with pytest.raises(FileNotFoundError, match="dalle_encoder_path"):
+        load_dalle_encoder(tmp_path / "missing.pkl")
