@@ -43,5 +43,21 @@ def ingest(fmt: str = typer.Option("desire", "--format", help="desire | mepave |
     typer.echo(json.dumps(report, ensure_ascii=False, indent=1))
 
 
+@app.command()
+def show(metrics: Path = typer.Argument(Path("metrics/deflate.json"), help="A metrics JSON written by evaluate.")):
+    """Print a metrics JSON as a Markdown table (P / R / F1 per metric and per value source)."""
+    if not metrics.is_file():
+        typer.secho(f"error: {metrics} not found; run `dvc repro` first", fg="red", err=True)
+        raise typer.Exit(1)
+    m = json.loads(metrics.read_text(encoding="utf-8"))
+    rows = [("AP", m["ap"]), ("AVE", m["ave"]), ("AVE fuzzy", m["ave_fuzzy"]),
+            ("EAV-only AVE", m["eav_only"]["ave"]), ("EAV-only AVE fuzzy", m["eav_only"]["ave_fuzzy"])]
+    rows += [(f"AVE {s}", v) for s, v in m.get("by_source", {}).items()]
+    rows += [(f"majority baseline {k.upper()}", v) for k, v in m.get("majority_baseline", {}).items()]
+    typer.echo("| metric | P | R | F1 |\n|---|---:|---:|---:|")
+    for name, v in rows:
+        typer.echo(f"| {name} | {v['p']:.2f} | {v['r']:.2f} | {v['f1']:.2f} |")
+
+
 if __name__ == "__main__":
     app()

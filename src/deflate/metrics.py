@@ -1,0 +1,101 @@
+"""Paper §5.1 metrics, micro P/R/F1 in percent with two decimals.
+
+* AP: over (product, attribute) pairs.
+* AVE: over (product, attribute, value); a value is right only if attribute and value both match.
+* fuzzy AVE: a predicted value matches a label when their longest common substring is longer than
+  half the label.
+* EAV-only: labels and predictions restricted to values that occur in the product text.
+* by_source (beyond the paper): AVE restricted to labels of one source, and to the predictions
+  on those labels' (product, attribute) pairs.
+
+``gold``: {(pid, attr): [(value, source), ...]};  ``pred``: {(pid, attr): [value, ...]}.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+
+def prf(tp: float, n_pred: int, n_gold: int) -> dict:
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"p": round(100 * p, 2), "r": round(100 * r, 2), "f1": round(100 * f, 2)}
+
+
+def longest_common_substring(a: str, b: str) -> int:
+    best, prev = 0, [0] * (len(b) + 1)
+    for ca in a:
+        cur = [0] * (len(b) + 1)
+        for j, cb in enumerate(b, 1):
+            if ca == cb:
+                cur[j] = prev[j - 1] + 1
+                best = max(best, cur[j])
+        prev = cur
+    return best
+
+
+def fuzzy_match(pred: str, label: str) -> bool:
+    return longest_common_substring(pred, label) > len(label) / 2
+
+
+def _ave(gold: dict, pred: dict, match) -> dict:
+    n_gold = sum(len(v) for v in gold.values())
+    n_pred = sum(len(v) for v in pred.values())
+    tp = 0
+    for key, values in pred.items():
+        labels = [v for v, _ in gold.get(key, [])]
+        used: set[int] = set()
+        for v in values:  # each label is matched at most once
+            j = next((j for j, lab in enumerate(labels) if j not in used and match(v, lab)), None)
+            if j is not None:
+                used.add(j)
+                tp += 1
+    return prf(tp, n_pred, n_gold)
+
+
+def exact(v: str, lab: str) -> bool:
+    return v == lab
+
+
+def evaluate(gold: dict, pred: dict, texts: dict) -> dict:
+    pred = {k: v for k, v in pred.items() if v}
+    gp, pp = set(gold), set(pred)
+    out = {"ap": prf(len(gp & pp), len(pp), len(gp)),
+           "ave": _ave(gold, pred, exact),
+           "ave_fuzzy": _ave(gold, pred, fuzzy_match)}
+    g_eav = {k: [(v, s) for v, s in vs if v in texts[k[0]]] for k, vs in gold.items()}
+    p_eav = {k: [v for v in vs if v in texts[k[0]]] for k, vs in pred.items()}
+    g_eav = {k: v for k, v in g_eav.items() if v}
+    p_eav = {k: v for k, v in p_eav.items() if v}
+    out["eav_only"] = {"ave": _ave(g_eav, p_eav, exact), "ave_fuzzy": _ave(g_eav, p_eav, fuzzy_match)}
+    sources = sorted({s for vs in gold.values() for _, s in vs})
+    out["by_source"] = {}
+    for s in sources:
+        g_s = {k: [(v, src) for v, src in vs if src == s] for k, vs in gold.items()}
+        g_s = {k: v for k, v in g_s.items() if v}
+        p_s = {k: v for k, v in pred.items() if k in g_s}
+        out["by_source"][s] = _ave(g_s, p_s, exact)
+    out["n"] = {"products": len({k[0] for k in gold} | {k[0] for k in pred}), "gold_pairs": len(gp),
+                "gold_values": sum(len(v) for v in gold.values()), "pred_pairs": len(pp),
+                "gold_by_source": dict(sorted(Counter(s for vs in gold.values() for _, s in vs).items()))}
+    return out
+
+
+def gold_from_records(records) -> tuple[dict, dict]:
+    gold: dict = {}
+    for r in records:
+        for lab in r.labels:
+            gold.setdefault((r.id, lab["attribute"]), []).append((lab["value"], lab["source"]))
+    return gold, {r.id: r.text for r in records}
+
+
+def majority_baseline(train_records, test_records) -> dict:
+    """Most frequent training value per attribute, for every gold (product, attribute) of test
+    (an oracle on AP, so only its AVE is informative)."""
+    counts: dict = {}
+    for r in train_records:
+        for lab in r.labels:
+            counts.setdefault(lab["attribute"], Counter())[lab["value"]] += 1
+    gold, texts = gold_from_records(test_records)
+    pred = {k: [counts[k[1]].most_common(1)[0][0]] for k in gold if k[1] in counts}
+    return evaluate(gold, pred, texts)

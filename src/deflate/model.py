@@ -1,0 +1,157 @@
+"""Mul-T5 generator and the shared-encoder discriminator (paper §3.2–3.4, Fig. 2).
+
+The encoder input of one example is ``text tokens, <IMG>, v_1 .. v_m``: text ids go through T5's
+shared embedding, image token ids through a trainable ``Embedding(image_vocab + 1, d)`` (eq. 1;
+the extra row is the pad of products without a picture), or continuous patch features through a
+``Linear(feature_dim, d)``. The batcher leaves ``m`` placeholder positions after ``<IMG>``; here
+they are overwritten with the image embeddings and the whole sequence goes in as ``inputs_embeds``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import T5Config, T5ForConditionalGeneration
+
+from .text import load_tokenizer
+
+WEIGHTS = "model.safetensors"
+META = "deflate.json"
+
+
+class MultimodalEmbedding(nn.Module):
+    def __init__(self, text: nn.Embedding, image_vocab: int = 0, feature_dim: int = 0):
+        super().__init__()
+        d = text.embedding_dim
+        self.text = text
+        self.image = nn.Embedding(image_vocab + 1, d) if image_vocab else None
+        self.proj = nn.Linear(feature_dim, d) if feature_dim else None
+        if self.image is not None:
+            nn.init.normal_(self.image.weight, std=text.weight.std().item())
+
+    def forward(self, input_ids, img_start=None, image=None):
+        e = self.text(input_ids)
+        if image is None or img_start is None or self.image is None and self.proj is None:
+            return e
+        rows = (img_start >= 0).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return e
+        v = self.image(image[rows]) if self.image is not None else self.proj(image[rows].to(e.dtype))
+        pos = img_start[rows, None] + torch.arange(v.shape[1], device=e.device)
+        e = e.clone()
+        e[rows[:, None], pos] = v.to(e.dtype)
+        return e
+
+
+class MulT5(nn.Module):
+    """T5 encoder-decoder over text + image tokens; ``generate`` answers one question per row."""
+
+    def __init__(self, t5: T5ForConditionalGeneration, image_vocab: int = 0, feature_dim: int = 0):
+        super().__init__()
+        self.t5 = t5
+        self.embed = MultimodalEmbedding(t5.get_input_embeddings(), image_vocab, feature_dim)
+        self.image_vocab, self.feature_dim = image_vocab, feature_dim
+
+    def forward(self, batch):
+        emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
+        return self.t5(inputs_embeds=emb, attention_mask=batch["attention_mask"], labels=batch["labels"])
+
+    @torch.no_grad()
+    def generate(self, batch, **kw):
+        emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
+        return self.t5.generate(inputs_embeds=emb, attention_mask=batch["attention_mask"], **kw)
+
+
+class Discriminator(nn.Module):
+    """D(s) = sigmoid(MLP(h_CLS)) over ``<CLS> question value <IMG> V`` (eq. 3).
+
+    Starts from a copy of the generator's encoder and embeddings; ``freeze_encoder`` trains the
+    head alone (the encoder then stays exactly the generator's).
+    """
+
+    def __init__(self, encoder: nn.Module, embed: MultimodalEmbedding, freeze_encoder: bool = False):
+        super().__init__()
+        self.encoder, self.embed = encoder, embed
+        d = embed.text.embedding_dim
+        self.head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Dropout(0.1), nn.Linear(d, 1))
+        if freeze_encoder:
+            for p in list(self.encoder.parameters()) + list(self.embed.parameters()):
+                p.requires_grad_(False)
+
+    @classmethod
+    def from_generator(cls, gen: MulT5, freeze_encoder: bool = False) -> "Discriminator":
+        enc = copy.deepcopy(gen.t5.get_encoder())
+        emb = copy.deepcopy(gen.embed)
+        emb.text = enc.embed_tokens  # one embedding table, as in T5
+        return cls(enc, emb, freeze_encoder)
+
+    def forward(self, batch) -> torch.Tensor:
+        emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
+        h = self.encoder(inputs_embeds=emb, attention_mask=batch["attention_mask"]).last_hidden_state
+        return self.head(h[:, 0]).squeeze(-1)  # logits; <CLS> is position 0
+
+
+def t5_config(cfg: dict, vocab_size: int) -> T5Config:
+    return T5Config(vocab_size=vocab_size, d_model=cfg["d_model"], d_ff=cfg["d_ff"], d_kv=cfg["d_kv"],
+                    num_layers=cfg["num_layers"], num_decoder_layers=cfg["num_decoder_layers"],
+                    num_heads=cfg["num_heads"], dropout_rate=cfg["dropout"], feed_forward_proj="relu",
+                    pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, tie_word_embeddings=True)
+
+
+def build_generator(cfg: dict, tokenizer, image_vocab: int, feature_dim: int) -> MulT5:
+    """From scratch (sizes from params) or from ``model.pretrained_path`` (e.g. a local T5-pegasus)."""
+    if cfg.get("pretrained_path"):
+        path = Path(cfg["pretrained_path"])
+        if not path.is_dir():
+            raise FileNotFoundError(f"model.pretrained_path {path} is not a folder with a T5 checkpoint")
+        t5 = T5ForConditionalGeneration.from_pretrained(str(path))
+        if t5.config.decoder_start_token_id is None:
+            t5.config.decoder_start_token_id = t5.config.pad_token_id
+    else:
+        t5 = T5ForConditionalGeneration(t5_config(cfg, len(tokenizer)))
+    if t5.get_input_embeddings().num_embeddings < len(tokenizer):  # <IMG>/<CLS> added to a pretrained vocab
+        t5.resize_token_embeddings(len(tokenizer))
+    t5.generation_config.decoder_start_token_id = t5.config.decoder_start_token_id
+    t5.generation_config.pad_token_id = tokenizer.pad_token_id
+    t5.generation_config.eos_token_id = tokenizer.eos_token_id
+    return MulT5(t5, image_vocab, feature_dim)
+
+
+# --- saving and loading (safetensors + JSON; never pickle) -------------------------------------------
+def save_model(model: nn.Module, out: Path, meta: dict, tokenizer=None, t5: T5ForConditionalGeneration | None = None):
+    from safetensors.torch import save_model as st_save
+
+    out.mkdir(parents=True, exist_ok=True)
+    st_save(model, str(out / WEIGHTS))
+    if t5 is not None:
+        t5.config.to_json_file(str(out / "config.json"))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out / "tokenizer"))
+    (out / META).write_text(json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True))
+
+
+def load_generator(path: Path) -> tuple[MulT5, object, dict]:
+    from safetensors.torch import load_model as st_load
+
+    meta = json.loads((path / META).read_text())
+    tok = load_tokenizer(path / "tokenizer")
+    t5 = T5ForConditionalGeneration(T5Config.from_json_file(str(path / "config.json")))
+    gen = MulT5(t5, meta["image_vocab"], meta["feature_dim"])
+    st_load(gen, str(path / WEIGHTS))
+    t5.generation_config.decoder_start_token_id = t5.config.decoder_start_token_id
+    t5.generation_config.pad_token_id = tok.pad_token_id
+    t5.generation_config.eos_token_id = tok.eos_token_id
+    return gen.eval(), tok, meta
+
+
+def load_discriminator(path: Path, gen_path: Path) -> tuple[Discriminator, dict]:
+    from safetensors.torch import load_model as st_load
+
+    gen, _, _ = load_generator(gen_path)
+    meta = json.loads((path / META).read_text())
+    disc = Discriminator.from_generator(gen)
+    st_load(disc, str(path / WEIGHTS))
+    return disc.eval(), meta

@@ -1,0 +1,112 @@
+"""One training loop for the generator, the discriminator and the T5 baselines.
+
+Adamax (lr 2e-3, wd 1e-4, paper A.1) by default; per-epoch validation picks the best epoch
+(the paper picked the best of 20 *test* evaluations; we never look at test while training).
+After each epoch the weights, optimiser state and progress go to ``ckpt_dir`` (safetensors +
+JSON): a killed run started again with the same config resumes after the last finished epoch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+from tqdm import tqdm
+
+from .batching import Batcher, Example, to_device
+
+
+def make_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    kind = cfg.get("optimizer", "adamax").lower()
+    if kind == "adamax":
+        return torch.optim.Adamax(params, lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"])
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    raise ValueError(f"unknown optimizer {kind!r} (adamax | adamw)")
+
+
+def _save_optimizer(opt: torch.optim.Optimizer, path: Path):
+    sd = opt.state_dict()
+    tensors = {f"{i}/{k}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous()
+               for i, st in sd["state"].items() for k, v in st.items()}
+    save_file(tensors, str(path))
+    path.with_suffix(".json").write_text(json.dumps(sd["param_groups"]))
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, path: Path):
+    state: dict = {}
+    for key, v in load_file(str(path)).items():
+        i, k = key.split("/", 1)
+        state.setdefault(int(i), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": json.loads(path.with_suffix(".json").read_text())})
+
+
+def config_hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: dict,
+        loss_fn: Callable, validate: Callable[[torch.nn.Module], dict], ckpt_dir: Path, run_hash: str,
+        tracker=None, device: str = "cpu", seed: int = 0, name: str = "train",
+        stop_after_epochs: int | None = None) -> list[dict]:
+    """Train for ``cfg['epochs']`` epochs; returns per-epoch history; leaves the best weights loaded.
+
+    ``validate(model)`` returns a dict with ``score`` (higher is better). ``stop_after_epochs``
+    simulates a kill (tests).
+    """
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    model.to(device)
+    opt = make_optimizer(model, cfg)
+    state_path = ckpt_dir / "state.json"
+    start, best, history = 0, float("-inf"), []
+    if state_path.exists():
+        st = json.loads(state_path.read_text())
+        if st.get("hash") == run_hash and (ckpt_dir / "last.safetensors").exists():
+            load_model(model, str(ckpt_dir / "last.safetensors"), device=device)
+            _load_optimizer(opt, ckpt_dir / "optimizer.safetensors")
+            start, best, history = st["epoch"] + 1, st["best"], st["history"]
+            print(f"[{name}] resuming after epoch {st['epoch'] + 1}/{cfg['epochs']}")
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    for epoch in range(start, cfg["epochs"]):
+        torch.manual_seed(seed * 1000 + epoch)  # dropout stream independent of resumes
+        order = batcher.batches(examples, cfg["batch_size"], shuffle=True, bucket=cfg.get("bucketing", True),
+                                seed=seed * 1000 + epoch)
+        model.train()
+        t0, total, n = time.perf_counter(), 0.0, 0
+        bar = tqdm(order, desc=f"{name} epoch {epoch + 1}/{cfg['epochs']}", unit="batch", mininterval=2.0)
+        for idx in bar:
+            batch = to_device(batcher.collate([examples[i] for i in idx]), device)
+            with amp:
+                loss = loss_fn(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.get("grad_clip", 1.0))
+            opt.step()
+            total += loss.item() * len(idx)
+            n += len(idx)
+            bar.set_postfix(loss=f"{total / n:.4f}", ex_s=f"{n / (time.perf_counter() - t0):.0f}")
+        train_time = time.perf_counter() - t0
+        model.eval()
+        val = validate(model)
+        rec = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "examples_per_s": n / train_time,
+               **{f"val_{k}": v for k, v in val.items()}}
+        history.append(rec)
+        if val["score"] > best:
+            best = val["score"]
+            save_model(model, str(ckpt_dir / "best.safetensors"))
+        save_model(model, str(ckpt_dir / "last.safetensors"))
+        _save_optimizer(opt, ckpt_dir / "optimizer.safetensors")
+        state_path.write_text(json.dumps({"hash": run_hash, "epoch": epoch, "best": best, "history": history}))
+        print(f"[{name}] epoch {epoch + 1}: loss {rec['train_loss']:.4f}, val {val}, {rec['examples_per_s']:.0f} ex/s")
+        if tracker is not None:
+            tracker.metrics({k: v for k, v in rec.items() if k != "epoch"}, step=epoch + 1)
+        if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and epoch + 1 < cfg["epochs"]:
+            raise KeyboardInterrupt(f"stopped after epoch {epoch + 1} (simulated kill)")
+    if (ckpt_dir / "best.safetensors").exists():
+        load_model(model, str(ckpt_dir / "best.safetensors"), device=device)
+    return history

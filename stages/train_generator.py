@@ -1,0 +1,9 @@
+"""DVC stage: train the Mul-T5 generator (QA over text + image tokens)."""
+from pathlib import Path
+
+from deflate.config import load_params, stage_timer
+from deflate.pipeline import train_generator
+
+with stage_timer("train_generator"):
+    print(train_generator(load_params(), Path("data/processed"), Path("data/tokens"), Path("models/generator"),
+                          Path("models/checkpoints/generator")))

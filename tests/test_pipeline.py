@@ -1,0 +1,149 @@
+"""A tiny end-to-end run through synth -> ingest -> image_tokens -> the four DEFLATE stages."""
+import copy
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from deflate.config import load_params
+from deflate.data import SPLITS, ingest, load_split
+from deflate.imaging import run_stage
+from deflate.pipeline import evaluate, harvest_negatives, train_discriminator, train_generator
+from deflate.synth import write_desire
+from deflate.tracking import Tracker
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_params(**over) -> dict:
+    p = load_params(ROOT / "params.yaml")
+    p["image"].update(grid=4, vocab_size=16, resize=16, batch_size=16, num_threads=1)
+    p["model"].update(d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=1, num_decoder_layers=1, num_threads=1)
+    p["generator"].update(epochs=1, batch_size=16, val_max=40)
+    p["discriminator"].update(epochs=1, batch_size=16)
+    p["negatives"]["per_product"] = 2
+    p["decode"].update(max_new_tokens=4, batch_size=64)
+    p["tracking"]["uri"] = ""
+    for k, v in over.items():
+        sec, key = k.split(".")
+        p[sec][key] = v
+    return p
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    write_desire(root / "raw", 48, seed=1, image_size=32, progress=False)
+    ingest("desire", root / "raw", root / "processed", root / "rejects", 0.0)
+    recs = {s: load_split(root / "processed", s) for s in SPLITS}
+    run_stage(recs, tiny_params()["image"], root / "tokens", seed=0, progress=False)
+    return root
+
+
+def run_all(p, world: Path, out: Path):
+    proc, tok = world / "processed", world / "tokens"
+    train_generator(p, proc, tok, out / "gen", out / "ckpt_gen")
+    harvest_negatives(p, proc, tok, out / "gen", out / "neg")
+    train_discriminator(p, proc, tok, out / "gen", out / "neg", out / "disc", out / "ckpt_disc")
+    return evaluate(p, proc, tok, out / "gen", out / "disc", out / "metrics.json", out / "pred.jsonl")
+
+
+@pytest.mark.slow
+def test_four_stages_end_to_end(world, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the MLflow store lands here
+    m = run_all(tiny_params(), world, tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(m))
+    for key in ("ap", "ave", "ave_fuzzy"):
+        assert set(saved[key]) == {"p", "r", "f1"} and 0 <= saved[key]["f1"] <= 100
+    assert set(saved["eav_only"]) == {"ave", "ave_fuzzy"}
+    assert set(saved["by_source"]) <= {"explicit", "text_implied", "image_only"} and saved["by_source"]
+    assert 0 < saved["threshold"] < 1 and saved["meta"]["use_discriminator"]
+    lines = [json.loads(x) for x in (tmp_path / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == saved["meta"]["test_products"]
+    assert all({"id", "predictions", "errors"} <= set(x) for x in lines)
+    n_neg = sum(1 for _ in open(tmp_path / "neg" / "train.jsonl", encoding="utf-8"))
+    assert n_neg == 2 * len(load_split(world / "processed", "train"))
+    assert (tmp_path / "mlflow.db").exists()
+    import mlflow
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["deflate"])
+    assert set(runs["tags.mlflow.runName"]) == {"train_generator", "train_discriminator"}
+    assert "metrics.train_loss" in runs and runs["tags.device"].eq("cpu").all()
+    assert "params.model.use_image" in runs
+
+
+@pytest.mark.slow
+def test_ablations_d_minus_and_v_minus(world, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = tiny_params(**{"model.use_discriminator": False, "model.use_image": False, "tracking.enabled": False})
+    m = run_all(p, world, tmp_path)
+    assert m["threshold"] == 0.5 and not m["meta"]["use_discriminator"] and not m["meta"]["use_image"]
+    assert json.loads((tmp_path / "neg" / "summary.json").read_text())["enabled"] is False
+    assert json.loads((tmp_path / "gen" / "deflate.json").read_text())["image_vocab"] == 0
+
+
+def test_tracking_outage_does_not_stop_training(world, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # a tracking server that is down: a closed port on this machine, no retries
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    p = tiny_params(**{"tracking.uri": "http://127.0.0.1:9"})
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        train_generator(p, world / "processed", world / "tokens", tmp_path / "gen", tmp_path / "ckpt")
+    assert any("tracking disabled" in str(x.message) for x in w)
+    assert (tmp_path / "gen" / "model.safetensors").exists()
+
+    t = Tracker({"enabled": True, "uri": ""}, "stage", {"a": 1}, "cpu")
+    assert t.on
+    monkeypatch.setattr(t.mlflow, "log_metrics", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("down")))
+    with pytest.warns(UserWarning, match="down"):
+        t.metrics({"loss": 1.0}, step=1)
+    assert not t.on
+    t.metrics({"loss": 1.0}, step=2)  # silent once off
+    t.close()
+
+
+def test_killed_training_resumes_to_the_same_weights(world, tmp_path):
+    from deflate.batching import Batcher
+    from deflate.model import build_generator
+    from deflate.pipeline import load_data, qa_examples
+    from deflate.text import QuestionBuilder, corpus, train_tokenizer
+    from deflate.train import fit
+
+    p = tiny_params()
+    schema = json.loads((world / "processed" / "schema.json").read_text())
+    data = load_data(world / "processed", world / "tokens", "train")
+    tok = train_tokenizer(corpus(data.records, schema), 500)
+    qb = QuestionBuilder(tok, "zh", 32, 8)
+    ex = qa_examples(data.records, qb, schema, "、")
+    b = Batcher(data.image, data.has_image, True, qb.img_id)
+    cfg = dict(p["generator"], epochs=3)
+    val = lambda m: {"score": 0.0}  # noqa: E731  (keep the first epoch as "best" is irrelevant here)
+
+    def model():
+        torch.manual_seed(0)
+        return build_generator(p["model"], tok, 16, 0)
+
+    loss = lambda m, batch: m(batch).loss  # noqa: E731
+    ref = model()
+    fit(ref, ex, b, cfg, loss, lambda m: {"score": 0.0}, tmp_path / "a", "h", seed=0)
+    ref_last = {k: v.clone() for k, v in ref.state_dict().items()}
+    killed = model()
+    with pytest.raises(KeyboardInterrupt):
+        fit(killed, ex, b, cfg, loss, val, tmp_path / "b", "h", seed=0, stop_after_epochs=1)
+    assert json.loads((tmp_path / "b" / "state.json").read_text())["epoch"] == 0
+    resumed = model()
+    hist = fit(resumed, ex, b, cfg, loss, val, tmp_path / "b", "h", seed=0)
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    # best = epoch 1 in both runs (constant score): compare the last-epoch checkpoints instead
+    from safetensors.torch import load_file
+    a, c = load_file(str(tmp_path / "a" / "last.safetensors")), load_file(str(tmp_path / "b" / "last.safetensors"))
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+    changed = model()  # a different config hash starts afresh
+    h2 = fit(changed, ex, b, dict(cfg, epochs=1), loss, val, tmp_path / "b", "other", seed=0)
+    assert [h["epoch"] for h in h2] == [1]
+    assert ref_last
