@@ -26,6 +26,11 @@ def tiny_params(**over) -> dict:
     p["negatives"]["per_product"] = 2
     p["decode"].update(max_new_tokens=4, batch_size=64)
     p["tracking"]["uri"] = ""
+    # the switches a `dvc exp run -S ...` may have left in the workspace's params.yaml
+    p["model"].update(use_image=True, use_discriminator=True, pretrained_path="", tokenizer_path="", device="cpu")
+    p["image"]["tokenizer"] = "visual_words"
+    p["decode"]["constrain_to_vocab"] = False
+    p["tracking"]["enabled"] = True
     for k, v in over.items():
         sec, key = k.split(".")
         p[sec][key] = v
@@ -50,10 +55,23 @@ def run_all(p, world: Path, out: Path):
     return evaluate(p, proc, tok, out / "gen", out / "disc", out / "metrics.json", out / "pred.jsonl")
 
 
+@pytest.fixture(scope="module")
+def trained(world, tmp_path_factory):
+    """The four stages once on the tiny world; the MLflow store lands in the run folder."""
+    import os
+    out = tmp_path_factory.mktemp("run")
+    cwd = os.getcwd()
+    os.chdir(out)
+    try:
+        m = run_all(tiny_params(), world, out)
+    finally:
+        os.chdir(cwd)
+    return out, m
+
+
 @pytest.mark.slow
-def test_four_stages_end_to_end(world, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the MLflow store lands here
-    m = run_all(tiny_params(), world, tmp_path)
+def test_four_stages_end_to_end(world, trained):
+    tmp_path, m = trained
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(m))
     for key in ("ap", "ave", "ave_fuzzy"):
@@ -147,3 +165,36 @@ def test_killed_training_resumes_to_the_same_weights(world, tmp_path):
     h2 = fit(changed, ex, b, dict(cfg, epochs=1), loss, val, tmp_path / "b", "other", seed=0)
     assert [h["epoch"] for h in h2] == [1]
     assert ref_last
+
+
+def test_predict_on_good_and_bad_rows(world, trained, tmp_path):
+    from deflate.predict import Predictor, read_rows
+    run, _ = trained
+    img = next((world / "raw" / "images").glob("*.jpg"))
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not an image")
+    lines = [json.dumps({"id": "a", "name": "外婆家香辣牛肉零食", "image": str(img)}, ensure_ascii=False),
+             json.dumps({"id": "b", "name": "白毫银针茶饮", "description": "冰镇", "attributes": ["茶", "冷热"]},
+                        ensure_ascii=False),
+             json.dumps({"id": "c", "name": "红烧牛肉", "image": str(tmp_path / "broken.jpg")}, ensure_ascii=False),
+             json.dumps({"id": "d", "description": "no name"}),
+             json.dumps({"id": "e", "name": "x", "attributes": ["颜色"]}, ensure_ascii=False),
+             "{not json",
+             "[1, 2]"]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\xfe\n")
+    pred = Predictor(run / "gen", run / "disc", threshold=0.0)
+    out = pred.predict(read_rows(path), progress=False)
+    assert [r["id"] for r in out][:5] == ["a", "b", "c", "d", "e"] and len(out) == 8
+    assert not out[0]["errors"] and {p["attribute"] for p in out[0]["predictions"]} <= pred.known
+    assert out[0]["predictions"] and all(0 <= p["score"] <= 1 for p in out[0]["predictions"])
+    assert {p["attribute"] for p in out[1]["predictions"]} <= {"茶", "冷热"} and not out[1]["errors"]
+    assert "image ignored" in out[2]["errors"][0] and out[2]["predictions"]  # answered from text
+    assert out[3]["errors"] == ["missing name"] and not out[3]["predictions"]
+    assert "unknown attribute" in out[4]["errors"][0]
+    assert "bad JSON" in out[5]["errors"][0] and "not a JSON object" in out[6]["errors"][0]
+    assert out[7]["errors"] == ["not valid UTF-8"]
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text("id\tname\tdescription\tattributes\nt1\t红烧牛肉\t\t主料|辣度\nt2\tonly two\n", encoding="utf-8")
+    out = pred.predict(read_rows(tsv), progress=False)
+    assert {p["attribute"] for p in out[0]["predictions"]} <= {"主料", "辣度"}
+    assert "columns" in out[1]["errors"][0]

@@ -44,6 +44,47 @@ def ingest(fmt: str = typer.Option("desire", "--format", help="desire | mepave |
 
 
 @app.command()
+def predict(model: Path = typer.Option(Path("models/generator"), help="Trained generator folder."),
+            discriminator: Path = typer.Option(Path("models/discriminator"), help="Trained discriminator folder."),
+            input: Path = typer.Option(..., "--input", help="Products: .jsonl (one object per line) or .tsv with a header."),
+            output: Path = typer.Option(..., help="Where to write one JSON line per input row."),
+            images: Path = typer.Option(None, help="Folder the rows' image paths are relative to."),
+            threshold: float = typer.Option(None, help="Discriminator threshold; default: the one chosen on "
+                                                       "validation (metrics/deflate.json), else 0.5."),
+            batch_size: int = typer.Option(256, help="Questions per batch.")):
+    """Predict attribute values for new products (fields: id, name, [description], [image], [attributes]).
+
+    Rows with bad fields get an error record and no predictions; every other row is predicted.
+    """
+    import time
+
+    from .predict import Predictor, read_rows
+
+    if not input.is_file():
+        typer.secho(f"error: input {input} not found", fg="red", err=True)
+        raise typer.Exit(1)
+    if not (model / "model.safetensors").is_file():
+        typer.secho(f"error: no trained model in {model}; run `dvc repro` first", fg="red", err=True)
+        raise typer.Exit(1)
+    if threshold is None:
+        saved = Path("metrics/deflate.json")
+        threshold = json.loads(saved.read_text())["threshold"] if saved.is_file() else 0.5
+    pred = Predictor(model, discriminator if (discriminator / "model.safetensors").is_file() else None, threshold,
+                     decode={"num_beams": 1, "max_new_tokens": 12, "batch_size": batch_size})
+    rows = read_rows(input)
+    t = time.perf_counter()
+    results = pred.predict(rows, images)
+    dt = time.perf_counter() - t
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w", encoding="utf-8") as f:
+        for r in results:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    bad = sum(bool(r["errors"]) and not r["predictions"] for r in results)
+    typer.echo(f"{len(results)} rows, {bad} with errors only, {sum(len(r['predictions']) for r in results)} "
+               f"values kept (threshold {threshold:.3f}), {dt:.1f}s -> {output}")
+
+
+@app.command()
 def show(metrics: Path = typer.Argument(Path("metrics/deflate.json"), help="A metrics JSON written by evaluate.")):
     """Print a metrics JSON as a Markdown table (P / R / F1 per metric and per value source)."""
     if not metrics.is_file():

@@ -111,6 +111,24 @@ def _lines(path: Path) -> Iterator[tuple[int, str | None, bytes]]:
                 yield n, None, raw
 
 
+def _rows(split: str, path: Path, parse, has_header: bool, prefix: str = "") -> Iterator[Record | Reject]:
+    """The row loop every adapter shares: decode, skip blanks (and the header), parse, and turn a
+    RowError into a Reject. ``parse(line, n)`` returns a Record, or None when it keeps the row itself."""
+    for n, line, raw in _lines(path):
+        if has_header and n == 1:
+            continue
+        try:
+            if line is None:
+                raise RowError("not valid UTF-8")
+            if not line.strip():
+                continue
+            rec = parse(line, n)
+            if rec is not None:
+                yield rec
+        except RowError as e:
+            yield Reject(split, n, f"{prefix}{e}", (line or raw.decode("utf-8", "replace"))[:200])
+
+
 def _check_image(path: Path) -> str:
     open_rgb(path)  # raises BadImage with the reason
     return str(path.resolve())
@@ -140,19 +158,9 @@ class DesireAdapter:
 
     def read(self, split: str) -> Iterator[Record | Reject]:
         for path in self.files(split):
-            header: dict[str, int] = {}
-            for n, line, raw in _lines(path):
-                if n == 1:
-                    header = {name.strip(): i for i, name in enumerate((line or "").split("\t"))}
-                    continue
-                try:
-                    if line is None:
-                        raise RowError("not valid UTF-8")
-                    if not line.strip():
-                        continue
-                    yield self._record(line, header, n)
-                except RowError as e:
-                    yield Reject(split, n, str(e), (line or raw.decode("utf-8", "replace"))[:200])
+            with open(path, encoding="utf-8", errors="replace") as f:
+                header = {name.strip(): i for i, name in enumerate(f.readline().rstrip("\r\n").split("\t"))}
+            yield from _rows(split, path, lambda line, n: self._record(line, header, n), has_header=True)
 
     def _record(self, line: str, header: dict[str, int], n: int) -> Record:
         cols = line.split("\t")
@@ -203,15 +211,7 @@ class MepaveAdapter:
 
     def read(self, split: str) -> Iterator[Record | Reject]:
         for path in self.files(split):
-            for n, line, raw in _lines(path):
-                try:
-                    if line is None:
-                        raise RowError("not valid UTF-8")
-                    if not line.strip():
-                        continue
-                    yield self._record(line, n)
-                except RowError as e:
-                    yield Reject(split, n, str(e), (line or raw.decode("utf-8", "replace"))[:200])
+            yield from _rows(split, path, self._record, has_header=False)
 
     @staticmethod
     def _record(line: str, n: int) -> Record:
@@ -256,38 +256,31 @@ class ImplicitAveAdapter:
     def read(self, split: str) -> Iterator[Record | Reject]:
         image_dir = self.root / "eval_visible" / "images" if split == "test" else None
         products: dict[str, Record] = {}
-        for path in self.files(split):
-            domain = path.stem
-            for n, line, raw in _lines(path):
-                if n == 1:
-                    continue
-                try:
-                    if line is None:
-                        raise RowError("not valid UTF-8")
-                    if not line.strip():
-                        continue
-                    cols = [c.strip() for c in line.split("\t")]
-                    if len(cols) != 6:
-                        raise RowError(f"{len(cols)} columns, expected 6")
-                    pid, img, category, text, attr, value = cols
-                    name = text.removeprefix("[Title]").strip()
-                    if not pid or not name or not attr or not value:
-                        raise RowError("empty id, text, attribute or value")
-                    rec = products.get(pid)
-                    if rec is None:
-                        image = ""
-                        if image_dir is not None and img:
-                            try:
-                                image = _check_image(image_dir / Path(img).name)
-                            except BadImage as e:
-                                raise RowError(str(e)) from None
-                        rec = products[pid] = Record(pid, name, "", f"{domain}/{category}", image)
-                    if any(lab["attribute"] == attr for lab in rec.labels):
-                        raise RowError(f"duplicate attribute {attr!r} for id {pid}")
-                    rec.labels.append({"attribute": attr, "value": value, "source":
-                                       "explicit" if value.lower() in name.lower() else "text_implied"})
-                except RowError as e:
-                    yield Reject(split, n, f"{path.name}: {e}", (line or raw.decode("utf-8", "replace"))[:200])
+
+        def parse(line: str, n: int, domain: str) -> None:
+            cols = [c.strip() for c in line.split("\t")]
+            if len(cols) != 6:
+                raise RowError(f"{len(cols)} columns, expected 6")
+            pid, img, category, text, attr, value = cols
+            name = text.removeprefix("[Title]").strip()
+            if not pid or not name or not attr or not value:
+                raise RowError("empty id, text, attribute or value")
+            rec = products.get(pid)
+            if rec is None:
+                image = ""
+                if image_dir is not None and img:
+                    try:
+                        image = _check_image(image_dir / Path(img).name)
+                    except BadImage as e:
+                        raise RowError(str(e)) from None
+                rec = products[pid] = Record(pid, name, "", f"{domain}/{category}", image)
+            if any(lab["attribute"] == attr for lab in rec.labels):
+                raise RowError(f"duplicate attribute {attr!r} for id {pid}")
+            rec.labels.append({"attribute": attr, "value": value, "source":
+                               "explicit" if value.lower() in name.lower() else "text_implied"})
+
+        for path in self.files(split):  # rows of one product are merged, so rejects come first
+            yield from _rows(split, path, lambda line, n, d=path.stem: parse(line, n, d), True, f"{path.name}: ")
         yield from products.values()
 
 

@@ -268,6 +268,28 @@ def run_stage(records_by_split: dict, cfg: dict, out: Path, seed: int, progress:
     return meta
 
 
+def save_for_inference(tokens_dir: Path, cfg: dict, out: Path) -> None:
+    """Copy what tokenizes a new product's picture (settings + codebook) next to a trained model."""
+    import shutil
+
+    (out / "image.json").write_text(json.dumps({"cfg": cfg, "meta": json.loads((tokens_dir / "meta.json").read_text())},
+                                               ensure_ascii=False, indent=1, sort_keys=True))
+    if (tokens_dir / "codebook.safetensors").exists():
+        shutil.copy(tokens_dir / "codebook.safetensors", out / "codebook.safetensors")
+
+
+def load_for_inference(model_dir: Path):
+    """The image tokenizer a model was trained with, or None (text-only model)."""
+    path = model_dir / "image.json"
+    if not path.exists():
+        return None
+    cfg = json.loads(path.read_text())["cfg"]
+    tok = make_tokenizer(cfg, 0)
+    if isinstance(tok, VisualWords):
+        tok.load(model_dir / "codebook.safetensors")
+    return tok
+
+
 def load_tokens(tokens_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, dict]:
     d = load_file(str(tokens_dir / f"{split}.safetensors"))
     meta = json.loads((tokens_dir / "meta.json").read_text())

@@ -13,7 +13,7 @@ import torch
 from .batching import Batcher, Example
 from .config import resolve_device, seed_everything
 from .data import Record, load_split
-from .imaging import load_tokens
+from .imaging import load_tokens, save_for_inference
 from .infer import build_tries, generate_values, score_claims
 from .metrics import evaluate as compute_metrics
 from .metrics import gold_from_records, majority_baseline
@@ -125,6 +125,8 @@ def train_generator(p: dict, processed: Path, tokens_dir: Path, out: Path, ckpt_
             "max_len": t["max_len"], "max_value_len": t["max_value_len"], "device": device,
             "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters())}
     save_model(gen.cpu(), out, meta, tok, gen.t5)
+    if m["use_image"]:
+        save_for_inference(tokens_dir, p["image"], out)
     (out / "history.json").write_text(json.dumps(history, indent=1))
     tracker.artifacts(out, "generator")
     tracker.close()

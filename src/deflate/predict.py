@@ -1,0 +1,155 @@
+"""``deflate predict``: a trained DEFLATE on new products.
+
+Input: JSONL (one object per line) or TSV with a header, fields ``id``, ``name``, optional
+``description``, ``image`` (path, relative to ``--images``) and ``attributes`` (a JSON list, or
+``|``-separated in TSV; default: every attribute the model knows). Output: one JSON line per input
+row, ``{"id", "predictions": [{"attribute", "value", "score"}], "errors": [...]}``. A row with
+bad fields gets its errors and no predictions; a broken picture is reported and the row is
+answered from its text. Nothing stops the run.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .batching import Batcher, Example
+from .imageio import BadImage, open_rgb
+from .imaging import load_for_inference
+from .infer import generate_values, score_claims
+from .model import load_discriminator, load_generator
+from .text import NONE_VALUE, QuestionBuilder
+
+MAX_FIELD = 20_000
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Raw rows with a ``_line`` number; undecodable or malformed lines become ``_error`` rows."""
+    rows: list[dict] = []
+    with open(path, "rb") as f:
+        raw_lines = f.read().split(b"\n")
+    if path.suffix.lower() in (".tsv", ".tab"):
+        header = None
+        for n, raw in enumerate(raw_lines, 1):
+            try:
+                line = raw.rstrip(b"\r").decode("utf-8")
+            except UnicodeDecodeError:
+                rows.append({"_line": n, "_error": "not valid UTF-8"})
+                continue
+            if not line.strip():
+                continue
+            cols = next(csv.reader([line], delimiter="\t", quoting=csv.QUOTE_NONE))
+            if header is None:
+                header = [c.strip() for c in cols]
+                continue
+            if len(cols) != len(header):
+                rows.append({"_line": n, "_error": f"{len(cols)} columns, expected {len(header)}"})
+                continue
+            row = dict(zip(header, cols), _line=n)
+            if row.get("attributes"):
+                row["attributes"] = [a.strip() for a in row["attributes"].split("|") if a.strip()]
+            rows.append(row)
+        return rows
+    for n, raw in enumerate(raw_lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            obj["_line"] = n
+            rows.append(obj)
+        except UnicodeDecodeError:
+            rows.append({"_line": n, "_error": "not valid UTF-8"})
+        except ValueError as e:
+            rows.append({"_line": n, "_error": f"bad JSON: {str(e)[:80]}"})
+    return rows
+
+
+def validate(row: dict, known: set[str]) -> tuple[dict | None, list[str]]:
+    """A clean product dict or None, and the row's errors."""
+    if "_error" in row:
+        return None, [row["_error"]]
+    errors = []
+    pid, name = row.get("id"), row.get("name")
+    desc = row.get("description") or ""
+    if not isinstance(pid, (str, int)) or str(pid).strip() == "":
+        errors.append("missing id")
+    if not isinstance(name, str) or not name.strip():
+        errors.append("missing name")
+    if not isinstance(desc, str):
+        errors.append("description is not a string")
+    for k in ("name", "description"):
+        if isinstance(row.get(k), str) and len(row[k]) > MAX_FIELD:
+            errors.append(f"{k} longer than {MAX_FIELD} characters")
+    attrs = row.get("attributes") or sorted(known)
+    if not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs):
+        errors.append("attributes must be a list of names")
+        attrs = []
+    unknown = [a for a in attrs if a not in known]
+    if unknown:
+        errors.append(f"unknown attribute(s): {', '.join(unknown[:5])}")
+    if errors:
+        return None, errors
+    return {"id": str(pid), "name": name.strip(), "description": desc.strip(), "image": row.get("image") or "",
+            "attributes": attrs}, []
+
+
+class Predictor:
+    def __init__(self, model_dir: Path, disc_dir: Path | None = None, threshold: float = 0.5,
+                 device: str = "cpu", decode: dict | None = None):
+        self.gen, tok, self.meta = load_generator(model_dir)
+        self.qb = QuestionBuilder(tok, self.meta["language"], self.meta["max_len"], self.meta["max_value_len"])
+        self.disc = load_discriminator(disc_dir, model_dir)[0] if disc_dir and self.meta["use_discriminator"] else None
+        self.image_tok = load_for_inference(model_dir) if self.meta["use_image"] else None
+        self.threshold, self.device = threshold, device
+        self.decode = decode or {"num_beams": 1, "max_new_tokens": 12, "batch_size": 256}
+        self.known = set(self.meta["attributes"])
+
+    def _images(self, products: list[dict], images_dir: Path | None, errors: list[list[str]]):
+        """Image tokens per product; a missing or broken picture is masked out (text-only row)."""
+        if self.image_tok is None:
+            return None, None
+        size = self.image_tok.resize
+        blank = np.zeros((size, size, 3), np.uint8)
+        arrays = []
+        for p, errs in zip(products, errors):
+            arr = None
+            if p["image"]:
+                path = Path(p["image"]) if images_dir is None else images_dir / p["image"]
+                try:
+                    arr = np.asarray(open_rgb(path).resize((size, size)), dtype=np.uint8)
+                except BadImage as e:
+                    errs.append(f"image ignored: {e}")
+            arrays.append(arr)
+        has = np.array([a is not None for a in arrays], dtype=bool)
+        return self.image_tok.encode([a if a is not None else blank for a in arrays]), has
+
+    def predict(self, rows: list[dict], images_dir: Path | None = None, progress: bool = True) -> list[dict]:
+        checked = [validate(r, self.known) for r in rows]
+        good = [(i, p) for i, (p, _) in enumerate(checked) if p is not None]
+        results = [{"id": str(r.get("id", "")), "line": r.get("_line"), "predictions": [], "errors": errs}
+                   for r, (_, errs) in zip(rows, checked)]
+        if not good:
+            return results
+        products = [p for _, p in good]
+        image, has = self._images(products, images_dir, [results[i]["errors"] for i, _ in good])
+        qb = self.qb
+        exs = [Example(qb.question(p["name"], p["description"], a), j, None, (j, a))
+               for j, p in enumerate(products) for a in p["attributes"]]
+        batcher = Batcher(image, has, self.image_tok is not None, qb.img_id)
+        values = generate_values(self.gen, qb, batcher, exs, self.decode, self.device, desc="predict", progress=progress)
+        scores = None
+        if self.disc is not None:
+            claims = [Example(qb.claim(products[e.key[0]]["name"], products[e.key[0]]["description"], e.key[1], v),
+                              e.key[0], None, e.key) for e, v in zip(exs, values)]
+            scores = score_claims(self.disc, batcher, claims, self.decode.get("batch_size", 256), self.device,
+                                  desc="discriminate", progress=progress)
+        for k, (e, v) in enumerate(zip(exs, values)):
+            s = None if scores is None else float(scores[k])
+            if v and v != NONE_VALUE and (s is None or s >= self.threshold):
+                results[good[e.key[0]][0]]["predictions"].append(
+                    {"attribute": e.key[1], "value": v, "score": None if s is None else round(s, 4)})
+        return results
