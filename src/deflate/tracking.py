@@ -46,7 +46,8 @@ class Tracker:
             if mlflow.get_experiment_by_name(name) is None and uri.startswith("sqlite"):
                 mlflow.create_experiment(name, artifact_location=Path("mlartifacts").resolve().as_uri())
             mlflow.set_experiment(name)
-            mlflow.start_run(run_name=stage)
+            # system metrics (CPU, memory; GPU utilisation too when nvidia-ml-py is installed) on GPU runs
+            mlflow.start_run(run_name=stage, log_system_metrics=device.startswith("cuda"))
             mlflow.set_tags({"dvc.stage": stage, "git.commit": git_commit(), "device": device,
                              **({"gpu": _gpu_name()} if device.startswith("cuda") else {})})
             flat = {k: str(v)[:500] for k, v in _flatten(params).items()}
