@@ -198,3 +198,32 @@ def test_predict_on_good_and_bad_rows(world, trained, tmp_path):
     out = pred.predict(read_rows(tsv), progress=False)
     assert {p["attribute"] for p in out[0]["predictions"]} <= {"主料", "辣度"}
     assert "columns" in out[1]["errors"][0]
+
+
+@pytest.mark.slow
+def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monkeypatch):
+    """The real-data path: no image stage, negatives = wrong candidates, closed-vocabulary accuracy."""
+    from deflate.pipeline import evaluate_candidates
+    monkeypatch.chdir(tmp_path)
+    p = tiny_params(**{"negatives.mode": "candidates", "tracking.enabled": False})
+    proc, no_tokens = world / "processed", tmp_path / "no_tokens"
+    train_generator(p, proc, no_tokens, tmp_path / "gen", tmp_path / "ckg")
+    assert json.loads((tmp_path / "gen" / "deflate.json").read_text())["use_image"] is False
+    summary = harvest_negatives(p, proc, no_tokens, tmp_path / "gen", tmp_path / "neg")
+    assert summary["mode"] == "candidates"
+    schema = json.loads((proc / "schema.json").read_text())
+    train = load_split(proc, "train")
+    negs = [json.loads(x) for x in (tmp_path / "neg" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    for n in negs:  # a wrong value of an attribute the product has
+        gold = {lab["value"] for lab in train[n["row"]].labels if lab["attribute"] == n["attribute"]}
+        assert gold and n["value"] and n["value"] not in gold
+    train_discriminator(p, proc, no_tokens, tmp_path / "gen", tmp_path / "neg", tmp_path / "disc", tmp_path / "ckd")
+    m = evaluate_candidates(p, proc, no_tokens, tmp_path / "gen", tmp_path / "disc", tmp_path / "m.json",
+                            tmp_path / "per_attr.json")
+    assert set(m) >= {"free", "constrained", "constrained_rerank", "alpha"} and 0 <= m["alpha"] <= 1
+    for v in ("free", "constrained", "constrained_rerank"):
+        assert 0 <= m[v]["overall"]["exact"] <= m[v]["overall"]["lenient"] <= 100
+    per_attr = json.loads((tmp_path / "per_attr.json").read_text())
+    assert set(per_attr["constrained"]) <= set(schema["attributes"])
+    preds = json.loads((tmp_path / "m.json").read_text())
+    assert preds["n_test"] == sum(len({lab["attribute"] for lab in r.labels}) for r in load_split(proc, "test"))

@@ -99,3 +99,22 @@ def majority_baseline(train_records, test_records) -> dict:
     gold, texts = gold_from_records(test_records)
     pred = {k: [counts[k[1]].most_common(1)[0][0]] for k in gold if k[1] in counts}
     return evaluate(gold, pred, texts)
+
+
+# --- closed-vocabulary accuracy (ImplicitAVE's protocol) ----------------------------------------
+def normalise(v: str) -> str:
+    return " ".join(v.lower().split())
+
+
+def accuracy_report(rows: list[dict]) -> tuple[dict, dict]:
+    """rows: {"domain", "attribute", "gold", "pred"}. Exact match of normalised values and
+    ImplicitAVE's lenient score (gold, lower-cased, contained in the prediction), in percent,
+    overall and per domain; plus a per-attribute breakdown."""
+    def score(sub):
+        if not sub:
+            return {"exact": 0.0, "lenient": 0.0, "n": 0}
+        ex = sum(normalise(r["pred"]) == normalise(r["gold"]) for r in sub)
+        le = sum(r["gold"].lower() in r["pred"].lower() for r in sub)
+        return {"exact": round(100 * ex / len(sub), 2), "lenient": round(100 * le / len(sub), 2), "n": len(sub)}
+    by = lambda key: {k: score([r for r in rows if r[key] == k]) for k in sorted({r[key] for r in rows})}  # noqa: E731
+    return {"overall": score(rows), "by_domain": by("domain")}, by("attribute")

@@ -33,8 +33,13 @@ class Split:
     meta: dict
 
 
+TEXT_ONLY = {"continuous": False, "vocab_size": 0, "feature_dim": 0, "tokenizer": None}
+
+
 def load_data(processed: Path, tokens_dir: Path, split: str) -> Split:
     records = load_split(processed, split)
+    if not (tokens_dir / f"{split}.safetensors").exists():  # a text-only pipeline (no image stage)
+        return Split(records, None, None, dict(TEXT_ONLY))
     image, has, meta = load_tokens(tokens_dir, split)
     if len(image) != len(records):
         raise RuntimeError(f"{split}: {len(records)} products but {len(image)} image-token rows; rerun image_tokens")
@@ -72,6 +77,12 @@ def qa_examples(records: list[Record], qb: QuestionBuilder, schema: dict, sep: s
     return out
 
 
+def gold_pair_examples(records: list[Record], qb: QuestionBuilder) -> list[Example]:
+    """One question per (product, gold attribute), no target."""
+    return [Example(qb.question(r.name, r.description, a), i, None, (i, a))
+            for i, r in enumerate(records) for a in grouped_labels(r)]
+
+
 def all_pair_examples(records: list[Record], qb: QuestionBuilder, attributes: list[str]) -> list[Example]:
     return [Example(qb.question(r.name, r.description, a), i, None, (i, a))
             for i, r in enumerate(records) for a in attributes]
@@ -100,13 +111,14 @@ def train_generator(p: dict, processed: Path, tokens_dir: Path, out: Path, ckpt_
     lang = schema["language"]
     qb = QuestionBuilder(tok, lang, t["max_len"], t["max_value_len"])
     image_vocab, feature_dim = image_spec(train.meta)
-    gen = build_generator(m, tok, image_vocab if m["use_image"] else 0, feature_dim if m["use_image"] else 0)
+    use_image = m["use_image"] and train.image is not None
+    gen = build_generator(m, tok, image_vocab if use_image else 0, feature_dim if use_image else 0)
     none = 0 if m["use_discriminator"] else g["none_per_product"]
     sep = VALUE_SEP[lang if lang in VALUE_SEP else "en"]
     examples = qa_examples(train.records, qb, schema, sep, none, p["seed"])
     val_ex = qa_examples(val.records, qb, schema, sep, none, p["seed"] + 1)[: g.get("val_max", 1000)]
-    tr_b = Batcher(train.image, train.has_image, m["use_image"], qb.img_id)
-    va_b = Batcher(val.image, val.has_image, m["use_image"], qb.img_id)
+    tr_b = Batcher(train.image, train.has_image, use_image, qb.img_id)
+    va_b = Batcher(val.image, val.has_image, use_image, qb.img_id)
     targets = [qb.decode(e.target) for e in val_ex]
 
     def validate(model):
@@ -117,15 +129,15 @@ def train_generator(p: dict, processed: Path, tokens_dir: Path, out: Path, ckpt_
     run_hash = config_hash({k: p[k] for k in ("seed", "text", "model", "generator", "decode")},
                            schema["n_products"], train.meta.get("codebook_sha256"), len(tok))
     print(f"[train_generator] {len(examples)} QA examples, {sum(x.numel() for x in gen.parameters()) / 1e6:.2f}M "
-          f"params, device {device}, image {'on' if m['use_image'] else 'off'}, none targets {none}")
+          f"params, device {device}, image {'on' if use_image else 'off'}, none targets {none}")
     history = fit(gen, examples, tr_b, g, lambda mdl, b: mdl(b).loss, validate, ckpt_dir, run_hash, tracker,
                   device, p["seed"], "generator")
-    meta = {"image_vocab": gen.image_vocab, "feature_dim": gen.feature_dim, "use_image": m["use_image"],
+    meta = {"image_vocab": gen.image_vocab, "feature_dim": gen.feature_dim, "use_image": use_image,
             "use_discriminator": m["use_discriminator"], "language": lang, "value_sep": sep,
             "max_len": t["max_len"], "max_value_len": t["max_value_len"], "device": device,
             "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters())}
     save_model(gen.cpu(), out, meta, tok, gen.t5)
-    if m["use_image"]:
+    if use_image:
         save_for_inference(tokens_dir, p["image"], out)
     (out / "history.json").write_text(json.dumps(history, indent=1))
     tracker.artifacts(out, "generator")
@@ -145,19 +157,24 @@ def harvest_negatives(p: dict, processed: Path, tokens_dir: Path, gen_dir: Path,
     gen, tok, meta = load_generator(gen_dir)
     qb = QuestionBuilder(tok, meta["language"], meta["max_len"], meta["max_value_len"])
     k = p["negatives"]["per_product"]
+    mode = p["negatives"].get("mode", "absent")
+    summary["mode"] = mode
     for split, offset in (("train", 0), ("val", 1)):
         data = load_data(processed, tokens_dir, split)
         rng = np.random.default_rng([p["seed"], offset])
-        exs = []
-        for i, r in enumerate(data.records):
-            have = {lab["attribute"] for lab in r.labels}
-            absent = [a for a in schema["attributes"] if a not in have]
-            pick = absent if len(absent) <= k else list(rng.choice(absent, k, replace=False))
-            exs += [Example(qb.question(r.name, r.description, a), i, None, (i, a)) for a in pick]
         batcher = Batcher(data.image, data.has_image, meta["use_image"], qb.img_id)
-        values = generate_values(gen, qb, batcher, exs, p["decode"], device, desc=f"harvest {split}")
-        rows = [{"row": e.key[0], "id": data.records[e.key[0]].id, "attribute": e.key[1], "value": v}
-                for e, v in zip(exs, values)]
+        if mode == "candidates":
+            rows = candidate_negatives(data, qb, schema, gen, batcher, p, device, k, rng, split)
+        else:
+            exs = []
+            for i, r in enumerate(data.records):
+                have = {lab["attribute"] for lab in r.labels}
+                absent = [a for a in schema["attributes"] if a not in have]
+                pick = absent if len(absent) <= k else list(rng.choice(absent, k, replace=False))
+                exs += [Example(qb.question(r.name, r.description, a), i, None, (i, a)) for a in pick]
+            values = generate_values(gen, qb, batcher, exs, p["decode"], device, desc=f"harvest {split}")
+            rows = [{"row": e.key[0], "id": data.records[e.key[0]].id, "attribute": e.key[1], "value": v}
+                    for e, v in zip(exs, values)]
         with open(out / f"{split}.jsonl", "w", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -166,6 +183,29 @@ def harvest_negatives(p: dict, processed: Path, tokens_dir: Path, gen_dir: Path,
         print(f"[harvest_negatives] {split}: {len(rows)} negatives")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def candidate_vocab(schema: dict) -> dict[str, list[str]]:
+    return {a: schema["candidates"].get(a) or schema["values"].get(a, []) for a in schema["attributes"]}
+
+
+def candidate_negatives(data: Split, qb, schema: dict, gen, batcher, p: dict, device: str, k: int, rng,
+                        split: str) -> list[dict]:
+    """Negatives for re-ranking (``negatives.mode: candidates``): for each gold attribute, the
+    generator's own answer when it is wrong, topped up with random wrong candidates to ``k``."""
+    cands = candidate_vocab(schema)
+    exs = gold_pair_examples(data.records, qb)
+    values = generate_values(gen, qb, batcher, exs, p["decode"], device, desc=f"harvest {split}")
+    rows = []
+    for e, v in zip(exs, values):
+        r = data.records[e.key[0]]
+        gold = set(grouped_labels(r)[e.key[1]])
+        wrong = [v] if v and v not in gold else []
+        pool = [c for c in cands.get(e.key[1], []) if c not in gold and c not in wrong]
+        if pool and len(wrong) < k:
+            wrong += list(rng.choice(pool, min(k - len(wrong), len(pool)), replace=False))
+        rows += [{"row": e.key[0], "id": r.id, "attribute": e.key[1], "value": str(w)} for w in wrong[:k]]
+    return rows
 
 
 # --- stage 3: discriminator --------------------------------------------------------------------------
@@ -265,7 +305,7 @@ def evaluate(p: dict, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir
     disc = load_discriminator(disc_dir, gen_dir)[0] if use_disc else None
     tries = None
     if p["decode"].get("constrain_to_vocab"):
-        vocab = {a: schema["candidates"].get(a) or schema["values"].get(a, []) for a in schema["attributes"]}
+        vocab = candidate_vocab(schema)
         if not use_disc:
             vocab = {a: vs + [NONE_VALUE] for a, vs in vocab.items()}
         tries = build_tries(vocab, qb)
@@ -309,3 +349,59 @@ def write_predictions(path: Path, records, exs, values, scores, pred: dict):
             cands = [{"attribute": a, "value": v, "score": s} for a, v, s in per.get(i, [])]
             f.write(json.dumps({"id": r.id, "predictions": kept, "candidates": cands, "errors": [],
                                 "gold": r.labels}, ensure_ascii=False) + "\n")
+
+
+# --- stage 4b: closed-vocabulary evaluation (ImplicitAVE) ---------------------------------------------
+def evaluate_candidates(p: dict, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: Path,
+                        metrics_path: Path, breakdown_path: Path) -> dict:
+    """For every gold (test product, attribute): free decoding, the generator's best candidate,
+    and candidates re-ranked with the discriminator (weight picked on val). Accuracy per variant."""
+    from .candidates import candidate_logprobs, combine, discriminator_logprobs, pick_alpha
+    from .metrics import accuracy_report
+
+    schema, device = _setup(p, processed, tokens_dir)
+    gen, tok, meta = load_generator(gen_dir)
+    qb = QuestionBuilder(tok, meta["language"], meta["max_len"], meta["max_value_len"])
+    disc = load_discriminator(disc_dir, gen_dir)[0] if p["model"]["use_discriminator"] else None
+    cands = candidate_vocab(schema)
+    bs = p["decode"].get("batch_size", 256)
+    sep = meta["value_sep"]
+
+    def run(split: str, limit: int | None):
+        data = load_data(processed, tokens_dir, split)
+        exs = gold_pair_examples(data.records, qb)[:limit]
+        batcher = Batcher(data.image, data.has_image, meta["use_image"], qb.img_id)
+        free = generate_values(gen, qb, batcher, exs, p["decode"], device, desc=f"free {split}")
+        g_lp = candidate_logprobs(gen, qb, batcher, exs, cands, bs, device)
+        d_lp = discriminator_logprobs(disc, qb, batcher, exs, data.records, cands, bs, device) if disc else None
+        gold = [sep.join(grouped_labels(data.records[e.key[0]])[e.key[1]]) for e in exs]
+        return data, exs, free, g_lp, d_lp, gold
+
+    alpha = 1.0
+    if disc is not None:
+        _, v_exs, _, v_g, v_d, v_gold = run("val", p["eval"].get("val_max", 2000))
+        gold_idx = [cands.get(e.key[1], []).index(g) if g in cands.get(e.key[1], []) else -2
+                    for e, g in zip(v_exs, v_gold)]
+        alpha = pick_alpha(v_g, v_d, gold_idx)
+    data, exs, free, g_lp, d_lp, gold = run("test", None)
+
+    def pick(best):
+        return [cands[e.key[1]][b] if b >= 0 else f for e, b, f in zip(exs, best, free)]
+
+    variants = {"free": free, "constrained": pick(combine(g_lp, None, 1.0))}
+    if d_lp is not None:
+        variants["constrained_rerank"] = pick(combine(g_lp, d_lp, alpha))
+    out: dict = {"alpha": alpha, "n_test": len(exs), "dataset": schema["format"], "seed": p["seed"],
+                 "generator_params": meta["params"]}
+    breakdown: dict = {}
+    for name, preds in variants.items():
+        rows = [{"domain": data.records[e.key[0]].category.split("/")[0], "attribute": e.key[1], "gold": g,
+                 "pred": v} for e, g, v in zip(exs, gold, preds)]
+        out[name], breakdown[name] = accuracy_report(rows)
+        print(f"[evaluate_candidates] {name}: exact {out[name]['overall']['exact']}%, "
+              f"lenient {out[name]['overall']['lenient']}%")
+    metrics_path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(out, ensure_ascii=False, indent=1, sort_keys=True))
+    breakdown_path.parent.mkdir(parents=True, exist_ok=True)
+    breakdown_path.write_text(json.dumps(breakdown, ensure_ascii=False, indent=1, sort_keys=True))
+    return out

@@ -89,7 +89,7 @@ def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: 
             opt.step()
             total += loss.item() * len(idx)
             n += len(idx)
-            bar.set_postfix(loss=f"{total / n:.4f}", ex_s=f"{n / (time.perf_counter() - t0):.0f}")
+            bar.set_postfix(loss=f"{total / n:.4f}", ex_s=f"{n / (time.perf_counter() - t0):.0f}", refresh=False)
         train_time = time.perf_counter() - t0
         model.eval()
         val = validate(model)

@@ -1,0 +1,13 @@
+"""DVC stage (real-data pipelines): closed-vocabulary accuracy — free decoding, the generator's
+best candidate, and candidates re-ranked by the discriminator."""
+from pathlib import Path
+
+from deflate.config import load_params, stage_timer
+from deflate.pipeline import evaluate_candidates
+
+p = load_params()
+name = p["eval"].get("metrics_name", "candidates")
+with stage_timer("evaluate_candidates"):
+    evaluate_candidates(p, Path("data/processed"), Path("data/tokens"), Path("models/generator"),
+                        Path("models/discriminator"), Path(f"metrics/{name}.json"),
+                        Path(f"metrics/{name}_per_attribute.json"))

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+
+from deflate.batching import Batcher, Example
+from deflate.candidates import candidate_logprobs, combine, discriminator_logprobs, pick_alpha
+from deflate.data import Record
+from deflate.metrics import accuracy_report
+from deflate.model import build_generator
+from deflate.text import QuestionBuilder, train_tokenizer
+
+TINY = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
+        "dropout": 0.0, "pretrained_path": ""}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tok = train_tokenizer(["The Form of Lipton tea (x) is Bags/Packets Teabags Powder Box Tin"] * 3, 120)
+    qb = QuestionBuilder(tok, "en", 32, 8)
+    torch.manual_seed(0)
+    return tok, qb, build_generator(TINY, tok, 0, 0).eval()
+
+
+def test_candidate_logprobs_are_the_models_own_likelihood(setup):
+    tok, qb, gen = setup
+    cands = {"Form": ["Bags/Packets", "Teabags", "Powder"]}
+    ex = [Example(qb.question("Lipton tea", "", "Form"), -1, None, (0, "Form"))]
+    b = Batcher(None, None, False, qb.img_id)
+    lp = candidate_logprobs(gen, qb, b, ex, cands, progress=False)[0]
+    for j, c in enumerate(cands["Form"]):
+        batch = b.collate([Example(ex[0].ids, -1, qb.value(c))])
+        assert lp[j] == pytest.approx(-gen(batch).loss.item(), abs=1e-5)
+    assert candidate_logprobs(gen, qb, b, [Example(ex[0].ids, -1, None, (0, "Other"))], cands,
+                              progress=False)[0].size == 0
+
+
+class RiggedDisc(torch.nn.Module):
+    """Says yes exactly to claims that contain a given token."""
+
+    def __init__(self, token_id):
+        super().__init__()
+        self.t = token_id
+
+    def forward(self, batch):
+        return ((batch["input_ids"] == self.t).any(1).float() * 20 - 10)
+
+
+def test_reranking_picks_the_discriminators_best(setup):
+    tok, qb, gen = setup
+    cands = {"Form": ["Bags/Packets", "Teabags", "Box", "Tin"]}
+    target = "Tin"
+    disc = RiggedDisc(qb.ids(" Tin")[-1])
+    recs = [Record("p", "Lipton tea")]
+    ex = [Example(qb.question("Lipton tea", "", "Form"), 0, None, (0, "Form"))]
+    b = Batcher(None, None, False, qb.img_id)
+    g = candidate_logprobs(gen, qb, b, ex, cands, progress=False)
+    d = discriminator_logprobs(disc, qb, b, ex, recs, cands, progress=False)
+    assert cands["Form"][combine(g, d, 0.0)[0]] == target
+    assert combine(g, None, 1.0)[0] == int(np.argmax(g[0]))
+    # the weight is chosen where validation accuracy is best
+    gold = [cands["Form"].index(target)]
+    assert pick_alpha(g, d, gold) < 1.0 or cands["Form"][int(np.argmax(g[0]))] == target
+
+
+def test_combine_and_pick_alpha_on_fixed_scores():
+    g = [np.array([-0.1, -2.0]), np.array([-0.5, -0.4]), np.array([])]
+    d = [np.log(np.array([0.1, 0.9])), np.log(np.array([0.5, 0.5])), np.array([])]
+    assert combine(g, None, 1.0) == [0, 1, -1]
+    assert combine(g, d, 0.0) == [1, 0, -1]
+    # ex 0 is right for alpha < 0.536, ex 1 for alpha > 0 (a tie at 0 picks index 0): 0.5 is the largest
+    assert pick_alpha(g, d, [1, 1, -1]) == 0.5
+
+
+def test_accuracy_report_exact_and_lenient():
+    rows = [{"domain": "Food", "attribute": "Form", "gold": "Powder", "pred": "powder"},
+            {"domain": "Food", "attribute": "Form", "gold": "Box", "pred": "Gift Box"},
+            {"domain": "Home", "attribute": "Shape", "gold": "Round", "pred": "Square"}]
+    overall, per_attr = accuracy_report(rows)
+    assert overall["overall"] == {"exact": 33.33, "lenient": 66.67, "n": 3}
+    assert overall["by_domain"]["Food"] == {"exact": 50.0, "lenient": 100.0, "n": 2}
+    assert per_attr["Shape"]["exact"] == 0.0
