@@ -227,3 +227,11 @@ def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monke
     assert set(per_attr["constrained"]) <= set(schema["attributes"])
     preds = json.loads((tmp_path / "m.json").read_text())
     assert preds["n_test"] == sum(len({lab["attribute"] for lab in r.labels}) for r in load_split(proc, "test"))
+
+
+def test_resume_key_changes_with_code(monkeypatch):
+    import deflate.train as tr
+    a = tr.config_hash({"x": 1})
+    assert a == tr.config_hash({"x": 1}) and a != tr.config_hash({"x": 2})
+    monkeypatch.setattr(tr, "code_fingerprint", lambda: "other code")
+    assert tr.config_hash({"x": 1}) != a

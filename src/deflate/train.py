@@ -46,8 +46,18 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path):
     opt.load_state_dict({"state": state, "param_groups": json.loads(path.with_suffix(".json").read_text())})
 
 
+def code_fingerprint() -> str:
+    """Hash of the package source: a checkpoint left by other code must never be resumed."""
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def config_hash(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Resume key: the given config parts plus the code fingerprint."""
+    return hashlib.sha256(json.dumps([parts, code_fingerprint()], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: dict,
