@@ -153,3 +153,15 @@ def test_dalle_state_dict_and_refusals(tmp_path):
     assert not marker.exists()
     with pytest.raises(FileNotFoundError, match="dalle_encoder_path"):
         load_dalle_encoder(tmp_path / "missing.pkl")
+
+
+def test_no_training_pictures_means_text_only(tmp_path):
+    recs = {s: [Record(f"{s}{i}", "x") for i in range(3)] for s in ("train", "val", "test")}
+    meta = run_stage(recs, CFG, tmp_path / "tok", seed=0, progress=False)
+    assert meta["text_only"] and not list((tmp_path / "tok").glob("*.safetensors"))
+    from deflate.data import records_to_frame
+    from deflate.pipeline import load_data  # the model side then reads it as text-only
+    (tmp_path / "proc").mkdir()
+    records_to_frame(recs["val"]).to_parquet(tmp_path / "proc" / "val.parquet")
+    data = load_data(tmp_path / "proc", tmp_path / "tok", "val")
+    assert data.image is None and data.has_image is None and len(data.records) == 3

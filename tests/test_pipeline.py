@@ -235,3 +235,18 @@ def test_resume_key_changes_with_code(monkeypatch):
     assert a == tr.config_hash({"x": 1}) and a != tr.config_hash({"x": 2})
     monkeypatch.setattr(tr, "code_fingerprint", lambda: "other code")
     assert tr.config_hash({"x": 1}) != a
+
+
+def test_predict_command_line(trained, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+    from deflate.cli import app
+    run, _ = trained
+    monkeypatch.chdir(tmp_path)  # no metrics/deflate.json here: threshold falls back to 0.5
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "a", "name": "红烧牛肉"}, ensure_ascii=False) + "\n"
+                                       + json.dumps({"id": "b"}) + "\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["predict", "--model", str(run / "gen"), "--discriminator", str(run / "disc"),
+                                 "--input", "in.jsonl", "--output", "out/pred.jsonl"])
+    assert r.exit_code == 0, r.output
+    assert "2 rows, 1 with errors only" in r.output and "threshold 0.500" in r.output
+    out = [json.loads(x) for x in (tmp_path / "out" / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [o["id"] for o in out] == ["a", "b"] and out[1]["errors"] == ["missing name"]

@@ -249,6 +249,11 @@ def run_stage(records_by_split: dict, cfg: dict, out: Path, seed: int, progress:
     if isinstance(tok, VisualWords):
         train_imgs = [im for _, im, _ in load_images([r.image for r in records_by_split["train"]], tok.resize,
                                                      "load train images for codebook", progress) if im is not None]
+        if not train_imgs:  # e.g. MEPAVE, ImplicitAVE train: nothing to learn a codebook from
+            print("[image_tokens] no usable training picture: the dataset is text-only for the model")
+            meta.update(text_only=True, splits={s: {"n": len(r), "with_image": 0} for s, r in records_by_split.items()})
+            (out / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True))
+            return meta
         tok.fit(train_imgs)
         meta["codebook_sha256"] = tok.save(out / "codebook.safetensors")
     for split, recs in records_by_split.items():

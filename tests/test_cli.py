@@ -1,0 +1,45 @@
+import json
+
+from typer.testing import CliRunner
+
+from deflate.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_every_command():
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    for cmd in ("synth", "ingest", "predict", "show"):
+        assert cmd in r.output
+    r = runner.invoke(app, ["predict", "--help"])
+    assert r.exit_code == 0 and "error record" in r.output
+
+
+def test_synth_then_ingest(tmp_path):
+    r = runner.invoke(app, ["synth", "--out", str(tmp_path / "raw"), "--n-products", "30", "--mepave-rows", "20",
+                            "--image-size", "32"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output[r.output.index("{"):])["products"] == 30
+    r = runner.invoke(app, ["ingest", "--path", str(tmp_path / "raw" / "desire"), "--out", str(tmp_path / "p"),
+                            "--rejects", str(tmp_path / "rej")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p" / "train.parquet").exists()
+
+
+def test_errors_are_one_line_and_non_zero(tmp_path):
+    r = runner.invoke(app, ["ingest", "--format", "nope", "--path", str(tmp_path)])
+    assert r.exit_code == 1 and "unknown data.format" in r.output
+    r = runner.invoke(app, ["show", str(tmp_path / "missing.json")])
+    assert r.exit_code == 1 and "not found" in r.output
+    r = runner.invoke(app, ["predict", "--input", str(tmp_path / "none.jsonl"), "--output", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "not found" in r.output
+
+
+def test_show_prints_a_table(tmp_path):
+    prf = {"p": 50.0, "r": 25.0, "f1": 33.33}
+    m = {"ap": prf, "ave": prf, "ave_fuzzy": prf, "eav_only": {"ave": prf, "ave_fuzzy": prf},
+         "by_source": {"image_only": prf}, "majority_baseline": {"ave": prf}}
+    (tmp_path / "m.json").write_text(json.dumps(m))
+    r = runner.invoke(app, ["show", str(tmp_path / "m.json")])
+    assert r.exit_code == 0 and "| AVE image_only | 50.00 | 25.00 | 33.33 |" in r.output
