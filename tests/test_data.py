@@ -131,3 +131,12 @@ def test_desire_adapter_reads_synthetic_default(tmp_path):
     recs = [r for r in DesireAdapter(tmp_path).read("train")]
     assert recs and all(isinstance(r, Record) and r.image and r.labels for r in recs)
     assert {lab["source"] for r in recs for lab in r.labels} <= {"explicit", "text_implied", "image_only"}
+
+
+def test_tables_do_not_depend_on_where_the_repo_lives(tmp_path, monkeypatch):
+    from deflate.synth import write_desire
+    write_desire(tmp_path / "raw", 12, seed=1, image_size=16, progress=False)
+    monkeypatch.chdir(tmp_path)
+    ingest("desire", "raw", tmp_path / "p", tmp_path / "r", 0.0)
+    recs = load_split(tmp_path / "p", "train")
+    assert recs and all(r.image.startswith("raw/images/") for r in recs)

@@ -250,3 +250,15 @@ def test_predict_command_line(trained, tmp_path, monkeypatch):
     assert "2 rows, 1 with errors only" in r.output and "threshold 0.500" in r.output
     out = [json.loads(x) for x in (tmp_path / "out" / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [o["id"] for o in out] == ["a", "b"] and out[1]["errors"] == ["missing name"]
+
+
+def test_resume_key_follows_the_training_data(tmp_path):
+    from deflate.train import file_digest
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"tokens v1")
+    b.write_bytes(b"negatives")
+    d1 = file_digest(a, b)
+    assert d1 == file_digest(a, b) and d1 != file_digest(b, a)
+    a.write_bytes(b"tokens v2")  # e.g. another DALL-E encoder: same params section, new tokens
+    assert file_digest(a, b) != d1
+    assert file_digest(a, tmp_path / "missing") != file_digest(a)

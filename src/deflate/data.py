@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -31,7 +32,7 @@ class Record:
     name: str
     description: str = ""
     category: str = ""
-    image: str = ""                     # absolute path of a validated image, or ""
+    image: str = ""                     # validated image, relative to the working directory, or ""
     pic_tokens: list[int] | None = None  # precomputed DALL-E tokens (real DESIRE), or None
     labels: list[dict] = field(default_factory=list)  # [{"attribute", "value", "source"}]
 
@@ -130,8 +131,10 @@ def _rows(split: str, path: Path, parse, has_header: bool, prefix: str = "") -> 
 
 
 def _check_image(path: Path) -> str:
+    """Validate a picture; return its path relative to the working directory (where every stage of
+    a pipeline runs), so the tables do not depend on where the repository was cloned."""
     open_rgb(path)  # raises BadImage with the reason
-    return str(path.resolve())
+    return os.path.relpath(path.resolve(), Path.cwd())
 
 
 # --- adapters ------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from .metrics import gold_from_records, majority_baseline
 from .model import Discriminator, build_generator, load_discriminator, load_generator, save_model
 from .text import NONE_VALUE, QuestionBuilder, corpus, load_tokenizer, train_tokenizer
 from .tracking import Tracker
-from .train import config_hash, fit
+from .train import config_hash, file_digest, fit
 
 VALUE_SEP = {"zh": "、", "en": ", "}
 
@@ -88,7 +88,7 @@ def all_pair_examples(records: list[Record], qb: QuestionBuilder, attributes: li
             for i, r in enumerate(records) for a in attributes]
 
 
-def _setup(p: dict, processed: Path, tokens_dir: Path):
+def _setup(p: dict, processed: Path):
     seed_everything(p["seed"])
     torch.set_num_threads(p["model"].get("num_threads", 2))
     schema = json.loads((processed / "schema.json").read_text(encoding="utf-8"))
@@ -103,7 +103,7 @@ def _tracker(p: dict, stage: str, device: str) -> Tracker:
 
 # --- stage 1: generator ------------------------------------------------------------------------------
 def train_generator(p: dict, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path) -> dict:
-    schema, device = _setup(p, processed, tokens_dir)
+    schema, device = _setup(p, processed)
     m, g, t = p["model"], p["generator"], p["text"]
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
     tok_path = m.get("tokenizer_path") or m.get("pretrained_path")
@@ -126,8 +126,9 @@ def train_generator(p: dict, processed: Path, tokens_dir: Path, out: Path, ckpt_
         return {"score": round(float(np.mean([a == b for a, b in zip(got, targets)])), 4)}
 
     tracker = _tracker(p, "train_generator", device)
-    run_hash = config_hash({k: p[k] for k in ("seed", "text", "model", "generator", "decode")},
-                           schema["n_products"], train.meta.get("codebook_sha256"), len(tok))
+    run_hash = config_hash({k: p[k] for k in ("seed", "text", "model", "generator", "decode")}, len(tok),
+                           file_digest(*(d / f"{s}.{ext}" for s in ("train", "val")
+                                         for d, ext in ((processed, "parquet"), (tokens_dir, "safetensors")))))
     print(f"[train_generator] {len(examples)} QA examples, {sum(x.numel() for x in gen.parameters()) / 1e6:.2f}M "
           f"params, device {device}, image {'on' if use_image else 'off'}, none targets {none}")
     history = fit(gen, examples, tr_b, g, lambda mdl, b: mdl(b).loss, validate, ckpt_dir, run_hash, tracker,
@@ -148,7 +149,7 @@ def train_generator(p: dict, processed: Path, tokens_dir: Path, out: Path, ckpt_
 # --- stage 2: harvested negatives --------------------------------------------------------------------
 def harvest_negatives(p: dict, processed: Path, tokens_dir: Path, gen_dir: Path, out: Path) -> dict:
     """Paper §3.4: for attributes a product lacks, the generator's own answer is a negative."""
-    schema, device = _setup(p, processed, tokens_dir)
+    schema, device = _setup(p, processed)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"enabled": p["model"]["use_discriminator"], "splits": {}}
     if not p["model"]["use_discriminator"]:  # d-: no discriminator, nothing to harvest
@@ -227,7 +228,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def train_discriminator(p: dict, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Path, out: Path,
                         ckpt_dir: Path) -> dict:
-    schema, device = _setup(p, processed, tokens_dir)
+    schema, device = _setup(p, processed)
     out.mkdir(parents=True, exist_ok=True)
     if not p["model"]["use_discriminator"]:
         (out / "deflate.json").write_text(json.dumps({"enabled": False}))
@@ -251,7 +252,7 @@ def train_discriminator(p: dict, processed: Path, tokens_dir: Path, gen_dir: Pat
 
     tracker = _tracker(p, "train_discriminator", device)
     run_hash = config_hash({k: p[k] for k in ("seed", "model", "discriminator", "negatives")},
-                           json.loads((gen_dir / "deflate.json").read_text()), len(ex))
+                           file_digest(gen_dir / "model.safetensors", neg_dir / "train.jsonl", neg_dir / "val.jsonl"))
     print(f"[train_discriminator] {len(ex)} claims ({int(sum(e.target for e in ex))} positive), device {device}")
     history = fit(disc, ex, tr_b, d, lambda mdl, b: bce(mdl(b).float(), b["labels"]), validate, ckpt_dir,
                   run_hash, tracker, device, p["seed"], "discriminator")
@@ -298,7 +299,7 @@ def best_threshold(exs, values, scores, data: Split, sep: str, metric: str = "av
 
 def evaluate(p: dict, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: Path, metrics_path: Path,
              predictions_path: Path) -> dict:
-    schema, device = _setup(p, processed, tokens_dir)
+    schema, device = _setup(p, processed)
     gen, tok, meta = load_generator(gen_dir)
     qb = QuestionBuilder(tok, meta["language"], meta["max_len"], meta["max_value_len"])
     use_disc = p["model"]["use_discriminator"]
@@ -359,7 +360,7 @@ def evaluate_candidates(p: dict, processed: Path, tokens_dir: Path, gen_dir: Pat
     from .candidates import candidate_logprobs, combine, discriminator_logprobs, pick_alpha
     from .metrics import accuracy_report
 
-    schema, device = _setup(p, processed, tokens_dir)
+    schema, device = _setup(p, processed)
     gen, tok, meta = load_generator(gen_dir)
     qb = QuestionBuilder(tok, meta["language"], meta["max_len"], meta["max_value_len"])
     disc = load_discriminator(disc_dir, gen_dir)[0] if p["model"]["use_discriminator"] else None

@@ -55,6 +55,18 @@ def code_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+def file_digest(*paths: Path) -> str:
+    """Hash of the bytes of the files a model trains on (missing files hash as absent)."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(str(Path(path).name).encode())
+        if Path(path).is_file():
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 def config_hash(*parts) -> str:
     """Resume key: the given config parts plus the code fingerprint."""
     return hashlib.sha256(json.dumps([parts, code_fingerprint()], sort_keys=True, default=str).encode()).hexdigest()[:16]
