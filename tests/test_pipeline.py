@@ -262,3 +262,15 @@ def test_resume_key_follows_the_training_data(tmp_path):
     a.write_bytes(b"tokens v2")  # e.g. another DALL-E encoder: same params section, new tokens
     assert file_digest(a, b) != d1
     assert file_digest(a, tmp_path / "missing") != file_digest(a)
+
+
+def test_predict_tokenizes_pictures_exactly_as_the_image_stage(world, trained):
+    from deflate.imaging import load_tokens
+    from deflate.predict import Predictor
+    run, _ = trained
+    recs = load_split(world / "processed", "test")
+    tokens, has, _ = load_tokens(world / "tokens", "test")
+    pred = Predictor(run / "gen", run / "disc")
+    errors = [[] for _ in recs]
+    got, got_has = pred._images([{"image": r.image} for r in recs], None, errors)
+    assert (got_has == has).all() and (got[has] == tokens[has]).all()

@@ -283,10 +283,15 @@ def select(exs, values, scores, records, threshold: float, sep: str) -> dict:
     discriminator, any answer but ``None``)."""
     pred: dict = {}
     for j, (e, v) in enumerate(zip(exs, values)):
-        if not v or v == NONE_VALUE or (scores is not None and scores[j] < threshold):
-            continue
-        pred[(records[e.key[0]].id, e.key[1])] = [x for x in v.split(sep) if x]
+        if keep(v, None if scores is None else scores[j], threshold):
+            pred[(records[e.key[0]].id, e.key[1])] = [x for x in v.split(sep) if x]
     return pred
+
+
+def keep(value: str, score: float | None, threshold: float) -> bool:
+    """The one rule, in evaluation and in ``deflate predict``: an answer that is not ``None`` and,
+    with a discriminator, scores at least the threshold."""
+    return bool(value) and value != NONE_VALUE and (score is None or score >= threshold)
 
 
 def best_threshold(exs, values, scores, data: Split, sep: str, metric: str = "ave") -> float:

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from .batching import Batcher, Example
-from .imageio import BadImage, open_rgb
-from .imaging import load_for_inference
+from .imaging import load_for_inference, load_images
 from .infer import generate_values, score_claims
 from .model import load_discriminator, load_generator
-from .text import NONE_VALUE, QuestionBuilder
+from .pipeline import keep
+from .text import QuestionBuilder
 
 MAX_FIELD = 20_000
 
@@ -109,20 +109,18 @@ class Predictor:
         self.known = set(self.meta["attributes"])
 
     def _images(self, products: list[dict], images_dir: Path | None, errors: list[list[str]]):
-        """Image tokens per product; a missing or broken picture is masked out (text-only row)."""
+        """Image tokens per product, loaded exactly as the image stage loads them (same guard, same
+        resampling); a missing or broken picture is masked out (text-only row)."""
         if self.image_tok is None:
             return None, None
         size = self.image_tok.resize
+        paths = [str(images_dir / p["image"]) if images_dir is not None and p["image"] else p["image"]
+                 for p in products]
         blank = np.zeros((size, size, 3), np.uint8)
         arrays = []
-        for p, errs in zip(products, errors):
-            arr = None
-            if p["image"]:
-                path = Path(p["image"]) if images_dir is None else images_dir / p["image"]
-                try:
-                    arr = np.asarray(open_rgb(path).resize((size, size)), dtype=np.uint8)
-                except BadImage as e:
-                    errs.append(f"image ignored: {e}")
+        for i, arr, why in load_images(paths, size, "load pictures", progress=False):
+            if arr is None and paths[i]:
+                errors[i].append(f"image ignored: {why}")
             arrays.append(arr)
         has = np.array([a is not None for a in arrays], dtype=bool)
         return self.image_tok.encode([a if a is not None else blank for a in arrays]), has
@@ -149,7 +147,7 @@ class Predictor:
                                   desc="discriminate", progress=progress)
         for k, (e, v) in enumerate(zip(exs, values)):
             s = None if scores is None else float(scores[k])
-            if v and v != NONE_VALUE and (s is None or s >= self.threshold):
+            if keep(v, s, self.threshold):
                 results[good[e.key[0]][0]]["predictions"].append(
                     {"attribute": e.key[1], "value": v, "score": None if s is None else round(s, 4)})
         return results
