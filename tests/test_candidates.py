@@ -79,3 +79,27 @@ def test_accuracy_report_exact_and_lenient():
     assert overall["overall"] == {"exact": 33.33, "lenient": 66.67, "n": 3}
     assert overall["by_domain"]["Food"] == {"exact": 50.0, "lenient": 100.0, "n": 2}
     assert per_attr["Shape"]["exact"] == 0.0
+
+
+def test_trie_topk_returns_only_candidates_best_first_with_their_logprob(setup):
+    from deflate.infer import build_tries, topk_values
+
+    tok, qb, gen = setup
+    cands = {"Form": ["Bags/Packets", "Teabags", "Powder", "Box", "Tin"], "Size": ["Box"]}
+    tries = build_tries(cands, qb)
+    b = Batcher(None, None, False, qb.img_id)
+    ex = [Example(qb.question("Lipton tea", "", a), -1, None, (0, a)) for a in ("Form", "Size", "Form")]
+    top = topk_values(gen, qb, b, ex, tries, k=3, decode={"max_new_tokens": 8}, progress=False)
+    assert [len(t) for t in top] == [3, 1, 3]  # "Size" has a single candidate
+    for e, t in zip(ex, top):
+        assert all(v in cands[e.key[1]] for v, _ in t)
+        assert [s for _, s in t] == sorted((s for _, s in t), reverse=True)
+        for v, s in t:  # the score is the candidate's summed token log-probability under the generator
+            batch = b.collate([Example(e.ids, -1, qb.value(v))])
+            n = len(qb.value(v))
+            assert s == pytest.approx(-gen(batch).loss.item() * n, abs=1e-3)
+    # with as many beams as candidates the search is exhaustive: the same ranking as exact scoring
+    full = topk_values(gen, qb, b, ex[:1], tries, k=5, decode={"max_new_tokens": 8}, progress=False)[0]
+    exact = candidate_logprobs(gen, qb, b, ex[:1], cands, progress=False)[0]
+    exact = exact * np.array([len(qb.value(c)) for c in cands["Form"]])
+    assert [v for v, _ in full] == [cands["Form"][j] for j in np.argsort(-exact)]

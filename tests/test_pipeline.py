@@ -88,9 +88,45 @@ def test_four_stages_end_to_end(world, trained):
     import mlflow
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["deflate"])
-    assert set(runs["tags.mlflow.runName"]) == {"train_generator", "train_discriminator"}
+    assert set(runs["tags.mlflow.runName"]) == {"train_generator", "train_discriminator", "evaluate"}
     assert "metrics.train_loss" in runs and runs["tags.device"].eq("cpu").all()
     assert "params.model.use_image" in runs
+
+
+@pytest.mark.slow
+def test_logged_pyfunc_model_answers_like_predict(world, trained, tmp_path, monkeypatch):
+    """The evaluate stage logs the pair as an MLflow pyfunc; loaded back, it answers the same
+    (product, attribute) questions as the Predictor, and `deflate predict --model <uri>` uses it."""
+    import mlflow
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from deflate.cli import app
+    from deflate.predict import Predictor
+
+    run_dir, m = trained
+    uri = (run_dir / "mlflow_model.txt").read_text().strip()
+    monkeypatch.chdir(run_dir)
+    mlflow.set_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(uri)
+    test = load_split(world / "processed", "test")[:3]
+    frame = pd.DataFrame([{"id": r.id, "name": r.name, "description": r.description} for r in test]
+                         + [{"id": "bad", "name": "", "description": ""}])
+    out = model.predict(frame)
+    assert list(out.columns) == ["id", "attribute", "value", "score", "error"]
+    assert out[out.id == "bad"].error.str.contains("missing name").any()
+    direct = Predictor(run_dir / "gen", run_dir / "disc", m["threshold"]).predict(
+        [{"id": r.id, "name": r.name, "description": r.description} for r in test], progress=False)
+    want = sorted((r["id"], x["attribute"], x["value"]) for r in direct for x in r["predictions"])
+    got = sorted(zip(out[out.error == ""].id, out[out.error == ""].attribute, out[out.error == ""].value))
+    assert got == want
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps({"id": r.id, "name": r.name}, ensure_ascii=False)
+                                                  for r in test), encoding="utf-8")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{run_dir / 'mlflow.db'}")
+    r = CliRunner().invoke(app, ["predict", "--model", uri, "--input", str(tmp_path / "in.jsonl"),
+                                 "--output", str(tmp_path / "o.jsonl")])
+    assert r.exit_code == 0, r.output
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 3
 
 
 @pytest.mark.slow
@@ -205,7 +241,7 @@ def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monke
     """The real-data path: no image stage, negatives = wrong candidates, closed-vocabulary accuracy."""
     from deflate.pipeline import evaluate_candidates
     monkeypatch.chdir(tmp_path)
-    p = tiny_params(**{"negatives.mode": "candidates", "tracking.enabled": False})
+    p = tiny_params(**{"negatives.mode": "candidates", "tracking.enabled": False, "decode.top_k": 3})
     proc, no_tokens = world / "processed", tmp_path / "no_tokens"
     train_generator(p, proc, no_tokens, tmp_path / "gen", tmp_path / "ckg")
     assert json.loads((tmp_path / "gen" / "deflate.json").read_text())["use_image"] is False
@@ -220,8 +256,9 @@ def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monke
     train_discriminator(p, proc, no_tokens, tmp_path / "gen", tmp_path / "neg", tmp_path / "disc", tmp_path / "ckd")
     m = evaluate_candidates(p, proc, no_tokens, tmp_path / "gen", tmp_path / "disc", tmp_path / "m.json",
                             tmp_path / "per_attr.json")
-    assert set(m) >= {"free", "constrained", "constrained_rerank", "alpha"} and 0 <= m["alpha"] <= 1
-    for v in ("free", "constrained", "constrained_rerank"):
+    assert set(m) >= {"free", "constrained", "constrained_rerank", "topk", "topk_rerank", "alpha"}
+    assert 0 <= m["alpha"] <= 1 and 0 <= m["alpha_topk"] <= 1 and m["top_k"] == 3
+    for v in ("free", "constrained", "constrained_rerank", "topk", "topk_rerank"):
         assert 0 <= m[v]["overall"]["exact"] <= m[v]["overall"]["lenient"] <= 100
     per_attr = json.loads((tmp_path / "per_attr.json").read_text())
     assert set(per_attr["constrained"]) <= set(schema["attributes"])
@@ -274,3 +311,39 @@ def test_predict_tokenizes_pictures_exactly_as_the_image_stage(world, trained):
     errors = [[] for _ in recs]
     got, got_has = pred._images([{"image": r.image} for r in recs], None, errors)
     assert (got_has == has).all() and (got[has] == tokens[has]).all()
+
+
+@pytest.mark.slow
+def test_predict_scores_an_implicitave_folder(world, trained, tmp_path, monkeypatch):
+    """`--format implicitave`: one question per row, answers from the model's candidates, bad rows
+    reported, an accuracy JSON over the rows with gold values."""
+    from typer.testing import CliRunner
+
+    from deflate.cli import app
+
+    run_dir, _ = trained
+    test = load_split(world / "processed", "test")
+    texts = tmp_path / "eval" / "texts"
+    texts.mkdir(parents=True)
+    head = "id\timages\tcategory\ttexts\tattribute_names\tattribute_values\n"
+    good = [f"{r.id}\t\t{r.category}\t[Title] {r.name}\t{lab['attribute']}\t{lab['value']}"
+            for r in test[:4] for lab in r.labels[:1]]
+    (texts / "Food.tsv").write_bytes((head + "\n".join(good) + "\nonly\tthree\tcols\n"
+                                      + f"x1\t\tc\t[Title] 面\t不存在\tv\n").encode() + b"x2\t\tc\t\xff\xfe\ta\tb\n")
+    r = CliRunner().invoke(app, ["predict", "--model", str(run_dir / "gen"), "--discriminator", str(run_dir / "disc"),
+                                 "--format", "implicitave", "--input", str(tmp_path / "eval"),
+                                 "--output", str(tmp_path / "o.jsonl"), "--threshold", "0.5"])
+    assert r.exit_code == 0, r.output
+    out = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(out) == len(good) + 3
+    cands = json.loads((run_dir / "gen" / "deflate.json").read_text())["candidates"]
+    for o, line in zip(out, good):
+        assert not o["errors"] and len(o["predictions"]) == 1  # every asked attribute is answered
+        att = line.split("\t")[4]
+        assert o["predictions"][0]["attribute"] == att and o["predictions"][0]["value"] in cands[att]
+    assert "columns" in out[-3]["errors"][0] and "unknown attribute" in out[-2]["errors"][0]
+    assert out[-1]["errors"] == ["not valid UTF-8"]
+    acc = json.loads((tmp_path / "o.accuracy.json").read_text())
+    assert acc["overall"]["n"] == len(good) + 1 and acc["unanswered"] == 1 and acc["mode"] == "constrained"
+    right = sum(o["predictions"][0]["value"] == o["gold"] for o in out[:len(good)])
+    assert acc["overall"]["exact"] == round(100 * right / (len(good) + 1), 2)

@@ -43,14 +43,59 @@ def ingest(fmt: str = typer.Option("desire", "--format", help="desire | mepave |
     typer.echo(json.dumps(report, ensure_ascii=False, indent=1))
 
 
+def _load_predictor(model: str, discriminator: Path, threshold: float | None, batch_size: int):
+    """A Predictor from a model folder, or from an MLflow model URI (runs:/..., models:/...) whose
+    saved settings (threshold, mode) come along. Returns (predictor, settings)."""
+    import os
+
+    from .predict import Predictor
+
+    decode = {"num_beams": 1, "max_new_tokens": 12, "batch_size": batch_size}
+    if ":/" in model:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path('mlflow.db').resolve()}")
+        import mlflow
+
+        try:
+            wrapped = mlflow.pyfunc.load_model(model).unwrap_python_model()
+        except Exception as e:
+            typer.secho(f"error: cannot load MLflow model {model}: {str(e)[:300]}", fg="red", err=True)
+            raise typer.Exit(1)
+        pred = wrapped.predictor
+        pred.decode = decode
+        if threshold is not None:
+            pred.threshold = threshold
+        return pred, {"mode": wrapped.mode, "alpha": wrapped.alpha}
+    folder = Path(model)
+    if not (folder / "model.safetensors").is_file():
+        typer.secho(f"error: no trained model in {folder}; run `dvc repro` first", fg="red", err=True)
+        raise typer.Exit(1)
+    if threshold is None:
+        saved = Path("metrics/deflate.json")
+        threshold = json.loads(saved.read_text())["threshold"] if saved.is_file() else 0.5
+    disc = discriminator if (discriminator / "model.safetensors").is_file() else None
+    return Predictor(folder, disc, threshold, decode=decode), {}
+
+
 @app.command()
-def predict(model: Path = typer.Option(Path("models/generator"), help="Trained generator folder."),
-            discriminator: Path = typer.Option(Path("models/discriminator"), help="Trained discriminator folder."),
-            input: Path = typer.Option(..., "--input", help="Products: .jsonl (one object per line) or .tsv with a header."),
+def predict(model: str = typer.Option("models/generator", help="Trained generator folder, or an MLflow model URI "
+                                      "(runs:/<run>/deflate, models:/<id>) logged by the evaluate stage."),
+            discriminator: Path = typer.Option(Path("models/discriminator"), help="Trained discriminator folder "
+                                               "(ignored for an MLflow URI, which carries its own)."),
+            input: Path = typer.Option(..., "--input", help="Products: .jsonl (one object per line) or .tsv with a "
+                                       "header; with --format implicitave, an ImplicitAVE .tsv or folder of them."),
             output: Path = typer.Option(..., help="Where to write one JSON line per input row."),
-            images: Path = typer.Option(None, help="Folder the rows' image paths are relative to."),
+            fmt: str = typer.Option("products", "--format", help="products | implicitave (rows carry gold values; "
+                                    "an accuracy JSON is written too)."),
+            images: Path = typer.Option(None, help="Folder the rows' image paths are relative to (implicitave: "
+                                        "default the images/ folder beside the texts)."),
+            mode: str = typer.Option(None, help="free (generated text) | constrained (best of the attribute's "
+                                     "known values) | rerank (known values re-scored with the discriminator). "
+                                     "Default: free, or constrained for implicitave."),
+            alpha: float = typer.Option(None, help="rerank: weight of the generator against the discriminator."),
             threshold: float = typer.Option(None, help="Discriminator threshold; default: the one chosen on "
                                                        "validation (metrics/deflate.json), else 0.5."),
+            metrics: Path = typer.Option(None, help="Accuracy JSON for rows with gold values (default: next to "
+                                         "--output, *.accuracy.json)."),
             batch_size: int = typer.Option(256, help="Questions per batch.")):
     """Predict attribute values for new products (fields: id, name, [description], [image], [attributes]).
 
@@ -58,30 +103,52 @@ def predict(model: Path = typer.Option(Path("models/generator"), help="Trained g
     """
     import time
 
-    from .predict import Predictor, read_rows
+    from .predict import MODES, accuracy, read_implicitave, read_rows
 
-    if not input.is_file():
+    if fmt not in ("products", "implicitave"):
+        typer.secho(f"error: --format must be products or implicitave, not {fmt!r}", fg="red", err=True)
+        raise typer.Exit(1)
+    if not input.exists() or (fmt == "products" and not input.is_file()):
         typer.secho(f"error: input {input} not found", fg="red", err=True)
         raise typer.Exit(1)
-    if not (model / "model.safetensors").is_file():
-        typer.secho(f"error: no trained model in {model}; run `dvc repro` first", fg="red", err=True)
+    pred, saved = _load_predictor(model, discriminator, threshold, batch_size)
+    mode = mode or saved.get("mode") or ("constrained" if fmt == "implicitave" else "free")
+    if mode not in MODES:
+        typer.secho(f"error: --mode must be one of {', '.join(MODES)}", fg="red", err=True)
         raise typer.Exit(1)
-    if threshold is None:
-        saved = Path("metrics/deflate.json")
-        threshold = json.loads(saved.read_text())["threshold"] if saved.is_file() else 0.5
-    pred = Predictor(model, discriminator if (discriminator / "model.safetensors").is_file() else None, threshold,
-                     decode={"num_beams": 1, "max_new_tokens": 12, "batch_size": batch_size})
-    rows = read_rows(input)
+    alpha = alpha if alpha is not None else saved.get("alpha", 0.5)
+    if fmt == "implicitave":
+        try:
+            rows, pictures = read_implicitave(input)
+        except FileNotFoundError as e:
+            typer.secho(f"error: {e}", fg="red", err=True)
+            raise typer.Exit(1)
+        images = images or pictures
+    else:
+        rows = read_rows(input)
     t = time.perf_counter()
-    results = pred.predict(rows, images)
+    try:
+        results = pred.predict(rows, images, mode=mode, alpha=alpha, keep_all=fmt == "implicitave")
+    except ValueError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(1)
     dt = time.perf_counter() - t
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w", encoding="utf-8") as f:
-        for r in results:
+        for r, row in zip(results, rows):
+            if "gold" in row:
+                r["gold"] = row["gold"]
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     bad = sum(bool(r["errors"]) and not r["predictions"] for r in results)
     typer.echo(f"{len(results)} rows, {bad} with errors only, {sum(len(r['predictions']) for r in results)} "
-               f"values kept (threshold {threshold:.3f}), {dt:.1f}s -> {output}")
+               f"values kept (mode {mode}, threshold {pred.threshold:.3f}), {dt:.1f}s -> {output}")
+    if any(r.get("gold") is not None for r in rows):
+        acc = accuracy(results, rows)
+        acc["mode"], acc["model"] = mode, str(model)
+        metrics = metrics or output.with_suffix(".accuracy.json")
+        metrics.write_text(json.dumps(acc, ensure_ascii=False, indent=1, sort_keys=True))
+        typer.echo(f"accuracy: exact {acc['overall']['exact']}%, lenient {acc['overall']['lenient']}% "
+                   f"on {acc['overall']['n']} rows -> {metrics}")
 
 
 @app.command()

@@ -32,6 +32,20 @@ def build_tries(values_by_attr: dict[str, list[str]], qb) -> dict[str, Trie]:
     return {a: Trie([qb.value(v) for v in vs]) for a, vs in values_by_attr.items() if vs}
 
 
+def _allowed(tries: dict[str, Trie], attrs: list[str], qb):
+    """``prefix_allowed_tokens_fn`` keeping each row inside its attribute's trie (transformers
+    passes the example's index, the same for all of its beams)."""
+    everything = list(range(len(qb.tok)))
+    end = [qb.eos_id if qb.eos_id is not None else qb.tok.pad_token_id]
+
+    def allowed(batch_id, sent):
+        trie = tries.get(attrs[batch_id])
+        if trie is None:
+            return everything
+        return trie.next_tokens(sent.tolist()[1:]) or end  # drop the decoder start token
+    return allowed
+
+
 @torch.no_grad()
 def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: dict, device: str = "cpu",
                     tries: dict[str, Trie] | None = None, desc: str = "generate", progress: bool = True) -> list[str]:
@@ -39,24 +53,42 @@ def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: 
     gen.eval().to(device)
     out: list[str] = [""] * len(examples)
     order = batcher.batches(examples, decode.get("batch_size", 128), shuffle=False, bucket=True)
-    eos, pad = qb.eos_id, qb.tok.pad_token_id
     for idx in tqdm(order, desc=desc, unit="batch", disable=not progress, mininterval=2.0):
         batch = to_device(batcher.collate([examples[i] for i in idx]), device)
         kw = {"max_new_tokens": decode.get("max_new_tokens", 12), "num_beams": decode.get("num_beams", 1),
               "do_sample": False}
         if tries:
-            attrs = [examples[i].key[1] for i in idx]
-
-            def allowed(batch_id, sent, attrs=attrs):
-                trie = tries.get(attrs[batch_id])
-                if trie is None:
-                    return list(range(len(qb.tok)))
-                nxt = trie.next_tokens(sent.tolist()[1:])  # drop the decoder start token
-                return nxt or [eos if eos is not None else pad]
-            kw["prefix_allowed_tokens_fn"] = allowed
+            kw["prefix_allowed_tokens_fn"] = _allowed(tries, [examples[i].key[1] for i in idx], qb)
         seqs = gen.generate(batch, **kw)
         for i, s in zip(idx, seqs.tolist()):
             out[i] = qb.decode(s)
+    return out
+
+
+@torch.no_grad()
+def topk_values(gen, qb, batcher: Batcher, examples: list[Example], tries: dict[str, Trie], k: int = 5,
+                decode: dict | None = None, device: str = "cpu", desc: str = "top-k",
+                progress: bool = True) -> list[list[tuple[str, float]]]:
+    """Beam search inside each example's candidate trie: up to ``k`` distinct candidates with their
+    total generator log-probability, best first (fewer when the attribute has fewer candidates)."""
+    decode = decode or {}
+    gen.eval().to(device)
+    out: list[list[tuple[str, float]]] = [[] for _ in examples]
+    order = batcher.batches(examples, max(1, decode.get("batch_size", 128) // k), shuffle=False, bucket=True)
+    for idx in tqdm(order, desc=desc, unit="batch", disable=not progress, mininterval=2.0):
+        batch = to_device(batcher.collate([examples[i] for i in idx]), device)
+        res = gen.generate(batch, max_new_tokens=decode.get("max_new_tokens", 12), num_beams=k,
+                           num_return_sequences=k, do_sample=False, length_penalty=0.0, early_stopping="never",
+                           output_scores=True, return_dict_in_generate=True,
+                           prefix_allowed_tokens_fn=_allowed(tries, [examples[i].key[1] for i in idx], qb))
+        seqs, scores = res.sequences.view(len(idx), k, -1).tolist(), res.sequences_scores.view(len(idx), k).tolist()
+        for i, row, sc in zip(idx, seqs, scores):
+            seen: dict[str, float] = {}
+            for s, v in zip(row, sc):
+                text = qb.decode(s)
+                if v > -1e8 and text not in seen:  # beams beyond the last candidate carry a -1e9 score
+                    seen[text] = float(v)
+            out[i] = sorted(seen.items(), key=lambda t: -t[1])
     return out
 
 

@@ -14,7 +14,7 @@ from .batching import Batcher, Example
 from .config import resolve_device, seed_everything
 from .data import Record, load_split
 from .imaging import load_tokens, save_for_inference
-from .infer import build_tries, generate_values, score_claims
+from .infer import build_tries, generate_values, score_claims, topk_values
 from .metrics import evaluate as compute_metrics
 from .metrics import gold_from_records, majority_baseline
 from .model import Discriminator, build_generator, load_discriminator, load_generator, save_model
@@ -136,7 +136,8 @@ def train_generator(p: dict, processed: Path, tokens_dir: Path, out: Path, ckpt_
     meta = {"image_vocab": gen.image_vocab, "feature_dim": gen.feature_dim, "use_image": use_image,
             "use_discriminator": m["use_discriminator"], "language": lang, "value_sep": sep,
             "max_len": t["max_len"], "max_value_len": t["max_value_len"], "device": device,
-            "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters())}
+            "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters()),
+            "candidates": candidate_vocab(schema)}  # closed-vocabulary answers in `deflate predict`
     save_model(gen.cpu(), out, meta, tok, gen.t5)
     if use_image:
         save_for_inference(tokens_dir, p["image"], out)
@@ -339,6 +340,13 @@ def evaluate(p: dict, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, ensure_ascii=False, indent=1, sort_keys=True))
     write_predictions(predictions_path, test.records, exs, values, scores, pred)
+    # the finished model as an MLflow pyfunc (`mlflow models predict`, `deflate predict --model <uri>`)
+    tracker = _tracker(p, "evaluate", device)
+    tracker.metrics({f"test_{k}_f1": metrics[k]["f1"] for k in ("ap", "ave", "ave_fuzzy")}, step=0)
+    uri = tracker.log_pyfunc(gen_dir, disc_dir if use_disc else None, {"threshold": round(thr, 4), "mode": "free"})
+    tracker.close()
+    if uri:
+        (predictions_path.parent / "mlflow_model.txt").write_text(uri + "\n")
     return metrics
 
 
@@ -360,8 +368,10 @@ def write_predictions(path: Path, records, exs, values, scores, pred: dict):
 # --- stage 4b: closed-vocabulary evaluation (ImplicitAVE) ---------------------------------------------
 def evaluate_candidates(p: dict, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: Path,
                         metrics_path: Path, breakdown_path: Path) -> dict:
-    """For every gold (test product, attribute): free decoding, the generator's best candidate,
-    and candidates re-ranked with the discriminator (weight picked on val). Accuracy per variant."""
+    """For every gold (test product, attribute): free decoding; the generator's best candidate
+    (exact scoring of every candidate) and the same re-ranked with the discriminator; and, with
+    ``decode.top_k``, the trie beam search's top-k and those k re-ranked. Re-ranking weights are
+    picked on val. Accuracy per variant."""
     from .candidates import candidate_logprobs, combine, discriminator_logprobs, pick_alpha
     from .metrics import accuracy_report
 
@@ -372,6 +382,8 @@ def evaluate_candidates(p: dict, processed: Path, tokens_dir: Path, gen_dir: Pat
     cands = candidate_vocab(schema)
     bs = p["decode"].get("batch_size", 256)
     sep = meta["value_sep"]
+    k = int(p["decode"].get("top_k", 0))
+    tries = build_tries(cands, qb)
 
     def run(split: str, limit: int | None):
         data = load_data(processed, tokens_dir, split)
@@ -381,24 +393,36 @@ def evaluate_candidates(p: dict, processed: Path, tokens_dir: Path, gen_dir: Pat
         g_lp = candidate_logprobs(gen, qb, batcher, exs, cands, bs, device)
         d_lp = discriminator_logprobs(disc, qb, batcher, exs, data.records, cands, bs, device) if disc else None
         gold = [sep.join(grouped_labels(data.records[e.key[0]])[e.key[1]]) for e in exs]
-        return data, exs, free, g_lp, d_lp, gold
+        # the trie's top-k by beam search, each with its mean token log-prob and its discriminator score
+        top = topk_values(gen, qb, batcher, exs, tries, k, p["decode"], device, desc=f"top-{k} {split}") if k else []
+        top_c = [[v for v, _ in t] for t in top]
+        top_g = [np.array([s / len(qb.value(v)) for v, s in t], dtype=np.float32) for t in top]
+        top_d = [d[[cands[e.key[1]].index(v) for v in c]] for e, c, d in zip(exs, top_c, d_lp)] if d_lp else None
+        return data, exs, free, (g_lp, d_lp, [cands.get(e.key[1], []) for e in exs]), (top_g, top_d, top_c), gold
 
-    alpha = 1.0
+    def gold_index(options, gold):
+        return [o.index(g) if g in o else -2 for o, g in zip(options, gold)]
+
+    alpha = {"constrained_rerank": 1.0, "topk_rerank": 1.0}
     if disc is not None:
-        _, v_exs, _, v_g, v_d, v_gold = run("val", p["eval"].get("val_max", 2000))
-        gold_idx = [cands.get(e.key[1], []).index(g) if g in cands.get(e.key[1], []) else -2
-                    for e, g in zip(v_exs, v_gold)]
-        alpha = pick_alpha(v_g, v_d, gold_idx)
-    data, exs, free, g_lp, d_lp, gold = run("test", None)
+        _, _, _, v_all, v_top, v_gold = run("val", p["eval"].get("val_max", 2000))
+        alpha["constrained_rerank"] = pick_alpha(v_all[0], v_all[1], gold_index(v_all[2], v_gold))
+        if k:
+            alpha["topk_rerank"] = pick_alpha(v_top[0], v_top[1], gold_index(v_top[2], v_gold))
+    data, exs, free, (g_lp, d_lp, options), (top_g, top_d, top_c), gold = run("test", None)
 
-    def pick(best):
-        return [cands[e.key[1]][b] if b >= 0 else f for e, b, f in zip(exs, best, free)]
+    def pick(best, opts):
+        return [o[b] if b >= 0 else f for o, b, f in zip(opts, best, free)]
 
-    variants = {"free": free, "constrained": pick(combine(g_lp, None, 1.0))}
+    variants = {"free": free, "constrained": pick(combine(g_lp, None, 1.0), options)}
     if d_lp is not None:
-        variants["constrained_rerank"] = pick(combine(g_lp, d_lp, alpha))
-    out: dict = {"alpha": alpha, "n_test": len(exs), "dataset": schema["format"], "seed": p["seed"],
-                 "generator_params": meta["params"]}
+        variants["constrained_rerank"] = pick(combine(g_lp, d_lp, alpha["constrained_rerank"]), options)
+    if k:
+        variants["topk"] = pick(combine(top_g, None, 1.0), top_c)
+        if top_d is not None:
+            variants["topk_rerank"] = pick(combine(top_g, top_d, alpha["topk_rerank"]), top_c)
+    out: dict = {"alpha": alpha["constrained_rerank"], "alpha_topk": alpha["topk_rerank"], "top_k": k,
+                 "n_test": len(exs), "dataset": schema["format"], "seed": p["seed"], "generator_params": meta["params"]}
     breakdown: dict = {}
     for name, preds in variants.items():
         rows = [{"domain": data.records[e.key[0]].category.split("/")[0], "attribute": e.key[1], "gold": g,

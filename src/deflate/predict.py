@@ -6,6 +6,14 @@ Input: JSONL (one object per line) or TSV with a header, fields ``id``, ``name``
 row, ``{"id", "predictions": [{"attribute", "value", "score"}], "errors": [...]}``. A row with
 bad fields gets its errors and no predictions; a broken picture is reported and the row is
 answered from its text. Nothing stops the run.
+
+``--format implicitave`` reads ImplicitAVE TSVs (a file or a folder of them; columns ``id images
+category texts attribute_names attribute_values``): each row asks its one attribute, carries its
+gold value, and :func:`accuracy` scores the answers (exact and ImplicitAVE's lenient match).
+
+Answer modes: ``free`` (the generator's own words), ``constrained`` (the best of the attribute's
+candidate values saved with the model, by generator likelihood) and ``rerank`` (candidates scored
+by ``alpha * generator + (1 - alpha) * discriminator``).
 """
 from __future__ import annotations
 
@@ -16,11 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from .batching import Batcher, Example
+from .candidates import candidate_logprobs, combine, discriminator_logprobs
+from .data import Record
 from .imaging import load_for_inference, load_images
 from .infer import generate_values, score_claims
+from .metrics import accuracy_report
 from .model import load_discriminator, load_generator
 from .pipeline import keep
 from .text import QuestionBuilder
+
+MODES = ("free", "constrained", "rerank")
 
 MAX_FIELD = 20_000
 
@@ -66,6 +79,50 @@ def read_rows(path: Path) -> list[dict]:
         except ValueError as e:
             rows.append({"_line": n, "_error": f"bad JSON: {str(e)[:80]}"})
     return rows
+
+
+IMPLICITAVE_COLUMNS = ("id", "images", "category", "texts", "attribute_names", "attribute_values")
+
+
+def read_implicitave(path: Path) -> tuple[list[dict], Path | None]:
+    """Rows of ImplicitAVE TSVs (a file, or a folder with ``*.tsv`` or ``texts/*.tsv``) as predict
+    rows with ``gold`` and ``domain``; and the pictures' folder when one sits beside the texts."""
+    files = [path] if path.is_file() else sorted(path.glob("*.tsv")) or sorted(path.glob("texts/*.tsv"))
+    if not files:
+        raise FileNotFoundError(f"no ImplicitAVE .tsv files in {path}")
+    rows: list[dict] = []
+    for f in files:
+        for r in read_rows(f):
+            r["_file"] = f.name
+            if "_error" not in r:
+                missing = [c for c in IMPLICITAVE_COLUMNS if c not in r]
+                if missing:
+                    r = {"_line": r["_line"], "_file": f.name, "_error": f"missing column(s) {', '.join(missing)}"}
+                else:
+                    r = {"_line": r["_line"], "_file": f.name, "id": r["id"].strip(),
+                         "name": r["texts"].strip().removeprefix("[Title]").strip(), "description": "",
+                         "image": Path(r["images"].strip()).name if r["images"].strip() else "",
+                         "attributes": [r["attribute_names"].strip()], "gold": r["attribute_values"].strip(),
+                         "domain": f.stem}
+            rows.append(r)
+    pictures = next((d for d in (files[0].parent / "images", files[0].parent.parent / "images") if d.is_dir()), None)
+    return rows, pictures
+
+
+def accuracy(results: list[dict], rows: list[dict]) -> dict:
+    """Exact / lenient accuracy of the answers to rows that carry a gold value; a row answered
+    with nothing (or with errors) counts as wrong."""
+    scored = []
+    for res, row in zip(results, rows):
+        if row.get("gold") is None:
+            continue
+        pred = res["predictions"][0]["value"] if res["predictions"] else ""
+        scored.append({"domain": row.get("domain", ""), "attribute": (row.get("attributes") or [""])[0],
+                       "gold": row["gold"], "pred": pred})
+    overall, per_attribute = accuracy_report(scored)
+    overall["per_attribute"] = per_attribute
+    overall["unanswered"] = sum(r.get("gold") is not None and not res["predictions"] for res, r in zip(results, rows))
+    return overall
 
 
 def validate(row: dict, known: set[str]) -> tuple[dict | None, list[str]]:
@@ -125,7 +182,17 @@ class Predictor:
         has = np.array([a is not None for a in arrays], dtype=bool)
         return self.image_tok.encode([a if a is not None else blank for a in arrays]), has
 
-    def predict(self, rows: list[dict], images_dir: Path | None = None, progress: bool = True) -> list[dict]:
+    def predict(self, rows: list[dict], images_dir: Path | None = None, progress: bool = True,
+                mode: str = "free", alpha: float = 0.5, keep_all: bool = False) -> list[dict]:
+        """One result per row. ``keep_all`` answers every asked attribute (the question is which
+        value, not whether: ImplicitAVE); otherwise the discriminator's threshold decides."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        cands = self.meta.get("candidates") or {}
+        if mode != "free" and not cands:
+            raise ValueError("this model was saved without candidate values; use mode 'free'")
+        if mode == "rerank" and self.disc is None:
+            raise ValueError("mode 'rerank' needs the discriminator")
         checked = [validate(r, self.known) for r in rows]
         good = [(i, p) for i, (p, _) in enumerate(checked) if p is not None]
         results = [{"id": str(r.get("id", "")), "line": r.get("_line"), "predictions": [], "errors": errs}
@@ -139,6 +206,15 @@ class Predictor:
                for j, p in enumerate(products) for a in p["attributes"]]
         batcher = Batcher(image, has, self.image_tok is not None, qb.img_id)
         values = generate_values(self.gen, qb, batcher, exs, self.decode, self.device, desc="predict", progress=progress)
+        if mode != "free":
+            bs = self.decode.get("batch_size", 256)
+            g = candidate_logprobs(self.gen, qb, batcher, exs, cands, bs, self.device, progress)
+            d = None
+            if mode == "rerank":
+                recs = [Record(p["id"], p["name"], p["description"]) for p in products]
+                d = discriminator_logprobs(self.disc, qb, batcher, exs, recs, cands, bs, self.device, progress)
+            best = combine(g, d, alpha if d is not None else 1.0)
+            values = [cands[e.key[1]][b] if b >= 0 else v for e, b, v in zip(exs, best, values)]
         scores = None
         if self.disc is not None:
             claims = [Example(qb.claim(products[e.key[0]]["name"], products[e.key[0]]["description"], e.key[1], v),
@@ -147,7 +223,7 @@ class Predictor:
                                   desc="discriminate", progress=progress)
         for k, (e, v) in enumerate(zip(exs, values)):
             s = None if scores is None else float(scores[k])
-            if keep(v, s, self.threshold):
+            if keep(v, s, self.threshold) or (keep_all and v):
                 results[good[e.key[0]][0]]["predictions"].append(
                     {"attribute": e.key[1], "value": v, "score": None if s is None else round(s, 4)})
         return results

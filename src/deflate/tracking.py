@@ -74,12 +74,44 @@ class Tracker:
             except Exception as e:
                 self._fail(e)
 
+    def log_pyfunc(self, gen_dir: Path, disc_dir: Path | None, config: dict) -> str:
+        """Log the trained pair as an MLflow pyfunc model (see :mod:`deflate.serving`); its URI, or ""."""
+        if not self.on:
+            return ""
+        try:
+            from . import serving
+
+            artifacts = {"generator": str(gen_dir)}
+            if disc_dir is not None and (disc_dir / "model.safetensors").is_file():
+                artifacts["discriminator"] = str(disc_dir)
+            info = self.mlflow.pyfunc.log_model(name="deflate", python_model=serving.__file__, artifacts=artifacts,
+                                                model_config=config, code_paths=[str(Path(serving.__file__).parent)],
+                                                pip_requirements=_requirements())
+            return info.model_uri
+        except Exception as e:
+            self._fail(e)
+            return ""
+
     def close(self):
         if self.mlflow is not None:
             try:
                 self.mlflow.end_run()
             except Exception:
                 pass
+
+
+def _requirements() -> list[str]:
+    """The pinned runtime set, explicit (MLflow would otherwise load the model to guess it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("torch", "transformers", "tokenizers", "safetensors", "numpy", "pandas", "pillow", "scikit-learn",
+                "tqdm", "mlflow"):
+        try:
+            out.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 def _gpu_name() -> str:
