@@ -167,5 +167,21 @@ def show(metrics: Path = typer.Argument(Path("metrics/deflate.json"), help="A me
         typer.echo(f"| {name} | {v['p']:.2f} | {v['r']:.2f} | {v['f1']:.2f} |")
 
 
+@app.command()
+def report(metrics: Path = typer.Option(Path("metrics"), help="Folder with table2..5.json and fig3.json "
+                                        "(written by the `tables` stage of `dvc repro`)."),
+           digits: int = typer.Option(2, help="Decimals.")):
+    """Print every paper table as Markdown, our numbers beside the paper's published ones.
+
+    Ours come from the generated default data, not from DESIRE/MEPAVE (not public)."""
+    from .tables import load_tables, markdown
+
+    tables = load_tables(metrics)
+    if not tables:
+        typer.secho(f"error: no table JSON in {metrics}; run `dvc repro` first", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(markdown(tables, digits))
+
+
 if __name__ == "__main__":
     app()

@@ -36,6 +36,13 @@ def resolve_device(name: str = "auto") -> str:
     return name
 
 
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 @contextmanager
 def stage_timer(stage: str, log: str | Path = "logs/timings.jsonl"):
     """Append the stage's wall time to a git-ignored log (not a DVC output: times vary)."""
@@ -44,6 +51,6 @@ def stage_timer(stage: str, log: str | Path = "logs/timings.jsonl"):
     dt = time.perf_counter() - t0
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"stage": stage, "seconds": round(dt, 2), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            "pid": os.getpid()}) + "\n")
+        f.write(json.dumps({"stage": stage, "seconds": round(dt, 2), "peak_memory_mb": peak_memory_mb(),
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid()}) + "\n")
     print(f"[{stage}] done in {dt:.1f}s")

@@ -4,6 +4,7 @@ tracks itself in MLflow. Stage scripts in ``stages/`` only call these."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 
 from .batching import Batcher, Example
-from .config import resolve_device, seed_everything
+from .config import peak_memory_mb, resolve_device, seed_everything
 from .data import Record, load_split
 from .imaging import load_tokens, save_for_inference
 from .infer import build_tries, generate_values, score_claims, topk_values
@@ -131,13 +132,16 @@ def train_generator(p: dict, processed: Path, tokens_dir: Path, out: Path, ckpt_
                                          for d, ext in ((processed, "parquet"), (tokens_dir, "safetensors")))))
     print(f"[train_generator] {len(examples)} QA examples, {sum(x.numel() for x in gen.parameters()) / 1e6:.2f}M "
           f"params, device {device}, image {'on' if use_image else 'off'}, none targets {none}")
+    t0 = time.perf_counter()
     history = fit(gen, examples, tr_b, g, lambda mdl, b: mdl(b).loss, validate, ckpt_dir, run_hash, tracker,
                   device, p["seed"], "generator")
+    cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
     meta = {"image_vocab": gen.image_vocab, "feature_dim": gen.feature_dim, "use_image": use_image,
             "use_discriminator": m["use_discriminator"], "language": lang, "value_sep": sep,
             "max_len": t["max_len"], "max_value_len": t["max_value_len"], "device": device,
             "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters()),
-            "candidates": candidate_vocab(schema)}  # closed-vocabulary answers in `deflate predict`
+            "candidates": candidate_vocab(schema),  # closed-vocabulary answers in `deflate predict`
+            "cost": cost}  # measured (varies run to run): Table 5's efficiency columns
     save_model(gen.cpu(), out, meta, tok, gen.t5)
     if use_image:
         save_for_inference(tokens_dir, p["image"], out)
@@ -255,9 +259,12 @@ def train_discriminator(p: dict, processed: Path, tokens_dir: Path, gen_dir: Pat
     run_hash = config_hash({k: p[k] for k in ("seed", "model", "discriminator", "negatives")},
                            file_digest(gen_dir / "model.safetensors", neg_dir / "train.jsonl", neg_dir / "val.jsonl"))
     print(f"[train_discriminator] {len(ex)} claims ({int(sum(e.target for e in ex))} positive), device {device}")
+    t0 = time.perf_counter()
     history = fit(disc, ex, tr_b, d, lambda mdl, b: bce(mdl(b).float(), b["labels"]), validate, ckpt_dir,
                   run_hash, tracker, device, p["seed"], "discriminator")
-    save_model(disc.cpu(), out, {"enabled": True, "device": device, "freeze_encoder": d["freeze_encoder"]})
+    cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
+    save_model(disc.cpu(), out, {"enabled": True, "device": device, "freeze_encoder": d["freeze_encoder"],
+                                 "cost": cost})
     (out / "history.json").write_text(json.dumps(history, indent=1))
     tracker.artifacts(out, "discriminator")
     tracker.close()
@@ -334,7 +341,8 @@ def evaluate(p: dict, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir
     metrics["threshold"] = round(thr, 4)
     metrics["majority_baseline"] = {k: majority_baseline(train_records, test.records)[k] for k in ("ave",)}
     metrics["meta"] = {"dataset": schema["format"], "language": schema["language"],
-                       "test_products": len(test.records), "attributes": len(attrs), "seed": p["seed"],
+                       "test_products": len(test.records), "train_products": len(train_records),
+                       "attributes": len(attrs), "seed": p["seed"],
                        "use_image": meta["use_image"], "use_discriminator": use_disc,
                        "generator_params": meta["params"], "constrained_decoding": bool(tries)}
     metrics_path.parent.mkdir(parents=True, exist_ok=True)

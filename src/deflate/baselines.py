@@ -1,0 +1,183 @@
+"""The comparison systems of paper §5.1, trained and scored on the same tables, image tokens and
+metric code as DEFLATE: ``bilstm_crf`` and ``mjave`` (extractive, :mod:`deflate.taggers`) and
+``jgave`` (Roy et al. 2022, word-sequence variant: a T5 of DEFLATE's size that writes every
+``attribute: value`` pair of a product as one sequence, in random order, from the text alone).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from .batching import Batcher, Example, to_device
+from .infer import generate_values
+from .metrics import evaluate as compute_metrics
+from .metrics import gold_from_records
+from .model import build_generator, save_model
+from .pipeline import Split, _setup, _tracker, grouped_labels, image_spec, load_data
+from .taggers import MJAVE, BiLSTMCRF, TagBatcher, char_vocab, decode_spans, encode_tags, spans_of, tag_names
+from .text import QuestionBuilder, corpus, train_tokenizer
+from .train import config_hash, file_digest, fit
+
+SYSTEMS = ("bilstm_crf", "mjave", "jgave")
+
+
+def _score(records, pred: dict) -> dict:
+    gold, texts = gold_from_records(records)
+    return compute_metrics(gold, pred, texts)
+
+
+# --- extractive taggers ---------------------------------------------------------------------------
+class _Tagging:
+    """Character ids, BIO tags and attribute targets of one split."""
+
+    def __init__(self, data: Split, vocab: dict, attributes: list[str], max_chars: int):
+        self.data, self.names = data, tag_names(attributes)
+        tag_id = {t: i for i, t in enumerate(self.names)}
+        a_id = {a: i for i, a in enumerate(attributes)}
+        self.texts = [r.text[:max_chars] for r in data.records]
+        self.attr = np.zeros((len(data.records), len(attributes)), dtype=np.float32)
+        self.examples = []
+        attributes = set(attributes)
+        for i, (r, t) in enumerate(zip(data.records, self.texts)):
+            for lab in r.labels:
+                if lab["attribute"] in a_id:
+                    self.attr[i, a_id[lab["attribute"]]] = 1.0
+            ids = [vocab.get(c, 1) for c in t] or [1]
+            labels = [lab for lab in r.labels if lab["attribute"] in attributes]
+            self.examples.append(Example(ids, i, encode_tags(len(ids), spans_of(t, labels), tag_id), (i,)))
+
+    def batcher(self, use_image: bool) -> TagBatcher:
+        return TagBatcher(self.data.image, self.data.has_image, use_image, self.attr)
+
+
+@torch.no_grad()
+def tagger_predict(model: BiLSTMCRF, tagging: _Tagging, batcher: TagBatcher, batch_size: int = 128,
+                   device: str = "cpu", attr_threshold: float = 0.5) -> dict:
+    """{(pid, attribute): [values]} from the tagged spans (M-JAVE: of predicted attributes only)."""
+    model.eval().to(device)
+    attributes = [n[2:] for n in tagging.names[1::2]]
+    pred: dict = {}
+    for idx in batcher.batches(tagging.examples, batch_size, shuffle=False, bucket=True):
+        paths, probs = model.predict(to_device(batcher.collate([tagging.examples[i] for i in idx]), device))
+        for j, (i, path) in enumerate(zip(idx, paths)):
+            rid = tagging.data.records[i].id
+            for attr, value in decode_spans(tagging.texts[i], path, tagging.names):
+                if probs is not None and probs[j, attributes.index(attr)] < attr_threshold:
+                    continue
+                vals = pred.setdefault((rid, attr), [])
+                if value and value not in vals:
+                    vals.append(value)
+    return pred
+
+
+def train_tagger(system: str, p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, device: str):
+    cfg = p["baselines"]["tagger"]
+    schema = json.loads((processed / "schema.json").read_text(encoding="utf-8"))
+    attributes = schema["attributes"]
+    train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
+    use_image = system == "mjave" and train.image is not None
+    vocab = char_vocab(r.text[:cfg["max_chars"]] for r in train.records)
+    tr, va = (_Tagging(d, vocab, attributes, cfg["max_chars"]) for d in (train, val))
+    if system == "mjave":
+        image_vocab, feature_dim = image_spec(train.meta) if use_image else (0, 0)
+        model = MJAVE(len(vocab), len(tr.names), len(attributes), image_vocab, feature_dim, cfg["emb"], cfg["hidden"])
+    else:
+        model = BiLSTMCRF(len(vocab), len(tr.names), cfg["emb"], cfg["hidden"])
+    va_b = va.batcher(use_image)
+
+    def validate(m):
+        return {"score": _score(val.records, tagger_predict(m, va, va_b, device=device))["ave"]["f1"] / 100}
+
+    run_hash = config_hash(system, cfg, p["seed"], file_digest(processed / "train.parquet", processed / "val.parquet"))
+    history = fit(model, tr.examples, tr.batcher(use_image), cfg, lambda m, b: m.loss(b), validate,
+                  out / "ckpt", run_hash, tracker, device, p["seed"], system)
+    save_model(model.cpu(), out, {"system": system, "vocab": vocab, "tags": tr.names, "use_image": use_image,
+                                  "params": sum(x.numel() for x in model.parameters())})
+    test = load_data(processed, tokens_dir, "test")
+    te = _Tagging(test, vocab, attributes, cfg["max_chars"])
+    return test.records, tagger_predict(model, te, te.batcher(use_image), device=device), history, model
+
+
+# --- JG-AVE ---------------------------------------------------------------------------------------
+PAIR, SEP = ":", ";"
+
+
+def jgave_target(r, seed: int, i: int, value_sep: str = "|") -> str:
+    """All pairs of a product in a random (seeded, fixed) order: ``a1:v1;a2:v2``."""
+    pairs = [f"{a}{PAIR}{value_sep.join(vs)}" for a, vs in grouped_labels(r).items()]
+    order = np.random.default_rng([seed, i]).permutation(len(pairs))
+    return SEP.join(pairs[j] for j in order)
+
+
+def parse_pairs(text: str, attributes: set[str], value_sep: str = "|") -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for chunk in text.split(SEP):
+        a, _, v = (x.strip() for x in chunk.partition(PAIR))
+        if a in attributes and v:
+            for x in v.split(value_sep):
+                if x.strip() and x.strip() not in out.setdefault(a, []):
+                    out[a].append(x.strip())
+    return out
+
+
+def _jg_input(qb: QuestionBuilder, r, max_len: int) -> list[int]:
+    return (qb.ids(r.name) + qb.ids(r.description))[:max_len] if r.description else qb.ids(r.name)[:max_len]
+
+
+def jgave_predict(gen, qb, records, attributes, decode: dict, device: str, progress: bool = False) -> dict:
+    exs = [Example(_jg_input(qb, r, qb.max_len), -1, None, (i, "")) for i, r in enumerate(records)]
+    texts = generate_values(gen, qb, Batcher(None, None, False, qb.img_id), exs, decode, device,
+                            desc="jg-ave", progress=progress)
+    pred = {}
+    for r, t in zip(records, texts):
+        for a, vs in parse_pairs(t, set(attributes)).items():
+            pred[(r.id, a)] = vs
+    return pred
+
+
+def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, device: str):
+    cfg = p["baselines"]["jgave"]
+    schema = json.loads((processed / "schema.json").read_text(encoding="utf-8"))
+    attributes = schema["attributes"]
+    train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
+    tok = train_tokenizer(list(corpus(train.records, schema)) + [PAIR, SEP, "|"], p["text"]["vocab_size"])
+    qb = QuestionBuilder(tok, schema["language"], p["text"]["max_len"], cfg["max_target_len"])
+    gen = build_generator(p["model"], tok, 0, 0)  # text only, DEFLATE's backbone size
+    examples = [Example(_jg_input(qb, r, qb.max_len), -1, qb.value(jgave_target(r, p["seed"], i)), (i, ""))
+                for i, r in enumerate(train.records)]
+    decode = {"max_new_tokens": cfg["max_target_len"], "batch_size": 128, "num_beams": 1}
+    val_records = val.records[: cfg.get("val_max", 200)]
+
+    def validate(m):
+        return {"score": _score(val_records, jgave_predict(m, qb, val_records, attributes, decode, device))["ave"]["f1"] / 100}
+
+    run_hash = config_hash("jgave", cfg, p["model"], p["text"], p["seed"],
+                           file_digest(processed / "train.parquet", processed / "val.parquet"))
+    history = fit(gen, examples, Batcher(None, None, False, qb.img_id), cfg, lambda m, b: m(b).loss, validate,
+                  out / "ckpt", run_hash, tracker, device, p["seed"], "jgave")
+    save_model(gen.cpu(), out, {"system": "jgave", "params": sum(x.numel() for x in gen.parameters())}, tok, gen.t5)
+    test = load_data(processed, tokens_dir, "test")
+    return test.records, jgave_predict(gen, qb, test.records, attributes, decode, device, True), history, gen
+
+
+# --- one entry point ------------------------------------------------------------------------------
+def run_baseline(system: str, p: dict, processed: Path, tokens_dir: Path, out: Path) -> dict:
+    """Train ``system`` on ``processed`` (+ ``tokens_dir`` pictures for M-JAVE), predict test, score
+    with the paper's metrics; returns the metrics dict (also logged to MLflow)."""
+    if system not in SYSTEMS:
+        raise ValueError(f"unknown baseline {system!r}; choose one of {SYSTEMS}")
+    _, device = _setup(p, processed)
+    tracker = _tracker(p, system, device)
+    if system == "jgave":
+        records, pred, history, model = train_jgave(p, processed, tokens_dir, out, tracker, device)
+    else:
+        records, pred, history, model = train_tagger(system, p, processed, tokens_dir, out, tracker, device)
+    m = _score(records, pred)
+    m["meta"] = {"system": system, "params": sum(x.numel() for x in model.parameters()),
+                 "epochs": len(history), "best_val_ave_f1": round(100 * max(h["val_score"] for h in history), 2)}
+    tracker.metrics({f"test_{k}_f1": m[k]["f1"] for k in ("ap", "ave", "ave_fuzzy")}, step=len(history))
+    tracker.artifacts(out, system)
+    tracker.close()
+    return m

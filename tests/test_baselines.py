@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import pytest
+
+from deflate.baselines import jgave_target, parse_pairs, run_baseline
+from deflate.data import SPLITS, Record, ingest, load_split
+from deflate.imaging import run_stage
+from deflate.synth import write_desire
+from deflate.taggers import decode_spans, encode_tags, spans_of, tag_names
+
+from test_pipeline import tiny_params
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bworld")
+    write_desire(root / "raw", 48, seed=3, image_size=32, progress=False)
+    ingest("desire", root / "raw", root / "processed", root / "rejects", 0.0)
+    recs = {s: load_split(root / "processed", s) for s in SPLITS}
+    run_stage(recs, tiny_params()["image"], root / "tokens", seed=0, progress=False)
+    return root
+
+
+def small(**over):
+    p = tiny_params(**{"tracking.enabled": False, **over})
+    p["baselines"]["tagger"].update(epochs=1, emb=16, hidden=16, batch_size=8)
+    p["baselines"]["jgave"].update(epochs=1, batch_size=8, max_target_len=16, val_max=8)
+    return p
+
+
+def test_bio_round_trip_and_paper_tagging_rule():
+    text = "香辣牛肉面，微辣"
+    labels = [{"attribute": "主料", "value": "牛肉", "source": "explicit"},
+              {"attribute": "辣度", "value": "微辣", "source": "explicit"},
+              {"attribute": "是否甜", "value": "咸", "source": "text_implied"},  # 1 char, not explicit: untagged
+              {"attribute": "冷热", "value": "热", "source": "image_only"}]
+    spans = spans_of(text, labels)
+    assert spans == [(2, 4, "主料"), (6, 8, "辣度")]
+    names = tag_names(["主料", "辣度"])
+    tags = encode_tags(len(text), spans, {t: i for i, t in enumerate(names)})
+    assert decode_spans(text, tags, names) == [("主料", "牛肉"), ("辣度", "微辣")]
+    assert decode_spans("ab", [names.index("I-主料"), 0], names) == [("主料", "a")]  # stray I- opens a span
+
+
+def test_jgave_sequence_round_trip():
+    r = Record("p", "x", labels=[{"attribute": "主料", "value": "牛肉", "source": "explicit"},
+                                 {"attribute": "主料", "value": "面", "source": "explicit"},
+                                 {"attribute": "辣度", "value": "微辣", "source": "explicit"}])
+    t = jgave_target(r, 0, 5)
+    assert parse_pairs(t, {"主料", "辣度"}) == {"主料": ["牛肉", "面"], "辣度": ["微辣"]}
+    assert jgave_target(r, 0, 5) == t  # the random order is seeded
+    assert parse_pairs("主料:牛肉;乱码;未知:x;辣度:", {"主料", "辣度"}) == {"主料": ["牛肉"]}
+
+
+@pytest.mark.parametrize("system", ["bilstm_crf", "mjave", "jgave"])
+def test_each_baseline_trains_and_is_scored_by_the_shared_metrics(world, tmp_path, system):
+    m = run_baseline(system, small(), world / "processed", world / "tokens", tmp_path / system)
+    for k in ("ap", "ave", "ave_fuzzy"):
+        assert 0 <= m[k]["f1"] <= 100
+    assert set(m["eav_only"]) == {"ave", "ave_fuzzy"} and m["n"]["gold_values"] > 0
+    assert m["meta"]["system"] == system and m["meta"]["epochs"] == 1 and m["meta"]["params"] > 0
+    assert (tmp_path / system / "model.safetensors").exists()
+
+
+def test_extractive_models_cannot_produce_values_absent_from_the_text(world, tmp_path):
+    """Whatever the tagger learned, every value it outputs is a substring of the product text."""
+    from deflate.baselines import _Tagging, tagger_predict
+    from deflate.pipeline import load_data
+    from deflate.taggers import BiLSTMCRF
+    import torch
+
+    data = load_data(world / "processed", world / "tokens", "test")
+    schema = json.loads((world / "processed" / "schema.json").read_text())
+    vocab = {"<pad>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate(sorted({c for r in data.records for c in r.text}))}}
+    tg = _Tagging(data, vocab, schema["attributes"], 160)
+    torch.manual_seed(0)
+    model = BiLSTMCRF(len(vocab), len(tg.names), 8, 8)
+    torch.nn.init.normal_(model.emit.weight, std=3.0)  # a random tagger that tags a lot
+    pred = tagger_predict(model, tg, tg.batcher(False))
+    texts = {r.id: r.text for r in data.records}
+    assert pred and all(v in texts[pid] for (pid, _), vs in pred.items() for v in vs)
+
+
+@pytest.mark.slow
+def test_variant_and_learning_curve_runners(world, tmp_path, monkeypatch):
+    from deflate.experiments import learning_curve, run_system
+    from deflate.synth import write_mepave
+
+    monkeypatch.chdir(tmp_path)
+    m = run_system("dv_minus", small(), world / "processed", world / "tokens", tmp_path / "dv", "desire")
+    assert m["meta"]["use_image"] is False and m["meta"]["use_discriminator"] is False
+    assert m["meta"]["system"] == "dv_minus" and m["meta"]["dataset"] == "desire" and m["meta"]["train_products"] > 0
+    assert m["efficiency"]["seconds"] > 0 and m["efficiency"]["peak_memory_mb"] > 0
+    gen_meta = json.loads((tmp_path / "dv" / "generator" / "deflate.json").read_text())
+    assert gen_meta["cost"]["train_seconds"] > 0
+    write_mepave(tmp_path / "mraw", 60, 1)
+    ingest("mepave", tmp_path / "mraw", tmp_path / "mp", tmp_path / "mrej", 0.0)
+    pts = learning_curve("bilstm_crf", small(), tmp_path / "mp", tmp_path / "no_tokens", tmp_path / "lc", [0.5, 0.25])
+    assert [p["proportion"] for p in pts] == [0.25, 0.5]
+    assert pts[0]["train_products"] < pts[1]["train_products"] and all(0 <= p["ave_f1"] <= 100 for p in pts)
+    with pytest.raises(ValueError, match="unknown system"):
+        run_system("nope", small(), world / "processed", world / "tokens", tmp_path / "x")
