@@ -15,3 +15,13 @@ def test_implicitave(shared_data, tmp_path):
     assert report["splits"]["train"]["kept"] > 50_000
     test = load_split(tmp_path / "p", "test")
     assert sum(bool(r.image) for r in test) == 534
+
+
+def test_predict_reads_the_implicitave_eval_folder(shared_data):
+    from deflate.predict import read_implicitave
+
+    rows, pictures = read_implicitave(shared_data / "implicitave" / "eval_visible")
+    assert len(rows) == 534 and not [r for r in rows if "_error" in r]
+    assert pictures == shared_data / "implicitave" / "eval_visible" / "images"
+    assert all(r["gold"] and len(r["attributes"]) == 1 and (pictures / r["image"]).is_file() for r in rows)
+    assert {r["domain"] for r in rows} == {"Clothing", "Food", "Footwear", "Home", "Jewlery_and_General_Apparel"}
