@@ -4,22 +4,15 @@ import numpy as np
 import pytest
 
 from deflate.baselines import jgave_target, parse_pairs, run_baseline
-from deflate.data import SPLITS, Record, ingest, load_split
-from deflate.imaging import run_stage
-from deflate.synth import write_desire
+from deflate.data import Record, ingest
 from deflate.taggers import decode_spans, encode_tags, spans_of, tag_names
 
-from test_pipeline import tiny_params
+from test_pipeline import build_world, tiny_params
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bworld")
-    write_desire(root / "raw", 48, seed=3, image_size=32, progress=False)
-    ingest("desire", root / "raw", root / "processed", root / "rejects", 0.0)
-    recs = {s: load_split(root / "processed", s) for s in SPLITS}
-    run_stage(recs, tiny_params()["image"], root / "tokens", seed=0, progress=False)
-    return root
+    return build_world(tmp_path_factory.mktemp("bworld"), 3)
 
 
 def small(**over):

@@ -37,14 +37,18 @@ def tiny_params(**over) -> dict:
     return p
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    write_desire(root / "raw", 48, seed=1, image_size=32, progress=False)
+def build_world(root: Path, seed: int) -> Path:
+    """48 synthetic products: raw files, tables and image tokens under ``root``."""
+    write_desire(root / "raw", 48, seed=seed, image_size=32, progress=False)
     ingest("desire", root / "raw", root / "processed", root / "rejects", 0.0)
     recs = {s: load_split(root / "processed", s) for s in SPLITS}
     run_stage(recs, tiny_params()["image"], root / "tokens", seed=0, progress=False)
     return root
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("world"), 1)
 
 
 def run_all(p, world: Path, out: Path):
