@@ -140,8 +140,9 @@ def predict(model: str = typer.Option("models/generator", help="Trained generato
                 r["gold"] = row["gold"]
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     bad = sum(bool(r["errors"]) and not r["predictions"] for r in results)
+    rule = "every asked attribute answered" if fmt == "implicitave" else f"threshold {pred.threshold:.3f}"
     typer.echo(f"{len(results)} rows, {bad} with errors only, {sum(len(r['predictions']) for r in results)} "
-               f"values kept (mode {mode}, threshold {pred.threshold:.3f}), {dt:.1f}s -> {output}")
+               f"values kept (mode {mode}, {rule}), {dt:.1f}s -> {output}")
     if any(r.get("gold") is not None for r in rows):
         acc = accuracy(results, rows)
         acc["mode"], acc["model"] = mode, str(model)
