@@ -205,7 +205,12 @@ class Predictor:
         exs = [Example(qb.question(p["name"], p["description"], a), j, None, (j, a))
                for j, p in enumerate(products) for a in p["attributes"]]
         batcher = Batcher(image, has, self.image_tok is not None, qb.img_id)
-        values = generate_values(self.gen, qb, batcher, exs, self.decode, self.device, desc="predict", progress=progress)
+        # free text where asked, or for attributes without known values (the fallback of the other modes)
+        free = [k for k, e in enumerate(exs) if mode == "free" or not cands.get(e.key[1])]
+        values = [""] * len(exs)
+        for k, v in zip(free, generate_values(self.gen, qb, batcher, [exs[k] for k in free], self.decode,
+                                              self.device, desc="predict", progress=progress)):
+            values[k] = v
         if mode != "free":
             bs = self.decode.get("batch_size", 256)
             g = candidate_logprobs(self.gen, qb, batcher, exs, cands, bs, self.device, progress)
