@@ -108,11 +108,11 @@ def write_fig3_plot(f3: dict, csv_path: Path, png_path: Path, metric: str = "ave
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
-    for ax, key, title in zip(axes, (metric, "ap_f1" if metric != "ap_f1" else "ave_f1"), ("", "")):
+    for ax, key in zip(axes, (metric, "ap_f1" if metric != "ap_f1" else "ave_f1")):
         for s, pts in f3["points"].items():
             ax.plot([100 * x["proportion"] for x in pts], [x[key] for x in pts], marker="o", label=NAMES.get(s, s))
         ax.set_xlabel("training data (%)")
-        ax.set_ylabel(key.replace("_f1", " F1").upper().replace("AVE", "AVE").replace("AP ", "AP "))
+        ax.set_ylabel({"ave_f1": "AVE F1", "ap_f1": "AP F1"}[key])
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Figure 3 on the MEPAVE-shaped default data", fontsize=10)
