@@ -120,7 +120,8 @@ def test_implicitave_adapter_merges_rows_and_guards_images(tmp_path):
     report = ingest("implicitave", tmp_path, tmp_path / "p", tmp_path / "r", 0.5)
     assert report["splits"]["train"] == {"kept": 1, "rejected": 1, "reasons": {"Food.tsv": 1}}
     (test,) = load_split(tmp_path / "p", "test")
-    assert test.name == "Lipton Iced Tea" and test.image.endswith("testA.jpg") and len(test.labels) == 2
+    assert test.name == "Lipton Iced Tea" and test.description == "Tea" and test.image.endswith("testA.jpg")
+    assert len(test.labels) == 2
     schema = json.loads((tmp_path / "p" / "schema.json").read_text())
     assert schema["language"] == "en" and schema["candidates"]["Form"] == ["Bags/Packets", "Rub"]
 

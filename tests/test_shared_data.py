@@ -23,5 +23,5 @@ def test_predict_reads_the_implicitave_eval_folder(shared_data):
     rows, pictures = read_implicitave(shared_data / "implicitave" / "eval_visible")
     assert len(rows) == 534 and not [r for r in rows if "_error" in r]
     assert pictures == shared_data / "implicitave" / "eval_visible" / "images"
-    assert all(r["gold"] and len(r["attributes"]) == 1 and (pictures / r["image"]).is_file() for r in rows)
+    assert all(r["gold"] and r["description"] and len(r["attributes"]) == 1 and (pictures / r["image"]).is_file() for r in rows)
     assert {r["domain"] for r in rows} == {"Clothing", "Food", "Footwear", "Home", "Jewlery_and_General_Apparel"}

@@ -235,7 +235,8 @@ class ImplicitAveAdapter:
     """ImplicitAVE: ``id images category texts attribute_names attribute_values`` (header row).
 
     One row is one (product, attribute); rows of the same product are merged. train/val are
-    text-only; the test split is ``eval_visible`` with photos.
+    text-only; the test split is ``eval_visible`` with photos. The category ("Dresses", "Shirts &
+    Tops") is the only side text a row carries, so it becomes the description of the question.
     """
 
     DIRS = {"train": "train", "val": "val", "test": "eval_visible/texts"}
@@ -276,7 +277,7 @@ class ImplicitAveAdapter:
                         image = _check_image(image_dir / Path(img).name)
                     except BadImage as e:
                         raise RowError(str(e)) from None
-                rec = products[pid] = Record(pid, name, "", f"{domain}/{category}", image)
+                rec = products[pid] = Record(pid, name, category, f"{domain}/{category}", image)
             if any(lab["attribute"] == attr for lab in rec.labels):
                 raise RowError(f"duplicate attribute {attr!r} for id {pid}")
             rec.labels.append({"attribute": attr, "value": value, "source":

@@ -100,7 +100,8 @@ def read_implicitave(path: Path) -> tuple[list[dict], Path | None]:
                     r = {"_line": r["_line"], "_file": f.name, "_error": f"missing column(s) {', '.join(missing)}"}
                 else:
                     r = {"_line": r["_line"], "_file": f.name, "id": r["id"].strip(),
-                         "name": r["texts"].strip().removeprefix("[Title]").strip(), "description": "",
+                         "name": r["texts"].strip().removeprefix("[Title]").strip(),
+                         "description": r["category"].strip(),  # as the adapter does
                          "image": Path(r["images"].strip()).name if r["images"].strip() else "",
                          "attributes": [r["attribute_names"].strip()], "gold": r["attribute_values"].strip(),
                          "domain": f.stem}
