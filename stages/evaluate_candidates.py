@@ -1,5 +1,6 @@
 """DVC stage (real-data pipelines): closed-vocabulary accuracy — free decoding, the generator's
-best candidate, and candidates re-ranked by the discriminator."""
+best candidate, candidates re-ranked by the discriminator, and (in pipelines with a ``lexical`` section) the
+lexical scorer alone and fused with both."""
 from pathlib import Path
 
 from deflate.config import load_params, stage_timer
@@ -10,4 +11,5 @@ name = p["eval"].get("metrics_name", "candidates")
 with stage_timer("evaluate_candidates"):
     evaluate_candidates(p, Path("data/processed"), Path("data/tokens"), Path("models/generator"),
                         Path("models/discriminator"), Path(f"metrics/{name}.json"),
-                        Path(f"metrics/{name}_per_attribute.json"))
+                        Path(f"metrics/{name}_per_attribute.json"),
+                        Path("models/lexical") if "lexical" in p else None)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from deflate.batching import Batcher, Example
-from deflate.candidates import candidate_logprobs, combine, discriminator_logprobs, pick_alpha
+from deflate.candidates import candidate_logprobs, combine, discriminator_logprobs, fuse, pick_alpha, pick_weights
 from deflate.data import Record
 from deflate.metrics import accuracy_report
 from deflate.model import build_generator
@@ -69,6 +69,18 @@ def test_combine_and_pick_alpha_on_fixed_scores():
     assert combine(g, d, 0.0) == [1, 0, -1]
     # ex 0 is right for alpha < 0.536, ex 1 for alpha > 0 (a tie at 0 picks index 0): 0.5 is the largest
     assert pick_alpha(g, d, [1, 1, -1]) == 0.5
+
+
+def test_fuse_and_pick_weights_over_three_sources():
+    g = [np.array([0.0, -1.0]), np.array([0.0, -1.0]), np.array([])]
+    d = [np.array([-1.0, 0.0]), np.array([0.0, -1.0]), np.array([])]
+    lex = [np.array([-3.0, 0.0]), np.array([-3.0, 0.0]), np.array([])]
+    assert fuse([g, d, lex], (1, 0, 0)) == [0, 0, -1] and fuse([g, d, lex], (0, 0, 1)) == [1, 1, -1]
+    # gold [1, 0]: the generator alone gets ex 1 only, the lexical scorer alone ex 0 only; a mix gets
+    # both, and among the mixes that do, the one with the most weight on the generator wins
+    w = pick_weights([g, d, lex], [1, 0, -1])
+    assert abs(sum(w) - 1) < 1e-9 and fuse([g, d, lex], w) == [1, 0, -1] and w == (0.6, 0.2, 0.2)
+    assert pick_alpha(g, d, [1, 0, -1]) == 0.4  # ex 0 needs the discriminator's weight above one half
 
 
 def test_accuracy_report_exact_and_lenient():

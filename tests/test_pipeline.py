@@ -243,9 +243,10 @@ def test_predict_on_good_and_bad_rows(world, trained, tmp_path):
 @pytest.mark.slow
 def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monkeypatch):
     """The real-data path: no image stage, negatives = wrong candidates, closed-vocabulary accuracy."""
-    from deflate.pipeline import evaluate_candidates
+    from deflate.pipeline import evaluate_candidates, train_lexical
     monkeypatch.chdir(tmp_path)
     p = tiny_params(**{"negatives.mode": "candidates", "tracking.enabled": False, "decode.top_k": 3})
+    p["lexical"] = {"max_features": 200, "C": 10.0}
     proc, no_tokens = world / "processed", tmp_path / "no_tokens"
     train_generator(p, proc, no_tokens, tmp_path / "gen", tmp_path / "ckg")
     assert json.loads((tmp_path / "gen" / "deflate.json").read_text())["use_image"] is False
@@ -258,11 +259,15 @@ def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monke
         gold = {lab["value"] for lab in train[n["row"]].labels if lab["attribute"] == n["attribute"]}
         assert gold and n["value"] and n["value"] not in gold
     train_discriminator(p, proc, no_tokens, tmp_path / "gen", tmp_path / "neg", tmp_path / "disc", tmp_path / "ckd")
+    lex_report = train_lexical(p, proc, tmp_path / "lex")
+    assert 0 < lex_report["val_accuracy"] <= 1 and lex_report["attributes"] == len(schema["attributes"])
     m = evaluate_candidates(p, proc, no_tokens, tmp_path / "gen", tmp_path / "disc", tmp_path / "m.json",
-                            tmp_path / "per_attr.json")
-    assert set(m) >= {"free", "constrained", "constrained_rerank", "topk", "topk_rerank", "alpha"}
+                            tmp_path / "per_attr.json", tmp_path / "lex")
+    assert set(m) >= {"free", "constrained", "constrained_rerank", "topk", "topk_rerank", "alpha", "lexical", "fused"}
     assert 0 <= m["alpha"] <= 1 and 0 <= m["alpha_topk"] <= 1 and m["top_k"] == 3
-    for v in ("free", "constrained", "constrained_rerank", "topk", "topk_rerank"):
+    assert set(m["fused_weights"]) == {"generator", "discriminator", "lexical"}
+    assert abs(sum(m["fused_weights"].values()) - 1) < 1e-9
+    for v in ("free", "constrained", "constrained_rerank", "topk", "topk_rerank", "lexical", "fused"):
         assert 0 <= m[v]["overall"]["exact"] <= m[v]["overall"]["lenient"] <= 100
     per_attr = json.loads((tmp_path / "per_attr.json").read_text())
     assert set(per_attr["constrained"]) <= set(schema["attributes"])
@@ -351,3 +356,22 @@ def test_predict_scores_an_implicitave_folder(world, trained, tmp_path, monkeypa
     assert acc["overall"]["n"] == len(good) + 1 and acc["unanswered"] == 1 and acc["mode"] == "constrained"
     right = sum(o["predictions"][0]["value"] == o["gold"] for o in out[:len(good)])
     assert acc["overall"]["exact"] == round(100 * right / (len(good) + 1), 2)
+    # fused mode: a lexical scorer that has memorised these rows, with all the weight, gets every row
+    # whose gold value is one of the model's candidates
+    from deflate.lexical import LexicalScorer, lexical_text
+    memo = {}
+    for r in test[:4]:
+        memo.setdefault(r.labels[0]["attribute"], []).extend([(lexical_text(r.name, r.category), r.labels[0]["value"])] * 3)
+    LexicalScorer.fit(memo, progress=False).save(tmp_path / "lex")
+    args = ["predict", "--model", str(run_dir / "gen"), "--discriminator", str(run_dir / "disc"), "--format",
+            "implicitave", "--input", str(tmp_path / "eval"), "--output", str(tmp_path / "f.jsonl"), "--mode", "fused",
+            "--lexical", str(tmp_path / "lex")]
+    monkeypatch.chdir(tmp_path)  # no metrics/*.json with fused weights here
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1 and "--weights" in r.output
+    r = CliRunner().invoke(app, args + ["--weights", "0,0,1"])
+    assert r.exit_code == 0, r.output
+    fused = json.loads((tmp_path / "f.accuracy.json").read_text())
+    reachable = sum(line.split("\t")[5] in cands[line.split("\t")[4]] for line in good)  # gold among the candidates
+    assert fused["mode"] == "fused" and fused["overall"]["exact"] == round(100 * reachable / (len(good) + 1), 2)
+    assert CliRunner().invoke(app, args + ["--weights", "1,x"]).exit_code == 1

@@ -4,10 +4,13 @@ length-normalised log-likelihood, then re-rank with the discriminator:
 
     score(c) = alpha * mean_logprob_gen(c | question) + (1 - alpha) * log D(<CLS> question c)
 
-``alpha`` is picked on validation. Scoring all candidates exactly is cheap here (tens per
+``alpha`` is picked on validation. With a lexical scorer (:mod:`deflate.lexical`) its log-probability
+is a third term, the three weights picked on validation the same way. Scoring all candidates exactly is cheap here (tens per
 attribute) and needs no beam search; :mod:`deflate.infer` keeps the trie for open decoding.
 """
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import torch
@@ -55,20 +58,36 @@ def discriminator_logprobs(disc, qb, batcher: Batcher, examples: list[Example], 
     return out
 
 
-def combine(gen_lp: list[np.ndarray], disc_lp: list[np.ndarray] | None, alpha: float) -> list[int]:
-    """Index of the best candidate per example (-1 when an attribute has no candidates)."""
+def fuse(sources: list[list[np.ndarray]], weights) -> list[int]:
+    """Index of the best candidate per example under a weighted sum of score sources (-1 when an
+    attribute has no candidates). A source with weight 0 is ignored."""
     best = []
-    for k, g in enumerate(gen_lp):
-        if len(g) == 0:
+    for k in range(len(sources[0])):
+        if len(sources[0][k]) == 0:
             best.append(-1)
             continue
-        s = g if disc_lp is None else alpha * g + (1 - alpha) * disc_lp[k]
-        best.append(int(np.argmax(s)))
+        s = sum(w * src[k] for w, src in zip(weights, sources) if w)
+        best.append(int(np.argmax(s)) if np.ndim(s) else 0)
     return best
 
 
-def pick_alpha(gen_lp, disc_lp, gold_index: list[int], grid=tuple(np.round(np.linspace(0, 1, 11), 2))) -> float:
-    """The weight with the best validation accuracy (ties: more weight on the generator)."""
-    def acc(a):
-        return np.mean([b == g for b, g in zip(combine(gen_lp, disc_lp, a), gold_index)])
-    return float(max(grid, key=lambda a: (acc(a), a)))
+def combine(gen_lp: list[np.ndarray], disc_lp: list[np.ndarray] | None, alpha: float) -> list[int]:
+    """The generator's best candidate, or alpha * generator + (1 - alpha) * discriminator."""
+    return fuse([gen_lp], [1.0]) if disc_lp is None else fuse([gen_lp, disc_lp], [alpha, 1 - alpha])
+
+
+def pick_weights(sources: list[list[np.ndarray]], gold_index: list[int], step: float = 0.1) -> tuple[float, ...]:
+    """Weights (on the simplex, ``step`` apart) with the best validation accuracy; ties go to more
+    weight on the earlier sources (the generator first)."""
+    n = round(1 / step)
+    grid = [w for w in itertools.product(range(n + 1), repeat=len(sources)) if sum(w) == n]
+
+    def acc(w):
+        return np.mean([b == g for b, g in zip(fuse(sources, w), gold_index)])
+    best = max(grid, key=lambda w: (acc(w), w))
+    return tuple(round(x / n, 4) for x in best)
+
+
+def pick_alpha(gen_lp, disc_lp, gold_index: list[int]) -> float:
+    """The generator's weight against the discriminator, best on validation."""
+    return pick_weights([gen_lp, disc_lp], gold_index)[0]

@@ -43,7 +43,8 @@ def ingest(fmt: str = typer.Option("desire", "--format", help="desire | mepave |
     typer.echo(json.dumps(report, ensure_ascii=False, indent=1))
 
 
-def _load_predictor(model: str, discriminator: Path, threshold: float | None, batch_size: int):
+def _load_predictor(model: str, discriminator: Path, threshold: float | None, batch_size: int,
+                    lexical: Path | None = None):
     """A Predictor from a model folder, or from an MLflow model URI (runs:/..., models:/...) whose
     saved settings (threshold, mode) come along. Returns (predictor, settings)."""
     import os
@@ -62,6 +63,10 @@ def _load_predictor(model: str, discriminator: Path, threshold: float | None, ba
             raise typer.Exit(1)
         pred = wrapped.predictor
         pred.decode = decode
+        if lexical is not None:
+            from .lexical import LexicalScorer
+
+            pred.lexical = LexicalScorer.load(lexical)
         if threshold is not None:
             pred.threshold = threshold
         return pred, {"mode": wrapped.mode, "alpha": wrapped.alpha}
@@ -73,7 +78,28 @@ def _load_predictor(model: str, discriminator: Path, threshold: float | None, ba
         saved = Path("metrics/deflate.json")
         threshold = json.loads(saved.read_text())["threshold"] if saved.is_file() else 0.5
     disc = discriminator if (discriminator / "model.safetensors").is_file() else None
-    return Predictor(folder, disc, threshold, decode=decode), {}
+    return Predictor(folder, disc, threshold, decode=decode, lexical_dir=lexical), {}
+
+
+def _fused_weights(given: str | None) -> tuple[tuple[float, float, float], str]:
+    """--weights "g,d,l", else the ones picked on validation by evaluate_candidates (metrics/*.json)."""
+    if given:
+        try:
+            w = tuple(float(x) for x in given.split(","))
+        except ValueError:
+            w = ()
+        if len(w) != 3 or min(w) < 0 or sum(w) <= 0:
+            raise ValueError(f"--weights must be three non-negative numbers 'generator,discriminator,lexical', "
+                             f"not {given!r}")
+        return w, "--weights"
+    for f in sorted(Path("metrics").glob("*.json")):
+        try:
+            fw = json.loads(f.read_text(encoding="utf-8")).get("fused_weights") or {}
+        except (ValueError, AttributeError):
+            continue
+        if set(fw) == {"generator", "discriminator", "lexical"}:
+            return (fw["generator"], fw["discriminator"], fw["lexical"]), str(f)
+    raise ValueError("mode 'fused' needs --weights (no metrics/*.json with fused_weights here)")
 
 
 @app.command()
@@ -89,9 +115,14 @@ def predict(model: str = typer.Option("models/generator", help="Trained generato
             images: Path = typer.Option(None, help="Folder the rows' image paths are relative to (implicitave: "
                                         "default the images/ folder beside the texts)."),
             mode: str = typer.Option(None, help="free (generated text) | constrained (best of the attribute's "
-                                     "known values) | rerank (known values re-scored with the discriminator). "
+                                     "known values) | rerank (known values re-scored with the discriminator) | "
+                                     "fused (generator + discriminator + lexical scorer). "
                                      "Default: free, or constrained for implicitave."),
             alpha: float = typer.Option(None, help="rerank: weight of the generator against the discriminator."),
+            lexical: Path = typer.Option(None, help="fused: the lexical scorer folder (default: lexical/ beside the "
+                                         "generator folder)."),
+            weights: str = typer.Option(None, help="fused: 'generator,discriminator,lexical' weights (default: the "
+                                        "ones picked on validation, from metrics/*.json)."),
             threshold: float = typer.Option(None, help="Discriminator threshold; default: the one chosen on "
                                                        "validation (metrics/deflate.json), else 0.5."),
             metrics: Path = typer.Option(None, help="Accuracy JSON for rows with gold values (default: next to "
@@ -111,11 +142,23 @@ def predict(model: str = typer.Option("models/generator", help="Trained generato
     if not input.exists() or (fmt == "products" and not input.is_file()):
         typer.secho(f"error: input {input} not found", fg="red", err=True)
         raise typer.Exit(1)
-    pred, saved = _load_predictor(model, discriminator, threshold, batch_size)
-    mode = mode or saved.get("mode") or ("constrained" if fmt == "implicitave" else "free")
-    if mode not in MODES:
+    if mode is not None and mode not in MODES:
         typer.secho(f"error: --mode must be one of {', '.join(MODES)}", fg="red", err=True)
         raise typer.Exit(1)
+    fused = (1 / 3, 1 / 3, 1 / 3)
+    if mode == "fused":
+        lexical = lexical or Path(model).parent / "lexical"
+        try:
+            fused, source = _fused_weights(weights)
+        except ValueError as e:
+            typer.secho(f"error: {e}", fg="red", err=True)
+            raise typer.Exit(1)
+        if not (lexical / "lexical.json").is_file():
+            typer.secho(f"error: no lexical scorer in {lexical}; pass --lexical", fg="red", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"fused weights generator/discriminator/lexical {fused} ({source})")
+    pred, saved = _load_predictor(model, discriminator, threshold, batch_size, lexical if mode == "fused" else None)
+    mode = mode or saved.get("mode") or ("constrained" if fmt == "implicitave" else "free")
     alpha = alpha if alpha is not None else saved.get("alpha", 0.5)
     if fmt == "implicitave":
         try:
@@ -128,7 +171,7 @@ def predict(model: str = typer.Option("models/generator", help="Trained generato
         rows = read_rows(input)
     t = time.perf_counter()
     try:
-        results = pred.predict(rows, images, mode=mode, alpha=alpha, keep_all=fmt == "implicitave")
+        results = pred.predict(rows, images, mode=mode, alpha=alpha, keep_all=fmt == "implicitave", weights=fused)
     except ValueError as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         raise typer.Exit(1)

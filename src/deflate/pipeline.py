@@ -271,6 +271,46 @@ def train_discriminator(p: dict, processed: Path, tokens_dir: Path, gen_dir: Pat
     return {"examples": len(ex), "best_val_accuracy": max(h["val_accuracy"] for h in history)}
 
 
+# --- stage 3b: lexical candidate scorer (real data with candidate lists) ---------------------------------
+def lexical_examples(records) -> dict[str, list[tuple[str, str]]]:
+    from .lexical import lexical_text
+
+    out: dict[str, list[tuple[str, str]]] = {}
+    for r in records:
+        for lab in r.labels:
+            out.setdefault(lab["attribute"], []).append((lexical_text(r.name, r.description), lab["value"]))
+    return out
+
+
+def train_lexical(p: dict, processed: Path, out: Path) -> dict:
+    """Fit the per-attribute TF-IDF + logistic-regression scorer on train; report val accuracy."""
+    from .lexical import LexicalScorer
+
+    schema, device = _setup(p, processed)
+    cfg = p["lexical"]
+    train = load_split(processed, "train")
+    val = lexical_examples(load_split(processed, "val"))
+    tracker = _tracker(p, "train_lexical", device)
+    t0 = time.perf_counter()
+    lex = LexicalScorer.fit(lexical_examples(train), cfg.get("max_features"), float(cfg.get("C", 10.0)))
+    seconds = round(time.perf_counter() - t0, 1)
+    hits = n = 0
+    for attr, pairs in val.items():
+        options = sorted({v for _, v in pairs} | set(schema.get("candidates", {}).get(attr, [])))
+        best = lex.logprobs([t for t, _ in pairs], attr, options).argmax(1)
+        hits += sum(options[b] == v for b, (_, v) in zip(best, pairs))
+        n += len(pairs)
+    report = {"val_accuracy": round(hits / max(n, 1), 4), "val_pairs": n, "train_seconds": seconds,
+              "attributes": len(lex.models)}
+    lex.save(out)
+    (out / "history.json").write_text(json.dumps([{"epoch": 1, **report}], indent=1))
+    tracker.metrics({"val_accuracy": report["val_accuracy"], "train_seconds": seconds}, step=1)
+    tracker.artifacts(out, "lexical")
+    tracker.close()
+    print(f"[train_lexical] {report}")
+    return report
+
+
 # --- stage 4: evaluate -------------------------------------------------------------------------------
 def predict_split(p: dict, data: Split, gen, disc, qb, meta: dict, attributes: list[str], device: str,
                   tries=None, name: str = "") -> tuple[list[Example], list[str], np.ndarray | None]:
@@ -373,14 +413,31 @@ def write_predictions(path: Path, records, exs, values, scores, pred: dict):
                                 "gold": r.labels}, ensure_ascii=False) + "\n")
 
 
+def lexical_logprobs(lex, records, exs: list[Example], cands: dict) -> list[np.ndarray]:
+    """The lexical scorer's log-probability of each candidate of each (product, attribute)."""
+    from .lexical import lexical_text
+
+    out = [np.zeros(0, np.float32)] * len(exs)
+    by_attr: dict[str, list[int]] = {}
+    for k, e in enumerate(exs):
+        by_attr.setdefault(e.key[1], []).append(k)
+    for a, ks in by_attr.items():
+        texts = [lexical_text(records[exs[k].key[0]].name, records[exs[k].key[0]].description) for k in ks]
+        for k, row in zip(ks, lex.logprobs(texts, a, cands.get(a, []))):
+            out[k] = row
+    return out
+
+
 # --- stage 4b: closed-vocabulary evaluation (ImplicitAVE) ---------------------------------------------
 def evaluate_candidates(p: dict, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: Path,
-                        metrics_path: Path, breakdown_path: Path) -> dict:
+                        metrics_path: Path, breakdown_path: Path, lexical_dir: Path | None = None) -> dict:
     """For every gold (test product, attribute): free decoding; the generator's best candidate
-    (exact scoring of every candidate) and the same re-ranked with the discriminator; and, with
-    ``decode.top_k``, the trie beam search's top-k and those k re-ranked. Re-ranking weights are
-    picked on val. Accuracy per variant."""
-    from .candidates import candidate_logprobs, combine, discriminator_logprobs, pick_alpha
+    (exact scoring of every candidate) and the same re-ranked with the discriminator; with
+    ``decode.top_k``, the trie beam search's top-k and those k re-ranked; with a lexical scorer,
+    its own best candidate and the three scores fused. Weights are picked on val. Accuracy per
+    variant."""
+    from .candidates import candidate_logprobs, combine, discriminator_logprobs, fuse, pick_alpha, pick_weights
+    from .lexical import LexicalScorer
     from .metrics import accuracy_report
 
     schema, device = _setup(p, processed)
@@ -392,6 +449,7 @@ def evaluate_candidates(p: dict, processed: Path, tokens_dir: Path, gen_dir: Pat
     sep = meta["value_sep"]
     k = int(p["decode"].get("top_k", 0))
     tries = build_tries(cands, qb)
+    lex = LexicalScorer.load(lexical_dir) if lexical_dir is not None else None
 
     def run(split: str, limit: int | None):
         data = load_data(processed, tokens_dir, split)
@@ -406,18 +464,24 @@ def evaluate_candidates(p: dict, processed: Path, tokens_dir: Path, gen_dir: Pat
         top_c = [[v for v, _ in t] for t in top]
         top_g = [np.array([s / len(qb.value(v)) for v, s in t], dtype=np.float32) for t in top]
         top_d = [d[[cands[e.key[1]].index(v) for v in c]] for e, c, d in zip(exs, top_c, d_lp)] if d_lp else None
-        return data, exs, free, (g_lp, d_lp, [cands.get(e.key[1], []) for e in exs]), (top_g, top_d, top_c), gold
+        l_lp = lexical_logprobs(lex, data.records, exs, cands) if lex else None
+        return data, exs, free, (g_lp, d_lp, [cands.get(e.key[1], []) for e in exs], l_lp), (top_g, top_d, top_c), gold
 
     def gold_index(options, gold):
         return [o.index(g) if g in o else -2 for o, g in zip(options, gold)]
 
     alpha = {"constrained_rerank": 1.0, "topk_rerank": 1.0}
-    if disc is not None:
+    fused_w: tuple = ()
+    if disc is not None or lex is not None:
         _, _, _, v_all, v_top, v_gold = run("val", p["eval"].get("val_max", 2000))
-        alpha["constrained_rerank"] = pick_alpha(v_all[0], v_all[1], gold_index(v_all[2], v_gold))
-        if k:
-            alpha["topk_rerank"] = pick_alpha(v_top[0], v_top[1], gold_index(v_top[2], v_gold))
-    data, exs, free, (g_lp, d_lp, options), (top_g, top_d, top_c), gold = run("test", None)
+        v_gold_index = gold_index(v_all[2], v_gold)
+        if disc is not None:
+            alpha["constrained_rerank"] = pick_alpha(v_all[0], v_all[1], v_gold_index)
+            if k:
+                alpha["topk_rerank"] = pick_alpha(v_top[0], v_top[1], gold_index(v_top[2], v_gold))
+        if lex is not None:
+            fused_w = pick_weights([s for s in (v_all[0], v_all[1], v_all[3]) if s is not None], v_gold_index)
+    data, exs, free, (g_lp, d_lp, options, l_lp), (top_g, top_d, top_c), gold = run("test", None)
 
     def pick(best, opts):
         return [o[b] if b >= 0 else f for o, b, f in zip(opts, best, free)]
@@ -429,7 +493,12 @@ def evaluate_candidates(p: dict, processed: Path, tokens_dir: Path, gen_dir: Pat
         variants["topk"] = pick(combine(top_g, None, 1.0), top_c)
         if top_d is not None:
             variants["topk_rerank"] = pick(combine(top_g, top_d, alpha["topk_rerank"]), top_c)
+    if l_lp is not None:
+        variants["lexical"] = pick(fuse([l_lp], [1.0]), options)
+        variants["fused"] = pick(fuse([s for s in (g_lp, d_lp, l_lp) if s is not None], fused_w), options)
     out: dict = {"alpha": alpha["constrained_rerank"], "alpha_topk": alpha["topk_rerank"], "top_k": k,
+                 "fused_weights": dict(zip([n for n, s in (("generator", g_lp), ("discriminator", d_lp),
+                                                           ("lexical", l_lp)) if s is not None], fused_w)),
                  "n_test": len(exs), "dataset": schema["format"], "seed": p["seed"], "generator_params": meta["params"]}
     breakdown: dict = {}
     for name, preds in variants.items():

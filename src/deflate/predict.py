@@ -24,16 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from .batching import Batcher, Example
-from .candidates import candidate_logprobs, combine, discriminator_logprobs
+from .candidates import candidate_logprobs, combine, discriminator_logprobs, fuse
 from .data import Record
 from .imaging import load_for_inference, load_images
 from .infer import generate_values, score_claims
 from .metrics import accuracy_report
 from .model import load_discriminator, load_generator
-from .pipeline import keep
+from .pipeline import keep, lexical_logprobs
 from .text import QuestionBuilder
 
-MODES = ("free", "constrained", "rerank")
+MODES = ("free", "constrained", "rerank", "fused")
 
 MAX_FIELD = 20_000
 
@@ -157,7 +157,7 @@ def validate(row: dict, known: set[str]) -> tuple[dict | None, list[str]]:
 
 class Predictor:
     def __init__(self, model_dir: Path, disc_dir: Path | None = None, threshold: float = 0.5,
-                 device: str = "cpu", decode: dict | None = None):
+                 device: str = "cpu", decode: dict | None = None, lexical_dir: Path | None = None):
         self.gen, tok, self.meta = load_generator(model_dir)
         self.qb = QuestionBuilder(tok, self.meta["language"], self.meta["max_len"], self.meta["max_value_len"])
         self.disc = load_discriminator(disc_dir, model_dir)[0] if disc_dir and self.meta["use_discriminator"] else None
@@ -165,6 +165,11 @@ class Predictor:
         self.threshold, self.device = threshold, device
         self.decode = decode or {"num_beams": 1, "max_new_tokens": 12, "batch_size": 256}
         self.known = set(self.meta["attributes"])
+        self.lexical = None
+        if lexical_dir is not None:
+            from .lexical import LexicalScorer
+
+            self.lexical = LexicalScorer.load(lexical_dir)
 
     def _images(self, products: list[dict], images_dir: Path | None, errors: list[list[str]]):
         """Image tokens per product, loaded exactly as the image stage loads them (same guard, same
@@ -184,16 +189,22 @@ class Predictor:
         return self.image_tok.encode([a if a is not None else blank for a in arrays]), has
 
     def predict(self, rows: list[dict], images_dir: Path | None = None, progress: bool = True,
-                mode: str = "free", alpha: float = 0.5, keep_all: bool = False) -> list[dict]:
+                mode: str = "free", alpha: float = 0.5, keep_all: bool = False,
+                weights: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)) -> list[dict]:
         """One result per row. ``keep_all`` answers every asked attribute (the question is which
-        value, not whether: ImplicitAVE); otherwise the discriminator's threshold decides."""
+        value, not whether: ImplicitAVE); otherwise the discriminator's threshold decides. Modes:
+        free text; the best known value (constrained); known values re-ranked with the
+        discriminator (``alpha`` on the generator); or fused with the lexical scorer too
+        (``weights`` of generator, discriminator, lexical)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         cands = self.meta.get("candidates") or {}
         if mode != "free" and not cands:
             raise ValueError("this model was saved without candidate values; use mode 'free'")
-        if mode == "rerank" and self.disc is None:
-            raise ValueError("mode 'rerank' needs the discriminator")
+        if mode in ("rerank", "fused") and self.disc is None:
+            raise ValueError(f"mode {mode!r} needs the discriminator")
+        if mode == "fused" and self.lexical is None:
+            raise ValueError("mode 'fused' needs a lexical scorer (the train_lexical stage's models/lexical)")
         checked = [validate(r, self.known) for r in rows]
         good = [(i, p) for i, (p, _) in enumerate(checked) if p is not None]
         results = [{"id": str(r.get("id", "")), "line": r.get("_line"), "predictions": [], "errors": errs}
@@ -216,10 +227,13 @@ class Predictor:
             bs = self.decode.get("batch_size", 256)
             g = candidate_logprobs(self.gen, qb, batcher, exs, cands, bs, self.device, progress)
             d = None
-            if mode == "rerank":
-                recs = [Record(p["id"], p["name"], p["description"]) for p in products]
+            recs = [Record(p["id"], p["name"], p["description"]) for p in products]
+            if mode in ("rerank", "fused"):
                 d = discriminator_logprobs(self.disc, qb, batcher, exs, recs, cands, bs, self.device, progress)
-            best = combine(g, d, alpha if d is not None else 1.0)
+            if mode == "fused":
+                best = fuse([g, d, lexical_logprobs(self.lexical, recs, exs, cands)], weights)
+            else:
+                best = combine(g, d, alpha if d is not None else 1.0)
             values = [cands[e.key[1]][b] if b >= 0 else v for e, b, v in zip(exs, best, values)]
         scores = None
         if self.disc is not None:
