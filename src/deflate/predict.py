@@ -228,10 +228,12 @@ class Predictor:
             g = candidate_logprobs(self.gen, qb, batcher, exs, cands, bs, self.device, progress)
             d = None
             recs = [Record(p["id"], p["name"], p["description"]) for p in products]
-            if mode in ("rerank", "fused"):
+            if mode == "rerank" or (mode == "fused" and weights[1]):  # a weight of 0 needs no scores
                 d = discriminator_logprobs(self.disc, qb, batcher, exs, recs, cands, bs, self.device, progress)
             if mode == "fused":
-                best = fuse([g, d, lexical_logprobs(self.lexical, recs, exs, cands)], weights)
+                lex = lexical_logprobs(self.lexical, recs, exs, cands) if weights[2] else None
+                used = [(w, src) for w, src in zip(weights, (g, d, lex)) if w]
+                best = fuse([g] + [src for _, src in used], [0.0] + [w for w, _ in used])  # g first: its lengths
             else:
                 best = combine(g, d, alpha if d is not None else 1.0)
             values = [cands[e.key[1]][b] if b >= 0 else v for e, b, v in zip(exs, best, values)]
