@@ -232,8 +232,7 @@ class Predictor:
                 d = discriminator_logprobs(self.disc, qb, batcher, exs, recs, cands, bs, self.device, progress)
             if mode == "fused":
                 lex = lexical_logprobs(self.lexical, recs, exs, cands) if weights[2] else None
-                used = [(w, src) for w, src in zip(weights, (g, d, lex)) if w]
-                best = fuse([g] + [src for _, src in used], [0.0] + [w for w, _ in used])  # g first: its lengths
+                best = fuse([g, d, lex], weights)  # a source with weight 0 is skipped, so may be None
             else:
                 best = combine(g, d, alpha if d is not None else 1.0)
             values = [cands[e.key[1]][b] if b >= 0 else v for e, b, v in zip(exs, best, values)]
