@@ -4,7 +4,7 @@ lexical scorer alone and fused with both."""
 from pathlib import Path
 
 from deflate.config import load_params, stage_timer
-from deflate.pipeline import evaluate_candidates
+from deflate.closed_vocab import evaluate_candidates
 
 p = load_params()
 name = p["eval"].get("metrics_name", "candidates")

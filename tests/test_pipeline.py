@@ -243,9 +243,14 @@ def test_predict_on_good_and_bad_rows(world, trained, tmp_path):
 @pytest.mark.slow
 def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monkeypatch):
     """The real-data path: no image stage, negatives = wrong candidates, closed-vocabulary accuracy."""
-    from deflate.pipeline import evaluate_candidates, train_lexical
+    import mlflow
+    import pandas as pd
+
+    from deflate.closed_vocab import evaluate_candidates
+    from deflate.metrics import accuracy_report
+    from deflate.pipeline import grouped_labels, train_lexical
     monkeypatch.chdir(tmp_path)
-    p = tiny_params(**{"negatives.mode": "candidates", "tracking.enabled": False, "decode.top_k": 3})
+    p = tiny_params(**{"negatives.mode": "candidates", "decode.top_k": 3})
     p["lexical"] = {"max_features": 200, "C": 10.0}
     proc, no_tokens = world / "processed", tmp_path / "no_tokens"
     train_generator(p, proc, no_tokens, tmp_path / "gen", tmp_path / "ckg")
@@ -272,7 +277,38 @@ def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monke
     per_attr = json.loads((tmp_path / "per_attr.json").read_text())
     assert set(per_attr["constrained"]) <= set(schema["attributes"])
     preds = json.loads((tmp_path / "m.json").read_text())
-    assert preds["n_test"] == sum(len({lab["attribute"] for lab in r.labels}) for r in load_split(proc, "test"))
+    test = load_split(proc, "test")
+    assert preds["n_test"] == sum(len({lab["attribute"] for lab in r.labels}) for r in test)
+    assert "mlflow_model" not in preds  # a per-run URI would make two reproductions differ
+    # the logged pyfunc carries all three scorers and the val-picked weights: asked each test
+    # question, it answers every one and scores exactly the `fused` variant
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(m["mlflow_model"])
+    wrapped = model.unwrap_python_model()
+    assert wrapped.mode == "fused" and wrapped.keep_all and wrapped.predictor.lexical is not None
+    assert wrapped.weights == tuple(m["fused_weights"][s] for s in ("generator", "discriminator", "lexical"))
+    qs = [(r, a) for r in test for a in sorted({lab["attribute"] for lab in r.labels})]
+    out = model.predict(pd.DataFrame([{"id": f"{r.id}#{a}", "name": r.name, "description": r.description,
+                                       "attributes": [a]} for r, a in qs]))
+    assert len(out) == len(qs) and (out.error == "").all()
+    sep = json.loads((tmp_path / "gen" / "deflate.json").read_text())["value_sep"]
+    gold = {f"{r.id}#{a}": sep.join(grouped_labels(r)[a]) for r, a in qs}
+    rows = [{"domain": "", "attribute": "", "gold": gold[i], "pred": v} for i, v in zip(out.id, out.value)]
+    assert accuracy_report(rows)[0]["overall"]["exact"] == m["fused"]["overall"]["exact"]
+    # and `deflate predict --model <uri> --format implicitave` takes mode, weights and scorer from it
+    from typer.testing import CliRunner
+
+    from deflate.cli import app
+    tsv = ["id\timages\tcategory\ttexts\tattribute_names\tattribute_values"]
+    tsv += [f"{r.id}\t\t{r.description}\t[Title] {r.name}\t{a}\t{gold[f'{r.id}#{a}']}" for r, a in qs]
+    (tmp_path / "iave.tsv").write_text("\n".join(tsv) + "\n", encoding="utf-8")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    r = CliRunner().invoke(app, ["predict", "--model", m["mlflow_model"], "--format", "implicitave", "--input",
+                                 str(tmp_path / "iave.tsv"), "--output", str(tmp_path / "iave.jsonl")])
+    assert r.exit_code == 0, r.output
+    assert "(the MLflow model)" in r.output and "mode fused" in r.output
+    acc = json.loads((tmp_path / "iave.accuracy.json").read_text())
+    assert acc["overall"]["exact"] == m["fused"]["overall"]["exact"] and acc["overall"]["n"] == len(qs)
 
 
 def test_resume_key_changes_with_code(monkeypatch):

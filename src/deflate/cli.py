@@ -46,7 +46,8 @@ def ingest(fmt: str = typer.Option("desire", "--format", help="desire | mepave |
 def _load_predictor(model: str, discriminator: Path, threshold: float | None, batch_size: int,
                     lexical: Path | None = None):
     """A Predictor from a model folder, or from an MLflow model URI (runs:/..., models:/...) whose
-    saved settings (threshold, mode) come along. Returns (predictor, settings)."""
+    saved settings (threshold, mode, alpha, fused weights, lexical scorer) come along. Returns
+    (predictor, settings)."""
     import os
 
     from .predict import Predictor
@@ -64,12 +65,10 @@ def _load_predictor(model: str, discriminator: Path, threshold: float | None, ba
         pred = wrapped.predictor
         pred.decode = decode
         if lexical is not None:
-            from .lexical import LexicalScorer
-
-            pred.lexical = LexicalScorer.load(lexical)
+            pred.attach_lexical(lexical)
         if threshold is not None:
             pred.threshold = threshold
-        return pred, {"mode": wrapped.mode, "alpha": wrapped.alpha}
+        return pred, {"mode": wrapped.mode, "alpha": wrapped.alpha, "weights": getattr(wrapped, "weights", None)}
     folder = Path(model)
     if not (folder / "model.safetensors").is_file():
         typer.secho(f"error: no trained model in {folder}; run `dvc repro` first", fg="red", err=True)
@@ -81,8 +80,9 @@ def _load_predictor(model: str, discriminator: Path, threshold: float | None, ba
     return Predictor(folder, disc, threshold, decode=decode, lexical_dir=lexical), {}
 
 
-def _fused_weights(given: str | None) -> tuple[tuple[float, float, float], str]:
-    """--weights "g,d,l", else the ones picked on validation by evaluate_candidates (metrics/*.json)."""
+def _fused_weights(given: str | None, saved=None) -> tuple[tuple[float, float, float], str]:
+    """--weights "g,d,l", else the ones an MLflow model carries, else the ones picked on validation by
+    evaluate_candidates (metrics/*.json)."""
     if given:
         try:
             w = tuple(float(x) for x in given.split(","))
@@ -92,6 +92,8 @@ def _fused_weights(given: str | None) -> tuple[tuple[float, float, float], str]:
             raise ValueError(f"--weights must be three non-negative numbers 'generator,discriminator,lexical', "
                              f"not {given!r}")
         return w, "--weights"
+    if saved:
+        return tuple(saved), "the MLflow model"
     for f in sorted(Path("metrics").glob("*.json")):
         try:
             fw = json.loads(f.read_text(encoding="utf-8")).get("fused_weights") or {}
@@ -104,7 +106,8 @@ def _fused_weights(given: str | None) -> tuple[tuple[float, float, float], str]:
 
 @app.command()
 def predict(model: str = typer.Option("models/generator", help="Trained generator folder, or an MLflow model URI "
-                                      "(runs:/<run>/deflate, models:/<id>) logged by the evaluate stage."),
+                                      "(runs:/<run>/deflate, models:/<id>) logged by the evaluate or "
+                                      "evaluate_candidates stage."),
             discriminator: Path = typer.Option(Path("models/discriminator"), help="Trained discriminator folder "
                                                "(ignored for an MLflow URI, which carries its own)."),
             input: Path = typer.Option(..., "--input", help="Products: .jsonl (one object per line) or .tsv with a "
@@ -119,10 +122,10 @@ def predict(model: str = typer.Option("models/generator", help="Trained generato
                                      "fused (generator + discriminator + lexical scorer). "
                                      "Default: free, or constrained for implicitave."),
             alpha: float = typer.Option(None, help="rerank: weight of the generator against the discriminator."),
-            lexical: Path = typer.Option(None, help="fused: the lexical scorer folder (default: lexical/ beside the "
-                                         "generator folder)."),
+            lexical: Path = typer.Option(None, help="fused: the lexical scorer folder (default: the MLflow "
+                                         "model's own, or lexical/ beside the generator folder)."),
             weights: str = typer.Option(None, help="fused: 'generator,discriminator,lexical' weights (default: the "
-                                        "ones picked on validation, from metrics/*.json)."),
+                                        "MLflow model's, else the ones picked on validation, from metrics/*.json)."),
             threshold: float = typer.Option(None, help="Discriminator threshold; default: the one chosen on "
                                                        "validation (metrics/deflate.json), else 0.5."),
             metrics: Path = typer.Option(None, help="Accuracy JSON for rows with gold values (default: next to "
@@ -145,21 +148,23 @@ def predict(model: str = typer.Option("models/generator", help="Trained generato
     if mode is not None and mode not in MODES:
         typer.secho(f"error: --mode must be one of {', '.join(MODES)}", fg="red", err=True)
         raise typer.Exit(1)
-    fused = (1 / 3, 1 / 3, 1 / 3)
-    if mode == "fused":
-        lexical = lexical or Path(model).parent / "lexical"
-        try:
-            fused, source = _fused_weights(weights)
-        except ValueError as e:
-            typer.secho(f"error: {e}", fg="red", err=True)
-            raise typer.Exit(1)
-        if not (lexical / "lexical.json").is_file():
-            typer.secho(f"error: no lexical scorer in {lexical}; pass --lexical", fg="red", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"fused weights generator/discriminator/lexical {fused} ({source})")
-    pred, saved = _load_predictor(model, discriminator, threshold, batch_size, lexical if mode == "fused" else None)
+    try:
+        pred, saved = _load_predictor(model, discriminator, threshold, batch_size, lexical)
+    except FileNotFoundError as e:
+        typer.secho(f"error: {e}", fg="red", err=True)
+        raise typer.Exit(1)
     mode = mode or saved.get("mode") or ("constrained" if fmt == "implicitave" else "free")
     alpha = alpha if alpha is not None else saved.get("alpha", 0.5)
+    fused = (1 / 3, 1 / 3, 1 / 3)
+    if mode == "fused":
+        try:
+            if pred.lexical is None:  # a model folder: the scorer sits beside it
+                pred.attach_lexical(Path(model).parent / "lexical")
+            fused, source = _fused_weights(weights, saved.get("weights"))
+        except (ValueError, FileNotFoundError) as e:
+            typer.secho(f"error: {e}", fg="red", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"fused weights generator/discriminator/lexical {fused} ({source})")
     if fmt == "implicitave":
         try:
             rows, pictures = read_implicitave(input)

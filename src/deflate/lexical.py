@@ -88,6 +88,19 @@ class LexicalScorer:
                 out[:, j] = p[:, col[o]] + FLOOR
         return np.log(out).astype(np.float32)
 
+    def logprobs_many(self, texts: list[str], attributes: list[str], candidates: dict[str, list[str]]
+                      ) -> list[np.ndarray]:
+        """Per (text, attribute) question: :meth:`logprobs` of the attribute's candidates, one
+        classifier call per attribute."""
+        out = [np.zeros(0, np.float32)] * len(texts)
+        by_attr: dict[str, list[int]] = {}
+        for k, a in enumerate(attributes):
+            by_attr.setdefault(a, []).append(k)
+        for a, ks in by_attr.items():
+            for k, row in zip(ks, self.logprobs([texts[k] for k in ks], a, candidates.get(a, []))):
+                out[k] = row
+        return out
+
     def save(self, path: Path) -> None:
         from safetensors.numpy import save_file
 

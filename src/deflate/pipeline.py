@@ -15,7 +15,7 @@ from .batching import Batcher, Example
 from .config import peak_memory_mb, resolve_device, seed_everything
 from .data import Record, load_split
 from .imaging import load_tokens, save_for_inference
-from .infer import build_tries, generate_values, score_claims, topk_values
+from .infer import build_tries, generate_values, score_claims
 from .metrics import evaluate as compute_metrics
 from .metrics import gold_from_records, majority_baseline
 from .model import Discriminator, build_generator, load_discriminator, load_generator, save_model
@@ -98,7 +98,7 @@ def _setup(p: dict, processed: Path):
 
 def _tracker(p: dict, stage: str, device: str) -> Tracker:
     keep = {k: v for k, v in p.items() if k in ("seed", "data", "image", "text", "model", "generator", "negatives",
-                                                 "discriminator", "decode", "eval")}
+                                                 "discriminator", "lexical", "decode", "eval")}
     return Tracker(p.get("tracking", {}), stage, keep, device)
 
 
@@ -411,104 +411,3 @@ def write_predictions(path: Path, records, exs, values, scores, pred: dict):
             cands = [{"attribute": a, "value": v, "score": s} for a, v, s in per.get(i, [])]
             f.write(json.dumps({"id": r.id, "predictions": kept, "candidates": cands, "errors": [],
                                 "gold": r.labels}, ensure_ascii=False) + "\n")
-
-
-def lexical_logprobs(lex, records, exs: list[Example], cands: dict) -> list[np.ndarray]:
-    """The lexical scorer's log-probability of each candidate of each (product, attribute)."""
-    from .lexical import lexical_text
-
-    out = [np.zeros(0, np.float32)] * len(exs)
-    by_attr: dict[str, list[int]] = {}
-    for k, e in enumerate(exs):
-        by_attr.setdefault(e.key[1], []).append(k)
-    for a, ks in by_attr.items():
-        texts = [lexical_text(records[exs[k].key[0]].name, records[exs[k].key[0]].description) for k in ks]
-        for k, row in zip(ks, lex.logprobs(texts, a, cands.get(a, []))):
-            out[k] = row
-    return out
-
-
-# --- stage 4b: closed-vocabulary evaluation (ImplicitAVE) ---------------------------------------------
-def evaluate_candidates(p: dict, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: Path,
-                        metrics_path: Path, breakdown_path: Path, lexical_dir: Path | None = None) -> dict:
-    """For every gold (test product, attribute): free decoding; the generator's best candidate
-    (exact scoring of every candidate) and the same re-ranked with the discriminator; with
-    ``decode.top_k``, the trie beam search's top-k and those k re-ranked; with a lexical scorer,
-    its own best candidate and the three scores fused. Weights are picked on val. Accuracy per
-    variant."""
-    from .candidates import candidate_logprobs, combine, discriminator_logprobs, fuse, pick_alpha, pick_weights
-    from .lexical import LexicalScorer
-    from .metrics import accuracy_report
-
-    schema, device = _setup(p, processed)
-    gen, tok, meta = load_generator(gen_dir)
-    qb = QuestionBuilder(tok, meta["language"], meta["max_len"], meta["max_value_len"])
-    disc = load_discriminator(disc_dir, gen_dir)[0] if p["model"]["use_discriminator"] else None
-    cands = candidate_vocab(schema)
-    bs = p["decode"].get("batch_size", 256)
-    sep = meta["value_sep"]
-    k = int(p["decode"].get("top_k", 0))
-    tries = build_tries(cands, qb)
-    lex = LexicalScorer.load(lexical_dir) if lexical_dir is not None else None
-
-    def run(split: str, limit: int | None):
-        data = load_data(processed, tokens_dir, split)
-        exs = gold_pair_examples(data.records, qb)[:limit]
-        batcher = Batcher(data.image, data.has_image, meta["use_image"], qb.img_id)
-        free = generate_values(gen, qb, batcher, exs, p["decode"], device, desc=f"free {split}")
-        g_lp = candidate_logprobs(gen, qb, batcher, exs, cands, bs, device)
-        d_lp = discriminator_logprobs(disc, qb, batcher, exs, data.records, cands, bs, device) if disc else None
-        gold = [sep.join(grouped_labels(data.records[e.key[0]])[e.key[1]]) for e in exs]
-        # the trie's top-k by beam search, each with its mean token log-prob and its discriminator score
-        top = topk_values(gen, qb, batcher, exs, tries, k, p["decode"], device, desc=f"top-{k} {split}") if k else []
-        top_c = [[v for v, _ in t] for t in top]
-        top_g = [np.array([s / len(qb.value(v)) for v, s in t], dtype=np.float32) for t in top]
-        top_d = [d[[cands[e.key[1]].index(v) for v in c]] for e, c, d in zip(exs, top_c, d_lp)] if d_lp else None
-        l_lp = lexical_logprobs(lex, data.records, exs, cands) if lex else None
-        return data, exs, free, (g_lp, d_lp, [cands.get(e.key[1], []) for e in exs], l_lp), (top_g, top_d, top_c), gold
-
-    def gold_index(options, gold):
-        return [o.index(g) if g in o else -2 for o, g in zip(options, gold)]
-
-    alpha = {"constrained_rerank": 1.0, "topk_rerank": 1.0}
-    fused_w: tuple = ()
-    if disc is not None or lex is not None:
-        _, _, _, v_all, v_top, v_gold = run("val", p["eval"].get("val_max", 2000))
-        v_gold_index = gold_index(v_all[2], v_gold)
-        if disc is not None:
-            alpha["constrained_rerank"] = pick_alpha(v_all[0], v_all[1], v_gold_index)
-            if k:
-                alpha["topk_rerank"] = pick_alpha(v_top[0], v_top[1], gold_index(v_top[2], v_gold))
-        if lex is not None:
-            fused_w = pick_weights([s for s in (v_all[0], v_all[1], v_all[3]) if s is not None], v_gold_index)
-    data, exs, free, (g_lp, d_lp, options, l_lp), (top_g, top_d, top_c), gold = run("test", None)
-
-    def pick(best, opts):
-        return [o[b] if b >= 0 else f for o, b, f in zip(opts, best, free)]
-
-    variants = {"free": free, "constrained": pick(combine(g_lp, None, 1.0), options)}
-    if d_lp is not None:
-        variants["constrained_rerank"] = pick(combine(g_lp, d_lp, alpha["constrained_rerank"]), options)
-    if k:
-        variants["topk"] = pick(combine(top_g, None, 1.0), top_c)
-        if top_d is not None:
-            variants["topk_rerank"] = pick(combine(top_g, top_d, alpha["topk_rerank"]), top_c)
-    if l_lp is not None:
-        variants["lexical"] = pick(fuse([l_lp], [1.0]), options)
-        variants["fused"] = pick(fuse([s for s in (g_lp, d_lp, l_lp) if s is not None], fused_w), options)
-    out: dict = {"alpha": alpha["constrained_rerank"], "alpha_topk": alpha["topk_rerank"], "top_k": k,
-                 "fused_weights": dict(zip([n for n, s in (("generator", g_lp), ("discriminator", d_lp),
-                                                           ("lexical", l_lp)) if s is not None], fused_w)),
-                 "n_test": len(exs), "dataset": schema["format"], "seed": p["seed"], "generator_params": meta["params"]}
-    breakdown: dict = {}
-    for name, preds in variants.items():
-        rows = [{"domain": data.records[e.key[0]].category.split("/")[0], "attribute": e.key[1], "gold": g,
-                 "pred": v} for e, g, v in zip(exs, gold, preds)]
-        out[name], breakdown[name] = accuracy_report(rows)
-        print(f"[evaluate_candidates] {name}: exact {out[name]['overall']['exact']}%, "
-              f"lenient {out[name]['overall']['lenient']}%")
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(out, ensure_ascii=False, indent=1, sort_keys=True))
-    breakdown_path.parent.mkdir(parents=True, exist_ok=True)
-    breakdown_path.write_text(json.dumps(breakdown, ensure_ascii=False, indent=1, sort_keys=True))
-    return out

@@ -28,9 +28,10 @@ from .candidates import candidate_logprobs, combine, discriminator_logprobs, fus
 from .data import Record
 from .imaging import load_for_inference, load_images
 from .infer import generate_values, score_claims
+from .lexical import lexical_text
 from .metrics import accuracy_report
 from .model import load_discriminator, load_generator
-from .pipeline import keep, lexical_logprobs
+from .pipeline import keep
 from .text import QuestionBuilder
 
 MODES = ("free", "constrained", "rerank", "fused")
@@ -167,9 +168,15 @@ class Predictor:
         self.known = set(self.meta["attributes"])
         self.lexical = None
         if lexical_dir is not None:
-            from .lexical import LexicalScorer
+            self.attach_lexical(lexical_dir)
 
-            self.lexical = LexicalScorer.load(lexical_dir)
+    def attach_lexical(self, path: Path) -> None:
+        """Load the lexical scorer (the train_lexical stage's models/lexical) that mode 'fused' needs."""
+        from .lexical import FILES, LexicalScorer
+
+        if not all((path / f).is_file() for f in FILES):
+            raise FileNotFoundError(f"no lexical scorer in {path} (expected {' and '.join(FILES)}); pass --lexical")
+        self.lexical = LexicalScorer.load(path)
 
     def _images(self, products: list[dict], images_dir: Path | None, errors: list[list[str]]):
         """Image tokens per product, loaded exactly as the image stage loads them (same guard, same
@@ -231,7 +238,9 @@ class Predictor:
             if mode == "rerank" or (mode == "fused" and weights[1]):  # a weight of 0 needs no scores
                 d = discriminator_logprobs(self.disc, qb, batcher, exs, recs, cands, bs, self.device, progress)
             if mode == "fused":
-                lex = lexical_logprobs(self.lexical, recs, exs, cands) if weights[2] else None
+                lex = self.lexical.logprobs_many([lexical_text(p["name"], p["description"]) for p in
+                                                  (products[e.key[0]] for e in exs)],
+                                                 [e.key[1] for e in exs], cands) if weights[2] else None
                 best = fuse([g, d, lex], weights)  # a source with weight 0 is skipped, so may be None
             else:
                 best = combine(g, d, alpha if d is not None else 1.0)

@@ -74,8 +74,9 @@ class Tracker:
             except Exception as e:
                 self._fail(e)
 
-    def log_pyfunc(self, gen_dir: Path, disc_dir: Path | None, config: dict) -> str:
-        """Log the trained pair as an MLflow pyfunc model (see :mod:`deflate.serving`); its URI, or ""."""
+    def log_pyfunc(self, gen_dir: Path, disc_dir: Path | None, config: dict, lexical_dir: Path | None = None) -> str:
+        """Log the trained model (generator, and discriminator and lexical scorer where given) as an
+        MLflow pyfunc model (see :mod:`deflate.serving`); its URI, or ""."""
         if not self.on:
             return ""
         try:
@@ -84,6 +85,8 @@ class Tracker:
             artifacts = {"generator": str(gen_dir)}
             if disc_dir is not None and (disc_dir / "model.safetensors").is_file():
                 artifacts["discriminator"] = str(disc_dir)
+            if lexical_dir is not None:
+                artifacts["lexical"] = str(lexical_dir)
             info = self.mlflow.pyfunc.log_model(name="deflate", python_model=serving.__file__, artifacts=artifacts,
                                                 model_config=config, code_paths=[str(Path(serving.__file__).parent)],
                                                 pip_requirements=_requirements())
