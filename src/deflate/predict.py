@@ -238,9 +238,8 @@ class Predictor:
             if mode == "rerank" or (mode == "fused" and weights[1]):  # a weight of 0 needs no scores
                 d = discriminator_logprobs(self.disc, qb, batcher, exs, recs, cands, bs, self.device, progress)
             if mode == "fused":
-                lex = self.lexical.logprobs_many([lexical_text(p["name"], p["description"]) for p in
-                                                  (products[e.key[0]] for e in exs)],
-                                                 [e.key[1] for e in exs], cands) if weights[2] else None
+                texts = [lexical_text(recs[e.key[0]].name, recs[e.key[0]].description) for e in exs]
+                lex = self.lexical.logprobs_many(texts, [e.key[1] for e in exs], cands) if weights[2] else None
                 best = fuse([g, d, lex], weights)  # a source with weight 0 is skipped, so may be None
             else:
                 best = combine(g, d, alpha if d is not None else 1.0)
