@@ -19,7 +19,7 @@ import numpy as np
 from .batching import Batcher
 from .candidates import candidate_logprobs, combine, discriminator_logprobs, fuse, pick_alpha, pick_weights
 from .infer import build_tries, generate_values, topk_values
-from .lexical import LexicalScorer, lexical_text
+from .lexical import LexicalScorer
 from .metrics import accuracy_report
 from .model import load_discriminator, load_generator
 from .pipeline import _setup, _tracker, candidate_vocab, gold_pair_examples, grouped_labels, load_data
@@ -62,9 +62,7 @@ def evaluate_candidates(p: dict, processed: Path, tokens_dir: Path, gen_dir: Pat
         scores = {"generator": candidate_logprobs(gen, qb, batcher, exs, cands, bs, device),
                   "discriminator": discriminator_logprobs(disc, qb, batcher, exs, data.records, cands, bs, device)
                   if disc else None,
-                  "lexical": lex.logprobs_many([lexical_text(data.records[e.key[0]].name,
-                                                             data.records[e.key[0]].description) for e in exs],
-                                               [e.key[1] for e in exs], cands) if lex else None}
+                  "lexical": lex.question_logprobs(data.records, [e.key for e in exs], cands) if lex else None}
         gold = [sep.join(grouped_labels(data.records[e.key[0]])[e.key[1]]) for e in exs]
         # the trie's top-k by beam search, each with its mean token log-prob and its discriminator score
         top = topk_values(gen, qb, batcher, exs, tries, k, p["decode"], device, desc=f"top-{k} {split}") if k else []

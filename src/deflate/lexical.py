@@ -88,16 +88,17 @@ class LexicalScorer:
                 out[:, j] = p[:, col[o]] + FLOOR
         return np.log(out).astype(np.float32)
 
-    def logprobs_many(self, texts: list[str], attributes: list[str], candidates: dict[str, list[str]]
-                      ) -> list[np.ndarray]:
-        """Per (text, attribute) question: :meth:`logprobs` of the attribute's candidates, one
-        classifier call per attribute."""
-        out = [np.zeros(0, np.float32)] * len(texts)
+    def question_logprobs(self, records, keys: list[tuple[int, str]], candidates: dict[str, list[str]]
+                          ) -> list[np.ndarray]:
+        """Per question ``(record index, attribute)``: :meth:`logprobs` of the attribute's candidates
+        for that record's "name | description", one classifier call per attribute."""
+        out = [np.zeros(0, np.float32)] * len(keys)
         by_attr: dict[str, list[int]] = {}
-        for k, a in enumerate(attributes):
+        for k, (_, a) in enumerate(keys):
             by_attr.setdefault(a, []).append(k)
         for a, ks in by_attr.items():
-            for k, row in zip(ks, self.logprobs([texts[k] for k in ks], a, candidates.get(a, []))):
+            texts = [lexical_text(records[keys[k][0]].name, records[keys[k][0]].description) for k in ks]
+            for k, row in zip(ks, self.logprobs(texts, a, candidates.get(a, []))):
                 out[k] = row
         return out
 

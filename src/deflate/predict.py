@@ -28,7 +28,6 @@ from .candidates import candidate_logprobs, combine, discriminator_logprobs, fus
 from .data import Record
 from .imaging import load_for_inference, load_images
 from .infer import generate_values, score_claims
-from .lexical import lexical_text
 from .metrics import accuracy_report
 from .model import load_discriminator, load_generator
 from .pipeline import keep
@@ -238,8 +237,7 @@ class Predictor:
             if mode == "rerank" or (mode == "fused" and weights[1]):  # a weight of 0 needs no scores
                 d = discriminator_logprobs(self.disc, qb, batcher, exs, recs, cands, bs, self.device, progress)
             if mode == "fused":
-                texts = [lexical_text(recs[e.key[0]].name, recs[e.key[0]].description) for e in exs]
-                lex = self.lexical.logprobs_many(texts, [e.key[1] for e in exs], cands) if weights[2] else None
+                lex = self.lexical.question_logprobs(recs, [e.key for e in exs], cands) if weights[2] else None
                 best = fuse([g, d, lex], weights)  # a source with weight 0 is skipped, so may be None
             else:
                 best = combine(g, d, alpha if d is not None else 1.0)
