@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deflate.imaging import Dalle, VisualWords, load_images
+from deflate.image_tokenizers import Dalle, VisualWords, load_images
 from deflate.synth import make_product, render_image
 
 

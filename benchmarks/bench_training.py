@@ -13,8 +13,9 @@ import torch
 
 from deflate.batching import Batcher
 from deflate.config import load_params, seed_everything
+from deflate.dataset import image_spec, load_data
 from deflate.model import build_generator
-from deflate.pipeline import image_spec, load_data, qa_examples
+from deflate.questions import qa_examples
 from deflate.text import QuestionBuilder, corpus, train_tokenizer
 from deflate.train import make_optimizer
 

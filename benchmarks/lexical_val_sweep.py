@@ -23,7 +23,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from deflate.data import load_split
-from deflate.pipeline import lexical_examples
+from deflate.lexical import lexical_examples
 
 PROCESSED = Path(__file__).resolve().parents[1] / "pipelines/implicitave/data/processed"
 VARIANTS = ['{"name": "base"}', '{"name": "balanced", "cw": "balanced"}', '{"name": "C3", "C": 3.0}',

@@ -21,7 +21,7 @@ def main():
         if r["time"] >= a.since:
             last[r["stage"]] = r
     total = sum(r["seconds"] for r in last.values())
-    print(f"| stage | seconds | peak memory (MB) |\n|---|---:|---:|")
+    print("| stage | seconds | peak memory (MB) |\n|---|---:|---:|")
     for s, r in sorted(last.items(), key=lambda kv: kv[1]["time"]):
         print(f"| {s} | {r['seconds']:.1f} | {r.get('peak_memory_mb', '–')} |")
     print(f"| **sum of stages** | **{total:.1f}** ({total / 60:.1f} min) | |")

@@ -1,15 +1,15 @@
 """DVC stage (real-data pipelines): closed-vocabulary accuracy — free decoding, the generator's
 best candidate, candidates re-ranked by the discriminator, and (in pipelines with a ``lexical`` section) the
-lexical scorer alone and fused with both."""
+lexical scorer alone and fused with both; the val-chosen decisions become the bundle models/deflate."""
 from pathlib import Path
 
 from deflate.config import load_params, stage_timer
-from deflate.closed_vocab import evaluate_candidates
+from deflate.stages import evaluate_candidates
 
 p = load_params()
-name = p["eval"].get("metrics_name", "candidates")
+name = p["eval"]["metrics_name"]
 with stage_timer("evaluate_candidates"):
-    evaluate_candidates(p, Path("data/processed"), Path("data/tokens"), Path("models/generator"),
-                        Path("models/discriminator"), Path(f"metrics/{name}.json"),
-                        Path(f"metrics/{name}_per_attribute.json"),
-                        Path("models/lexical") if "lexical" in p else None)
+    evaluate_candidates.run(p, Path("data/processed"), Path("data/tokens"), Path("models/generator"),
+                            Path("models/discriminator"), Path(f"metrics/{name}.json"),
+                            Path(f"metrics/{name}_per_attribute.json"), Path("models/deflate"),
+                            Path("models/lexical") if "lexical" in p else None)

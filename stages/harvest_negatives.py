@@ -2,8 +2,8 @@
 from pathlib import Path
 
 from deflate.config import load_params, stage_timer
-from deflate.pipeline import harvest_negatives
+from deflate.stages import harvest_negatives
 
 with stage_timer("harvest_negatives"):
-    print(harvest_negatives(load_params(), Path("data/processed"), Path("data/tokens"), Path("models/generator"),
+    print(harvest_negatives.run(load_params(), Path("data/processed"), Path("data/tokens"), Path("models/generator"),
                             Path("data/negatives")))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from deflate.config import load_params, stage_timer
 from deflate.data import SPLITS, load_split
-from deflate.imaging import run_stage
+from deflate.image_tokenizers import run_stage
 
 p = load_params()
 with stage_timer("image_patches"):

@@ -2,8 +2,8 @@
 from pathlib import Path
 
 from deflate.config import load_params, stage_timer
-from deflate.pipeline import train_generator
+from deflate.stages import train_generator
 
 with stage_timer("train_generator"):
-    print(train_generator(load_params(), Path("data/processed"), Path("data/tokens"), Path("models/generator"),
+    print(train_generator.run(load_params(), Path("data/processed"), Path("data/tokens"), Path("models/generator"),
                           Path("models/checkpoints/generator")))

@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 
 from deflate.baselines import jgave_target, parse_pairs, run_baseline
@@ -59,7 +58,7 @@ def test_each_baseline_trains_and_is_scored_by_the_shared_metrics(world, tmp_pat
 def test_extractive_models_cannot_produce_values_absent_from_the_text(world, tmp_path):
     """Whatever the tagger learned, every value it outputs is a substring of the product text."""
     from deflate.baselines import _Tagging, tagger_predict
-    from deflate.pipeline import load_data
+    from deflate.dataset import load_data
     from deflate.taggers import BiLSTMCRF
     import torch
 

@@ -3,14 +3,17 @@ import pytest
 import torch
 
 from deflate.batching import Batcher, Example
-from deflate.candidates import candidate_logprobs, combine, discriminator_logprobs, fuse, pick_alpha, pick_weights
 from deflate.data import Record
 from deflate.metrics import accuracy_report
 from deflate.model import build_generator
+from deflate.questions import Question, candidate_claims, claim_examples
+from deflate.scoring import (candidate_claim_logprobs, candidate_logprobs, combine, fuse, pick_alpha,
+                             pick_weights)
 from deflate.text import QuestionBuilder, train_tokenizer
 
 TINY = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
         "dropout": 0.0, "pretrained_path": ""}
+DECODE = {"max_new_tokens": 8, "batch_size": 64, "num_beams": 1}
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +27,14 @@ def setup():
 def test_candidate_logprobs_are_the_models_own_likelihood(setup):
     tok, qb, gen = setup
     cands = {"Form": ["Bags/Packets", "Teabags", "Powder"]}
-    ex = [Example(qb.question("Lipton tea", "", "Form"), -1, None, (0, "Form"))]
+    ex = [Example(qb.question("Lipton tea", "", "Form"), -1, None, Question(0, "Form"))]
     b = Batcher(None, None, False, qb.img_id)
-    lp = candidate_logprobs(gen, qb, b, ex, cands, progress=False)[0]
+    lp = candidate_logprobs(gen, qb, b, ex, cands, 64, progress=False)[0]
     for j, c in enumerate(cands["Form"]):
         batch = b.collate([Example(ex[0].ids, -1, qb.value(c))])
         assert lp[j] == pytest.approx(-gen(batch).loss.item(), abs=1e-5)
-    assert candidate_logprobs(gen, qb, b, [Example(ex[0].ids, -1, None, (0, "Other"))], cands,
-                              progress=False)[0].size == 0
+    assert candidate_logprobs(gen, qb, b, [Example(ex[0].ids, -1, None, Question(0, "Other"))], cands,
+                              64, progress=False)[0].size == 0
 
 
 class RiggedDisc(torch.nn.Module):
@@ -51,10 +54,11 @@ def test_reranking_picks_the_discriminators_best(setup):
     target = "Tin"
     disc = RiggedDisc(qb.ids(" Tin")[-1])
     recs = [Record("p", "Lipton tea")]
-    ex = [Example(qb.question("Lipton tea", "", "Form"), 0, None, (0, "Form"))]
+    ex = [Example(qb.question("Lipton tea", "", "Form"), 0, None, Question(0, "Form"))]
     b = Batcher(None, None, False, qb.img_id)
-    g = candidate_logprobs(gen, qb, b, ex, cands, progress=False)
-    d = discriminator_logprobs(disc, qb, b, ex, recs, cands, progress=False)
+    g = candidate_logprobs(gen, qb, b, ex, cands, 64, progress=False)
+    claims, where = candidate_claims([e.key for e in ex], cands)
+    d = candidate_claim_logprobs(disc, b, ex, claim_examples(recs, qb, claims), where, cands, 64, progress=False)
     assert cands["Form"][combine(g, d, 0.0)[0]] == target
     assert combine(g, None, 1.0)[0] == int(np.argmax(g[0]))
     # the weight is chosen where validation accuracy is best
@@ -94,24 +98,24 @@ def test_accuracy_report_exact_and_lenient():
 
 
 def test_trie_topk_returns_only_candidates_best_first_with_their_logprob(setup):
-    from deflate.infer import build_tries, topk_values
+    from deflate.decoding import build_tries, topk_values
 
     tok, qb, gen = setup
     cands = {"Form": ["Bags/Packets", "Teabags", "Powder", "Box", "Tin"], "Size": ["Box"]}
     tries = build_tries(cands, qb)
     b = Batcher(None, None, False, qb.img_id)
-    ex = [Example(qb.question("Lipton tea", "", a), -1, None, (0, a)) for a in ("Form", "Size", "Form")]
-    top = topk_values(gen, qb, b, ex, tries, k=3, decode={"max_new_tokens": 8}, progress=False)
+    ex = [Example(qb.question("Lipton tea", "", a), -1, None, Question(0, a)) for a in ("Form", "Size", "Form")]
+    top = topk_values(gen, qb, b, ex, tries, k=3, decode=DECODE, progress=False)
     assert [len(t) for t in top] == [3, 1, 3]  # "Size" has a single candidate
     for e, t in zip(ex, top):
-        assert all(v in cands[e.key[1]] for v, _ in t)
+        assert all(v in cands[e.key.attribute] for v, _ in t)
         assert [s for _, s in t] == sorted((s for _, s in t), reverse=True)
         for v, s in t:  # the score is the candidate's summed token log-probability under the generator
             batch = b.collate([Example(e.ids, -1, qb.value(v))])
             n = len(qb.value(v))
             assert s == pytest.approx(-gen(batch).loss.item() * n, abs=1e-3)
     # with as many beams as candidates the search is exhaustive: the same ranking as exact scoring
-    full = topk_values(gen, qb, b, ex[:1], tries, k=5, decode={"max_new_tokens": 8}, progress=False)[0]
-    exact = candidate_logprobs(gen, qb, b, ex[:1], cands, progress=False)[0]
+    full = topk_values(gen, qb, b, ex[:1], tries, k=5, decode=DECODE, progress=False)[0]
+    exact = candidate_logprobs(gen, qb, b, ex[:1], cands, 64, progress=False)[0]
     exact = exact * np.array([len(qb.value(c)) for c in cands["Form"]])
     assert [v for v, _ in full] == [cands["Form"][j] for j in np.argsort(-exact)]

@@ -1,4 +1,3 @@
-import json
 import pickle
 
 import numpy as np
@@ -7,8 +6,8 @@ import torch
 from PIL import Image
 
 from deflate.data import Record
-from deflate.imageio import BadImage, open_rgb
-from deflate.imaging import (NotADalleEncoder, Patches, VisualWords, load_dalle_encoder, load_tokens, run_stage,
+from deflate.image_files import BadImage, open_rgb
+from deflate.image_tokenizers import (NotADalleEncoder, Patches, VisualWords, load_dalle_encoder, load_tokens, run_stage,
                              to_patches)
 from deflate.synth import make_product, render_image
 
@@ -160,7 +159,7 @@ def test_no_training_pictures_means_text_only(tmp_path):
     meta = run_stage(recs, CFG, tmp_path / "tok", seed=0, progress=False)
     assert meta["text_only"] and not list((tmp_path / "tok").glob("*.safetensors"))
     from deflate.data import records_to_frame
-    from deflate.pipeline import load_data  # the model side then reads it as text-only
+    from deflate.dataset import load_data  # the model side then reads it as text-only
     (tmp_path / "proc").mkdir()
     records_to_frame(recs["val"]).to_parquet(tmp_path / "proc" / "val.parquet")
     data = load_data(tmp_path / "proc", tmp_path / "tok", "val")

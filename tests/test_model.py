@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from deflate.batching import Batcher, Example
-from deflate.infer import Trie, build_tries, generate_values
+from deflate.decoding import Trie, build_tries, generate_values
 from deflate.model import Discriminator, build_generator, load_generator, save_model
+from deflate.questions import Question
 from deflate.text import CLS, IMG, NONE_VALUE, QuestionBuilder, train_tokenizer
 
 TINY = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
@@ -119,11 +120,11 @@ def test_trie_constrained_decoding_only_emits_candidates(tok):
     gen = build_generator(TINY, tok, 0, 0)  # untrained: free decoding emits junk
     qb = QuestionBuilder(tok, "zh", 16, 6)
     cands = {"主料": ["牛肉", "鲈鱼"], "茶": ["绿茶", "红茶", NONE_VALUE]}
-    exs = [Example(qb.question(f"商品{i}", "", a), -1, None, (i, a)) for i in range(6) for a in cands]
+    exs = [Example(qb.question(f"商品{i}", "", a), -1, None, Question(i, a)) for i in range(6) for a in cands]
     b = Batcher(None, None, False, qb.img_id)
     for beams in (1, 3):
-        out = generate_values(gen, qb, b, exs, {"num_beams": beams, "max_new_tokens": 8}, tries=build_tries(cands, qb),
+        out = generate_values(gen, qb, b, exs, {"num_beams": beams, "max_new_tokens": 8, "batch_size": 64}, tries=build_tries(cands, qb),
                               progress=False)
-        assert all(v in cands[e.key[1]] for e, v in zip(exs, out)), out
+        assert all(v in cands[e.key.attribute] for e, v in zip(exs, out)), out
     t = Trie([[5, 6, 1], [5, 7, 1]])
     assert sorted(t.next_tokens([5])) == [6, 7] and t.next_tokens([9]) == []

@@ -1,7 +1,7 @@
 """A tiny end-to-end run through synth -> ingest -> image_tokens -> the four DEFLATE stages."""
-import copy
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,8 +9,8 @@ import torch
 
 from deflate.config import load_params
 from deflate.data import SPLITS, ingest, load_split
-from deflate.imaging import run_stage
-from deflate.pipeline import evaluate, harvest_negatives, train_discriminator, train_generator
+from deflate.image_tokenizers import run_stage
+from deflate.stages import evaluate, harvest_negatives, train_discriminator, train_generator
 from deflate.synth import write_desire
 from deflate.tracking import Tracker
 
@@ -53,10 +53,11 @@ def world(tmp_path_factory):
 
 def run_all(p, world: Path, out: Path):
     proc, tok = world / "processed", world / "tokens"
-    train_generator(p, proc, tok, out / "gen", out / "ckpt_gen")
-    harvest_negatives(p, proc, tok, out / "gen", out / "neg")
-    train_discriminator(p, proc, tok, out / "gen", out / "neg", out / "disc", out / "ckpt_disc")
-    return evaluate(p, proc, tok, out / "gen", out / "disc", out / "metrics.json", out / "pred.jsonl")
+    train_generator.run(p, proc, tok, out / "gen", out / "ckpt_gen")
+    harvest_negatives.run(p, proc, tok, out / "gen", out / "neg")
+    train_discriminator.run(p, proc, tok, out / "gen", out / "neg", out / "disc", out / "ckpt_disc")
+    return evaluate.run(p, proc, tok, out / "gen", out / "disc", out / "metrics.json", out / "pred.jsonl",
+                        out / "bundle")
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,9 @@ def test_four_stages_end_to_end(world, trained):
     assert set(saved["eav_only"]) == {"ave", "ave_fuzzy"}
     assert set(saved["by_source"]) <= {"explicit", "text_implied", "image_only"} and saved["by_source"]
     assert 0 < saved["threshold"] < 1 and saved["meta"]["use_discriminator"]
+    bundle = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert bundle["decisions"]["threshold"] == saved["threshold"] and bundle["decisions"]["mode"] == "free"
+    assert sorted(bundle["parts"]) == ["discriminator", "generator"]
     lines = [json.loads(x) for x in (tmp_path / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(lines) == saved["meta"]["test_products"]
     assert all({"id", "predictions", "errors"} <= set(x) for x in lines)
@@ -99,14 +103,15 @@ def test_four_stages_end_to_end(world, trained):
 
 @pytest.mark.slow
 def test_logged_pyfunc_model_answers_like_predict(world, trained, tmp_path, monkeypatch):
-    """The evaluate stage logs the pair as an MLflow pyfunc; loaded back, it answers the same
-    (product, attribute) questions as the Predictor, and `deflate predict --model <uri>` uses it."""
+    """The evaluate stage logs its bundle as an MLflow pyfunc; loaded back, it answers the same
+    (product, attribute) questions as the engine on the bundle folder, and `deflate predict --model
+    <uri>` uses it."""
     import mlflow
     import pandas as pd
     from typer.testing import CliRunner
 
     from deflate.cli import app
-    from deflate.predict import Predictor
+    from deflate.engine import Deflate
 
     run_dir, m = trained
     uri = (run_dir / "mlflow_model.txt").read_text().strip()
@@ -119,7 +124,7 @@ def test_logged_pyfunc_model_answers_like_predict(world, trained, tmp_path, monk
     out = model.predict(frame)
     assert list(out.columns) == ["id", "attribute", "value", "score", "error"]
     assert out[out.id == "bad"].error.str.contains("missing name").any()
-    direct = Predictor(run_dir / "gen", run_dir / "disc", m["threshold"]).predict(
+    direct = Deflate.load(run_dir / "bundle").answer_rows(
         [{"id": r.id, "name": r.name, "description": r.description} for r in test], progress=False)
     want = sorted((r["id"], x["attribute"], x["value"]) for r in direct for x in r["predictions"])
     got = sorted(zip(out[out.error == ""].id, out[out.error == ""].attribute, out[out.error == ""].value))
@@ -151,11 +156,11 @@ def test_tracking_outage_does_not_stop_training(world, tmp_path, monkeypatch):
     p = tiny_params(**{"tracking.uri": "http://127.0.0.1:9"})
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        train_generator(p, world / "processed", world / "tokens", tmp_path / "gen", tmp_path / "ckpt")
+        train_generator.run(p, world / "processed", world / "tokens", tmp_path / "gen", tmp_path / "ckpt")
     assert any("tracking disabled" in str(x.message) for x in w)
     assert (tmp_path / "gen" / "model.safetensors").exists()
 
-    t = Tracker({"enabled": True, "uri": ""}, "stage", {"a": 1}, "cpu")
+    t = Tracker({"enabled": True, "uri": "", "experiment": "deflate"}, "stage", {"a": 1}, "cpu")
     assert t.on
     monkeypatch.setattr(t.mlflow, "log_metrics", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("down")))
     with pytest.warns(UserWarning, match="down"):
@@ -168,7 +173,8 @@ def test_tracking_outage_does_not_stop_training(world, tmp_path, monkeypatch):
 def test_killed_training_resumes_to_the_same_weights(world, tmp_path):
     from deflate.batching import Batcher
     from deflate.model import build_generator
-    from deflate.pipeline import load_data, qa_examples
+    from deflate.dataset import load_data
+    from deflate.questions import qa_examples
     from deflate.text import QuestionBuilder, corpus, train_tokenizer
     from deflate.train import fit
 
@@ -208,7 +214,8 @@ def test_killed_training_resumes_to_the_same_weights(world, tmp_path):
 
 
 def test_predict_on_good_and_bad_rows(world, trained, tmp_path):
-    from deflate.predict import Predictor, read_rows
+    from deflate.engine import Deflate
+    from deflate.inputs import read_rows
     run, _ = trained
     img = next((world / "raw" / "images").glob("*.jpg"))
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not an image")
@@ -222,10 +229,10 @@ def test_predict_on_good_and_bad_rows(world, trained, tmp_path):
              "[1, 2]"]
     path = tmp_path / "in.jsonl"
     path.write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\xfe\n")
-    pred = Predictor(run / "gen", run / "disc", threshold=0.0)
-    out = pred.predict(read_rows(path), progress=False)
+    engine = Deflate.load(run / "bundle").with_decisions(threshold=0.0)
+    out = engine.answer_rows(read_rows(path), progress=False)
     assert [r["id"] for r in out][:5] == ["a", "b", "c", "d", "e"] and len(out) == 8
-    assert not out[0]["errors"] and {p["attribute"] for p in out[0]["predictions"]} <= pred.known
+    assert not out[0]["errors"] and {p["attribute"] for p in out[0]["predictions"]} <= set(engine.attributes)
     assert out[0]["predictions"] and all(0 <= p["score"] <= 1 for p in out[0]["predictions"])
     assert {p["attribute"] for p in out[1]["predictions"]} <= {"茶", "冷热"} and not out[1]["errors"]
     assert "image ignored" in out[2]["errors"][0] and out[2]["predictions"]  # answered from text
@@ -235,7 +242,7 @@ def test_predict_on_good_and_bad_rows(world, trained, tmp_path):
     assert out[7]["errors"] == ["not valid UTF-8"]
     tsv = tmp_path / "in.tsv"
     tsv.write_text("id\tname\tdescription\tattributes\nt1\t红烧牛肉\t\t主料|辣度\nt2\tonly two\n", encoding="utf-8")
-    out = pred.predict(read_rows(tsv), progress=False)
+    out = engine.answer_rows(read_rows(tsv), progress=False)
     assert {p["attribute"] for p in out[0]["predictions"]} <= {"主料", "辣度"}
     assert "columns" in out[1]["errors"][0]
 
@@ -246,16 +253,16 @@ def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monke
     import mlflow
     import pandas as pd
 
-    from deflate.closed_vocab import evaluate_candidates
+    from deflate.dataset import grouped_labels
     from deflate.metrics import accuracy_report
-    from deflate.pipeline import grouped_labels, train_lexical
+    from deflate.stages import evaluate_candidates, train_lexical
     monkeypatch.chdir(tmp_path)
     p = tiny_params(**{"negatives.mode": "candidates", "decode.top_k": 3})
     p["lexical"] = {"max_features": 200, "C": 10.0}
     proc, no_tokens = world / "processed", tmp_path / "no_tokens"
-    train_generator(p, proc, no_tokens, tmp_path / "gen", tmp_path / "ckg")
+    train_generator.run(p, proc, no_tokens, tmp_path / "gen", tmp_path / "ckg")
     assert json.loads((tmp_path / "gen" / "deflate.json").read_text())["use_image"] is False
-    summary = harvest_negatives(p, proc, no_tokens, tmp_path / "gen", tmp_path / "neg")
+    summary = harvest_negatives.run(p, proc, no_tokens, tmp_path / "gen", tmp_path / "neg")
     assert summary["mode"] == "candidates"
     schema = json.loads((proc / "schema.json").read_text())
     train = load_split(proc, "train")
@@ -263,11 +270,11 @@ def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monke
     for n in negs:  # a wrong value of an attribute the product has
         gold = {lab["value"] for lab in train[n["row"]].labels if lab["attribute"] == n["attribute"]}
         assert gold and n["value"] and n["value"] not in gold
-    train_discriminator(p, proc, no_tokens, tmp_path / "gen", tmp_path / "neg", tmp_path / "disc", tmp_path / "ckd")
-    lex_report = train_lexical(p, proc, tmp_path / "lex")
+    train_discriminator.run(p, proc, no_tokens, tmp_path / "gen", tmp_path / "neg", tmp_path / "disc", tmp_path / "ckd")
+    lex_report = train_lexical.run(p, proc, tmp_path / "lex")
     assert 0 < lex_report["val_accuracy"] <= 1 and lex_report["attributes"] == len(schema["attributes"])
-    m = evaluate_candidates(p, proc, no_tokens, tmp_path / "gen", tmp_path / "disc", tmp_path / "m.json",
-                            tmp_path / "per_attr.json", tmp_path / "lex")
+    m = evaluate_candidates.run(p, proc, no_tokens, tmp_path / "gen", tmp_path / "disc", tmp_path / "m.json",
+                                tmp_path / "per_attr.json", tmp_path / "bundle", tmp_path / "lex")
     assert set(m) >= {"free", "constrained", "constrained_rerank", "topk", "topk_rerank", "alpha", "lexical", "fused"}
     assert 0 <= m["alpha"] <= 1 and 0 <= m["alpha_topk"] <= 1 and m["top_k"] == 3
     assert set(m["fused_weights"]) == {"generator", "discriminator", "lexical"}
@@ -280,13 +287,14 @@ def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monke
     test = load_split(proc, "test")
     assert preds["n_test"] == sum(len({lab["attribute"] for lab in r.labels}) for r in test)
     assert "mlflow_model" not in preds  # a per-run URI would make two reproductions differ
-    # the logged pyfunc carries all three scorers and the val-picked weights: asked each test
-    # question, it answers every one and scores exactly the `fused` variant
+    # the bundle (and the pyfunc logged from it) carries all three scorers and the val-picked
+    # weights: asked each test question, it answers every one and scores exactly the `fused` variant
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model(m["mlflow_model"])
-    wrapped = model.unwrap_python_model()
-    assert wrapped.mode == "fused" and wrapped.keep_all and wrapped.predictor.lexical is not None
-    assert wrapped.weights == tuple(m["fused_weights"][s] for s in ("generator", "discriminator", "lexical"))
+    d = model.unwrap_python_model().engine.decisions
+    assert d.mode == "fused" and d.keep_all and model.unwrap_python_model().engine.lexical is not None
+    assert d.weights == tuple(m["fused_weights"][s] for s in ("generator", "discriminator", "lexical"))
+    assert d.alpha == m["alpha"]
     qs = [(r, a) for r in test for a in sorted({lab["attribute"] for lab in r.labels})]
     out = model.predict(pd.DataFrame([{"id": f"{r.id}#{a}", "name": r.name, "description": r.description,
                                        "attributes": [a]} for r, a in qs]))
@@ -306,9 +314,32 @@ def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monke
     r = CliRunner().invoke(app, ["predict", "--model", m["mlflow_model"], "--format", "implicitave", "--input",
                                  str(tmp_path / "iave.tsv"), "--output", str(tmp_path / "iave.jsonl")])
     assert r.exit_code == 0, r.output
-    assert "(the MLflow model)" in r.output and "mode fused" in r.output
+    assert "(the bundle)" in r.output and "mode fused" in r.output
     acc = json.loads((tmp_path / "iave.accuracy.json").read_text())
     assert acc["overall"]["exact"] == m["fused"]["overall"]["exact"] and acc["overall"]["n"] == len(qs)
+    # every mode: the MLflow model of a bundle answers exactly as `deflate predict` on that bundle folder
+    from deflate.engine import Deflate, write_bundle
+    from deflate.tracking import Tracker
+    frame = pd.DataFrame([{"id": f"{r.id}#{a}", "name": r.name, "description": r.description, "attributes": [a]}
+                          for r, a in qs[:12]] + [{"id": "x", "name": "y", "attributes": ["nope"]}])
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in
+                                                   frame.to_dict(orient="records")) + "\n", encoding="utf-8")
+    base = Deflate.load(tmp_path / "bundle").decisions
+    for mode, keep_all in (("free", False), ("constrained", True), ("rerank", False), ("fused", True)):
+        b = write_bundle(tmp_path / f"bundle_{mode}", replace(base, mode=mode, keep_all=keep_all, threshold=0.0), p["decode"], 256,
+                         tmp_path / "gen", tmp_path / "disc", tmp_path / "lex")
+        t = Tracker(p["tracking"], f"bundle_{mode}", {}, "cpu")
+        served = mlflow.pyfunc.load_model(t.log_pyfunc(b)).predict(frame)
+        t.close()
+        r = CliRunner().invoke(app, ["predict", "--model", str(b), "--input", str(tmp_path / "rows.jsonl"),
+                                     "--output", str(tmp_path / f"{mode}.jsonl")])
+        assert r.exit_code == 0 and f"mode {mode}" in r.output, r.output
+        cli = [json.loads(x) for x in (tmp_path / f"{mode}.jsonl").read_text(encoding="utf-8").splitlines()]
+        want = sorted((o["id"], x["attribute"], x["value"], x["score"]) for o in cli for x in o["predictions"])
+        ok = served[served.error == ""]
+        got = sorted(zip(ok.id, ok.attribute, ok.value, ok.score))
+        assert got == want and want, mode
+        assert served[served.id == "x"].error.str.contains("unknown attribute").all() and cli[-1]["errors"]
 
 
 def test_resume_key_changes_with_code(monkeypatch):
@@ -319,19 +350,76 @@ def test_resume_key_changes_with_code(monkeypatch):
     assert tr.config_hash({"x": 1}) != a
 
 
-def test_predict_command_line(trained, tmp_path, monkeypatch):
+def test_predict_command_line_answers_the_same_from_any_directory(world, trained, tmp_path, monkeypatch):
+    """The threshold comes from the bundle (chosen on val), never from a metrics file in the working
+    directory: a decoy metrics/deflate.json beside one run changes nothing."""
+    from typer.testing import CliRunner
+    from deflate.cli import app
+    run, m = trained
+    rows = [{"id": r.id, "name": r.name, "description": r.description} for r in load_split(world / "processed", "test")]
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in rows + [{"id": "b"}]) + "\n",
+                                       encoding="utf-8")
+    outputs = []
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+        monkeypatch.chdir(tmp_path / where)
+        if where == "b":
+            (tmp_path / "b" / "metrics").mkdir()
+            (tmp_path / "b" / "metrics" / "deflate.json").write_text(json.dumps({"threshold": 0.999}))
+        r = CliRunner().invoke(app, ["predict", "--model", str(run / "bundle"), "--input", str(tmp_path / "in.jsonl"),
+                                     "--output", "out/pred.jsonl"])
+        assert r.exit_code == 0, r.output
+        assert f"{len(rows) + 1} rows, 1 with errors only" in r.output and f"threshold {m['threshold']:.3f}" in r.output
+        outputs.append((tmp_path / where / "out" / "pred.jsonl").read_text(encoding="utf-8"))
+    assert outputs[0] == outputs[1]
+    out = [json.loads(x) for x in outputs[0].splitlines()]
+    assert [o["id"] for o in out][-1] == "b" and out[-1]["errors"] == ["missing name"]
+    # the same kept answers as the evaluate stage wrote for the test split
+    stage = {(x["id"], p["attribute"], p["value"]) for x in map(json.loads, (run / "pred.jsonl").read_text(
+        encoding="utf-8").splitlines()) for p in x["predictions"]}
+    assert {(o["id"], p["attribute"], p["value"]) for o in out for p in o["predictions"]} == stage
+
+
+def test_a_bundle_missing_a_part_or_a_decision_is_one_line_error(trained, tmp_path):
+    import shutil
+
     from typer.testing import CliRunner
     from deflate.cli import app
     run, _ = trained
-    monkeypatch.chdir(tmp_path)  # no metrics/deflate.json here: threshold falls back to 0.5
-    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "a", "name": "红烧牛肉"}, ensure_ascii=False) + "\n"
-                                       + json.dumps({"id": "b"}) + "\n", encoding="utf-8")
-    r = CliRunner().invoke(app, ["predict", "--model", str(run / "gen"), "--discriminator", str(run / "disc"),
-                                 "--input", "in.jsonl", "--output", "out/pred.jsonl"])
-    assert r.exit_code == 0, r.output
-    assert "2 rows, 1 with errors only" in r.output and "threshold 0.500" in r.output
-    out = [json.loads(x) for x in (tmp_path / "out" / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert [o["id"] for o in out] == ["a", "b"] and out[1]["errors"] == ["missing name"]
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "a", "name": "红烧牛肉"}, ensure_ascii=False) + "\n")
+
+    def predict(model):
+        return CliRunner().invoke(app, ["predict", "--model", str(model), "--input", str(tmp_path / "in.jsonl"),
+                                        "--output", str(tmp_path / "o.jsonl")])
+
+    shutil.copytree(run / "bundle", tmp_path / "b")
+    (tmp_path / "b" / "discriminator" / "model.safetensors").unlink()  # e.g. a mistyped or half-copied part
+    r = predict(tmp_path / "b")
+    assert r.exit_code == 1 and "lacks its discriminator" in r.output and len(r.output.strip().splitlines()) == 1
+    shutil.rmtree(tmp_path / "b")
+    shutil.copytree(run / "bundle", tmp_path / "b")
+    spec = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    del spec["decisions"]["threshold"]
+    (tmp_path / "b" / "bundle.json").write_text(json.dumps(spec))
+    r = predict(tmp_path / "b")
+    assert r.exit_code == 1 and "threshold" in r.output and len(r.output.strip().splitlines()) == 1
+    r = predict(run / "gen")  # a bare generator folder is not a bundle
+    assert r.exit_code == 1 and "not a DEFLATE bundle" in r.output
+    r = CliRunner().invoke(app, ["predict", "--model", str(run / "bundle"), "--input", str(tmp_path / "in.jsonl"),
+                                 "--output", str(tmp_path / "o.jsonl"), "--mode", "fused", "--weights", "0,0,1"])
+    assert r.exit_code == 1 and "no lexical" in r.output
+
+
+def test_params_name_a_missing_key(tmp_path):
+    from deflate.config import MissingParam, load_params
+    (tmp_path / "params.yaml").write_text("decode:\n  batch_size: 8\n")
+    p = load_params(tmp_path / "params.yaml")
+    assert p["decode"]["batch_size"] == 8
+    with pytest.raises(MissingParam, match="'decode.top_k'"):
+        p["decode"]["top_k"]
+    p["lexical"] = {"C": 1.0}
+    with pytest.raises(MissingParam, match="'lexical.max_features'"):
+        p["lexical"]["max_features"]
 
 
 def test_resume_key_follows_the_training_data(tmp_path):
@@ -347,14 +435,13 @@ def test_resume_key_follows_the_training_data(tmp_path):
 
 
 def test_predict_tokenizes_pictures_exactly_as_the_image_stage(world, trained):
-    from deflate.imaging import load_tokens
-    from deflate.predict import Predictor
+    from deflate.image_tokenizers import load_tokens
+    from deflate.engine import Deflate
     run, _ = trained
     recs = load_split(world / "processed", "test")
     tokens, has, _ = load_tokens(world / "tokens", "test")
-    pred = Predictor(run / "gen", run / "disc")
     errors = [[] for _ in recs]
-    got, got_has = pred._images([{"image": r.image} for r in recs], None, errors)
+    got, got_has = Deflate.load(run / "bundle").images([{"image": r.image} for r in recs], None, errors)
     assert (got_has == has).all() and (got[has] == tokens[has]).all()
 
 
@@ -374,9 +461,8 @@ def test_predict_scores_an_implicitave_folder(world, trained, tmp_path, monkeypa
     good = [f"{r.id}\t\t{r.category}\t[Title] {r.name}\t{lab['attribute']}\t{lab['value']}"
             for r in test[:4] for lab in r.labels[:1]]
     (texts / "Food.tsv").write_bytes((head + "\n".join(good) + "\nonly\tthree\tcols\n"
-                                      + f"x1\t\tc\t[Title] 面\t不存在\tv\n").encode() + b"x2\t\tc\t\xff\xfe\ta\tb\n")
-    r = CliRunner().invoke(app, ["predict", "--model", str(run_dir / "gen"), "--discriminator", str(run_dir / "disc"),
-                                 "--format", "implicitave", "--input", str(tmp_path / "eval"),
+                                      + "x1\t\tc\t[Title] 面\t不存在\tv\n").encode() + b"x2\t\tc\t\xff\xfe\ta\tb\n")
+    r = CliRunner().invoke(app, ["predict", "--model", str(run_dir / "bundle"), "--format", "implicitave", "--input", str(tmp_path / "eval"),
                                  "--output", str(tmp_path / "o.jsonl"), "--threshold", "0.5"])
     assert r.exit_code == 0, r.output
     out = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -399,12 +485,12 @@ def test_predict_scores_an_implicitave_folder(world, trained, tmp_path, monkeypa
     for r in test[:4]:
         memo.setdefault(r.labels[0]["attribute"], []).extend([(lexical_text(r.name, r.category), r.labels[0]["value"])] * 3)
     LexicalScorer.fit(memo, progress=False).save(tmp_path / "lex")
-    args = ["predict", "--model", str(run_dir / "gen"), "--discriminator", str(run_dir / "disc"), "--format",
-            "implicitave", "--input", str(tmp_path / "eval"), "--output", str(tmp_path / "f.jsonl"), "--mode", "fused",
-            "--lexical", str(tmp_path / "lex")]
-    monkeypatch.chdir(tmp_path)  # no metrics/*.json with fused weights here
-    r = CliRunner().invoke(app, args)
-    assert r.exit_code == 1 and "--weights" in r.output
+    from deflate.engine import Deflate, write_bundle
+    b = Deflate.load(run_dir / "bundle")
+    write_bundle(tmp_path / "with_lex", b.decisions, b.decode, b.claim_batch_size, run_dir / "bundle" / "generator",
+                 run_dir / "bundle" / "discriminator", tmp_path / "lex")
+    args = ["predict", "--model", str(tmp_path / "with_lex"), "--format", "implicitave", "--input",
+            str(tmp_path / "eval"), "--output", str(tmp_path / "f.jsonl"), "--mode", "fused"]
     r = CliRunner().invoke(app, args + ["--weights", "0,0,1"])
     assert r.exit_code == 0, r.output
     fused = json.loads((tmp_path / "f.accuracy.json").read_text())

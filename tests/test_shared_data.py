@@ -18,7 +18,7 @@ def test_implicitave(shared_data, tmp_path):
 
 
 def test_predict_reads_the_implicitave_eval_folder(shared_data):
-    from deflate.predict import read_implicitave
+    from deflate.inputs import read_implicitave
 
     rows, pictures = read_implicitave(shared_data / "implicitave" / "eval_visible")
     assert len(rows) == 534 and not [r for r in rows if "_error" in r]

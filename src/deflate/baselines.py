@@ -5,17 +5,18 @@ metric code as DEFLATE: ``bilstm_crf`` and ``mjave`` (extractive, :mod:`deflate.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
+
 from .batching import Batcher, Example, to_device
-from .infer import generate_values
+from .dataset import Split, grouped_labels, image_spec, load_data, load_schema
+from .decoding import generate_values
 from .metrics import evaluate as compute_metrics
 from .metrics import gold_from_records
 from .model import build_generator, save_model
-from .pipeline import Split, _setup, _tracker, grouped_labels, image_spec, load_data
+from .stages.context import StageContext
 from .taggers import MJAVE, BiLSTMCRF, TagBatcher, char_vocab, decode_spans, encode_tags, spans_of, tag_names
 from .text import QuestionBuilder, corpus, train_tokenizer
 from .train import config_hash, file_digest, fit
@@ -46,7 +47,7 @@ class _Tagging:
                     self.attr[i, a_id[lab["attribute"]]] = 1.0
             ids = [vocab.get(c, 1) for c in t] or [1]
             labels = [lab for lab in r.labels if lab["attribute"] in attributes]
-            self.examples.append(Example(ids, i, encode_tags(len(ids), spans_of(t, labels), tag_id), (i,)))
+            self.examples.append(Example(ids, i, encode_tags(len(ids), spans_of(t, labels), tag_id)))
 
     def batcher(self, use_image: bool) -> TagBatcher:
         return TagBatcher(self.data.image, self.data.has_image, use_image, self.attr)
@@ -74,8 +75,7 @@ def tagger_predict(model: BiLSTMCRF, tagging: _Tagging, batcher: TagBatcher, bat
 
 def train_tagger(system: str, p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, device: str):
     cfg = p["baselines"]["tagger"]
-    schema = json.loads((processed / "schema.json").read_text(encoding="utf-8"))
-    attributes = schema["attributes"]
+    attributes = load_schema(processed)["attributes"]
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
     use_image = system == "mjave" and train.image is not None
     vocab = char_vocab(r.text[:cfg["max_chars"]] for r in train.records)
@@ -127,7 +127,7 @@ def _jg_input(qb: QuestionBuilder, r, max_len: int) -> list[int]:
 
 
 def jgave_predict(gen, qb, records, attributes, decode: dict, device: str, progress: bool = False) -> dict:
-    exs = [Example(_jg_input(qb, r, qb.max_len), -1, None, (i, "")) for i, r in enumerate(records)]
+    exs = [Example(_jg_input(qb, r, qb.max_len), -1) for r in records]
     texts = generate_values(gen, qb, Batcher(None, None, False, qb.img_id), exs, decode, device,
                             desc="jg-ave", progress=progress)
     pred = {}
@@ -139,16 +139,16 @@ def jgave_predict(gen, qb, records, attributes, decode: dict, device: str, progr
 
 def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, device: str):
     cfg = p["baselines"]["jgave"]
-    schema = json.loads((processed / "schema.json").read_text(encoding="utf-8"))
+    schema = load_schema(processed)
     attributes = schema["attributes"]
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
     tok = train_tokenizer(list(corpus(train.records, schema)) + [PAIR, SEP, "|"], p["text"]["vocab_size"])
     qb = QuestionBuilder(tok, schema["language"], p["text"]["max_len"], cfg["max_target_len"])
     gen = build_generator(p["model"], tok, 0, 0)  # text only, DEFLATE's backbone size
-    examples = [Example(_jg_input(qb, r, qb.max_len), -1, qb.value(jgave_target(r, p["seed"], i)), (i, ""))
+    examples = [Example(_jg_input(qb, r, qb.max_len), -1, qb.value(jgave_target(r, p["seed"], i)))
                 for i, r in enumerate(train.records)]
     decode = {"max_new_tokens": cfg["max_target_len"], "batch_size": 128, "num_beams": 1}
-    val_records = val.records[: cfg.get("val_max", 200)]
+    val_records = val.records[: cfg["val_max"]]
 
     def validate(m):
         return {"score": _score(val_records, jgave_predict(m, qb, val_records, attributes, decode, device))["ave"]["f1"] / 100}
@@ -168,8 +168,8 @@ def run_baseline(system: str, p: dict, processed: Path, tokens_dir: Path, out: P
     with the paper's metrics; returns the metrics dict (also logged to MLflow)."""
     if system not in SYSTEMS:
         raise ValueError(f"unknown baseline {system!r}; choose one of {SYSTEMS}")
-    _, device = _setup(p, processed)
-    tracker = _tracker(p, system, device)
+    ctx = StageContext.open(p, system, processed)
+    device, tracker = ctx.device, ctx.tracker()
     if system == "jgave":
         records, pred, history, model = train_jgave(p, processed, tokens_dir, out, tracker, device)
     else:

@@ -7,6 +7,7 @@ usable image (or any product when ``use_image`` is off) gets no ``<IMG>`` and no
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ class Example:
     ids: list[int]                       # question (generator) or claim (discriminator) token ids
     row: int                             # row of the product in its split's image arrays
     target: list[int] | float | None = None
-    key: tuple = ()                      # (product index, attribute[, value]) for bookkeeping
+    key: Any = None                      # the deflate.questions.Question it asks or claims (None: baselines)
 
 
 class Batcher:

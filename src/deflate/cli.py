@@ -43,159 +43,128 @@ def ingest(fmt: str = typer.Option("desire", "--format", help="desire | mepave |
     typer.echo(json.dumps(report, ensure_ascii=False, indent=1))
 
 
-def _load_predictor(model: str, discriminator: Path, threshold: float | None, batch_size: int,
-                    lexical: Path | None = None):
-    """A Predictor from a model folder, or from an MLflow model URI (runs:/..., models:/...) whose
-    saved settings (threshold, mode, alpha, fused weights, lexical scorer) come along. Returns
-    (predictor, settings)."""
-    import os
+def _fail(message: str):
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(1)
 
-    from .predict import Predictor
 
-    decode = {"num_beams": 1, "max_new_tokens": 12, "batch_size": batch_size}
+def _load_engine(model: str):
+    """The answering engine from a bundle folder, or from an MLflow model URI (runs:/..., models:/...)
+    that carries one."""
+    from .engine import BundleError, Deflate
+
     if ":/" in model:
+        import os
+
         os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{Path('mlflow.db').resolve()}")
         import mlflow
 
         try:
-            wrapped = mlflow.pyfunc.load_model(model).unwrap_python_model()
+            return mlflow.pyfunc.load_model(model).unwrap_python_model().engine
         except Exception as e:
-            typer.secho(f"error: cannot load MLflow model {model}: {str(e)[:300]}", fg="red", err=True)
-            raise typer.Exit(1)
-        pred = wrapped.predictor
-        pred.decode = decode
-        if lexical is not None:
-            pred.attach_lexical(lexical)
-        if threshold is not None:
-            pred.threshold = threshold
-        return pred, {"mode": wrapped.mode, "alpha": wrapped.alpha, "weights": getattr(wrapped, "weights", None)}
-    folder = Path(model)
-    if not (folder / "model.safetensors").is_file():
-        typer.secho(f"error: no trained model in {folder}; run `dvc repro` first", fg="red", err=True)
-        raise typer.Exit(1)
-    if threshold is None:
-        saved = Path("metrics/deflate.json")
-        threshold = json.loads(saved.read_text())["threshold"] if saved.is_file() else 0.5
-    disc = discriminator if (discriminator / "model.safetensors").is_file() else None
-    return Predictor(folder, disc, threshold, decode=decode, lexical_dir=lexical), {}
+            _fail(f"cannot load MLflow model {model}: {str(e)[:300]}")
+    try:
+        return Deflate.load(Path(model))
+    except (BundleError, FileNotFoundError) as e:
+        _fail(str(e))
 
 
-def _fused_weights(given: str | None, saved=None) -> tuple[tuple[float, float, float], str]:
-    """--weights "g,d,l", else the ones an MLflow model carries, else the ones picked on validation by
-    evaluate_candidates (metrics/*.json)."""
-    if given:
-        try:
-            w = tuple(float(x) for x in given.split(","))
-        except ValueError:
-            w = ()
-        if len(w) != 3 or min(w) < 0 or sum(w) <= 0:
-            raise ValueError(f"--weights must be three non-negative numbers 'generator,discriminator,lexical', "
-                             f"not {given!r}")
-        return w, "--weights"
-    if saved:
-        return tuple(saved), "the MLflow model"
-    for f in sorted(Path("metrics").glob("*.json")):
-        try:
-            fw = json.loads(f.read_text(encoding="utf-8")).get("fused_weights") or {}
-        except (ValueError, AttributeError):
-            continue
-        if set(fw) == {"generator", "discriminator", "lexical"}:
-            return (fw["generator"], fw["discriminator"], fw["lexical"]), str(f)
-    raise ValueError("mode 'fused' needs --weights (no metrics/*.json with fused_weights here)")
+def _weights(given: str) -> tuple[float, float, float]:
+    try:
+        w = tuple(float(x) for x in given.split(","))
+    except ValueError:
+        w = ()
+    if len(w) != 3 or min(w) < 0 or sum(w) <= 0:
+        _fail(f"--weights must be three non-negative numbers 'generator,discriminator,lexical', not {given!r}")
+    return w
 
 
 @app.command()
-def predict(model: str = typer.Option("models/generator", help="Trained generator folder, or an MLflow model URI "
-                                      "(runs:/<run>/deflate, models:/<id>) logged by the evaluate or "
-                                      "evaluate_candidates stage."),
-            discriminator: Path = typer.Option(Path("models/discriminator"), help="Trained discriminator folder "
-                                               "(ignored for an MLflow URI, which carries its own)."),
+def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle folder (the evaluate or "
+                                      "evaluate_candidates stage writes models/deflate: trained parts + the "
+                                      "decisions made on validation), or an MLflow model URI (runs:/<run>/deflate, "
+                                      "models:/<id>) logged by those stages."),
             input: Path = typer.Option(..., "--input", help="Products: .jsonl (one object per line) or .tsv with a "
                                        "header; with --format implicitave, an ImplicitAVE .tsv or folder of them."),
             output: Path = typer.Option(..., help="Where to write one JSON line per input row."),
             fmt: str = typer.Option("products", "--format", help="products | implicitave (rows carry gold values; "
-                                    "an accuracy JSON is written too)."),
+                                    "every asked attribute is answered and an accuracy JSON is written too)."),
             images: Path = typer.Option(None, help="Folder the rows' image paths are relative to (implicitave: "
                                         "default the images/ folder beside the texts)."),
-            mode: str = typer.Option(None, help="free (generated text) | constrained (best of the attribute's "
-                                     "known values) | rerank (known values re-scored with the discriminator) | "
-                                     "fused (generator + discriminator + lexical scorer). "
-                                     "Default: free, or constrained for implicitave."),
-            alpha: float = typer.Option(None, help="rerank: weight of the generator against the discriminator."),
-            lexical: Path = typer.Option(None, help="fused: the lexical scorer folder (default: the MLflow "
-                                         "model's own, or lexical/ beside the generator folder)."),
-            weights: str = typer.Option(None, help="fused: 'generator,discriminator,lexical' weights (default: the "
-                                        "MLflow model's, else the ones picked on validation, from metrics/*.json)."),
-            threshold: float = typer.Option(None, help="Discriminator threshold; default: the one chosen on "
-                                                       "validation (metrics/deflate.json), else 0.5."),
+            mode: str = typer.Option(None, help="Override the bundle's answer mode: free (generated text) | "
+                                     "constrained (best of the attribute's known values) | rerank (known values "
+                                     "re-scored with the discriminator) | fused (generator + discriminator + lexical "
+                                     "scorer). Default: the bundle's (implicitave: constrained where that is free)."),
+            alpha: float = typer.Option(None, help="Override rerank's weight of the generator against the "
+                                        "discriminator (default: the bundle's)."),
+            weights: str = typer.Option(None, help="Override fused's 'generator,discriminator,lexical' weights "
+                                        "(default: the bundle's, picked on validation)."),
+            threshold: float = typer.Option(None, help="Override the discriminator threshold (default: the bundle's, "
+                                            "chosen on validation)."),
             metrics: Path = typer.Option(None, help="Accuracy JSON for rows with gold values (default: next to "
                                          "--output, *.accuracy.json)."),
-            batch_size: int = typer.Option(256, help="Questions per batch.")):
+            batch_size: int = typer.Option(None, help="Questions (and claims) per batch (default: the bundle's).")):
     """Predict attribute values for new products (fields: id, name, [description], [image], [attributes]).
 
     Rows with bad fields get an error record and no predictions; every other row is predicted.
+    Everything the answers depend on comes from the bundle; the options override it.
     """
     import time
 
-    from .predict import MODES, accuracy, read_implicitave, read_rows
+    from .engine import MODES, BundleError
+    from .files import write_json, write_jsonl
+    from .inputs import accuracy, read_implicitave, read_rows
 
     if fmt not in ("products", "implicitave"):
-        typer.secho(f"error: --format must be products or implicitave, not {fmt!r}", fg="red", err=True)
-        raise typer.Exit(1)
+        _fail(f"--format must be products or implicitave, not {fmt!r}")
     if not input.exists() or (fmt == "products" and not input.is_file()):
-        typer.secho(f"error: input {input} not found", fg="red", err=True)
-        raise typer.Exit(1)
+        _fail(f"input {input} not found")
     if mode is not None and mode not in MODES:
-        typer.secho(f"error: --mode must be one of {', '.join(MODES)}", fg="red", err=True)
-        raise typer.Exit(1)
+        _fail(f"--mode must be one of {', '.join(MODES)}")
+    engine = _load_engine(model)
+    if batch_size is not None:
+        engine.decode["batch_size"] = engine.claim_batch_size = batch_size
+    d = engine.decisions
+    changes = {"mode": mode or ("constrained" if fmt == "implicitave" and d.mode == "free" else d.mode)}
+    if fmt == "implicitave":
+        changes["keep_all"] = True
+    if alpha is not None:
+        changes["alpha"] = alpha
+    if weights is not None:
+        changes["weights"] = _weights(weights)
+    if threshold is not None:
+        changes["threshold"] = threshold
     try:
-        pred, saved = _load_predictor(model, discriminator, threshold, batch_size, lexical)
-    except FileNotFoundError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(1)
-    mode = mode or saved.get("mode") or ("constrained" if fmt == "implicitave" else "free")
-    alpha = alpha if alpha is not None else saved.get("alpha", 0.5)
-    fused = (1 / 3, 1 / 3, 1 / 3)
-    if mode == "fused":
-        try:
-            if pred.lexical is None:  # a model folder: the scorer sits beside it
-                pred.attach_lexical(Path(model).parent / "lexical")
-            fused, source = _fused_weights(weights, saved.get("weights"))
-        except (ValueError, FileNotFoundError) as e:
-            typer.secho(f"error: {e}", fg="red", err=True)
-            raise typer.Exit(1)
-        typer.echo(f"fused weights generator/discriminator/lexical {fused} ({source})")
+        d = engine.with_decisions(**changes).decisions
+    except BundleError as e:
+        _fail(str(e))
+    if d.mode == "fused":
+        typer.echo(f"fused weights generator/discriminator/lexical {d.weights} "
+                   f"({'--weights' if weights else 'the bundle'})")
     if fmt == "implicitave":
         try:
             rows, pictures = read_implicitave(input)
         except FileNotFoundError as e:
-            typer.secho(f"error: {e}", fg="red", err=True)
-            raise typer.Exit(1)
+            _fail(str(e))
         images = images or pictures
     else:
         rows = read_rows(input)
     t = time.perf_counter()
-    try:
-        results = pred.predict(rows, images, mode=mode, alpha=alpha, keep_all=fmt == "implicitave", weights=fused)
-    except ValueError as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(1)
+    results = engine.answer_rows(rows, images)
     dt = time.perf_counter() - t
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w", encoding="utf-8") as f:
-        for r, row in zip(results, rows):
-            if "gold" in row:
-                r["gold"] = row["gold"]
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    for r, row in zip(results, rows):
+        if "gold" in row:
+            r["gold"] = row["gold"]
+    write_jsonl(output, results)
     bad = sum(bool(r["errors"]) and not r["predictions"] for r in results)
-    rule = "every asked attribute answered" if fmt == "implicitave" else f"threshold {pred.threshold:.3f}"
+    rule = "every asked attribute answered" if d.keep_all else f"threshold {d.threshold:.3f}"
     typer.echo(f"{len(results)} rows, {bad} with errors only, {sum(len(r['predictions']) for r in results)} "
-               f"values kept (mode {mode}, {rule}), {dt:.1f}s -> {output}")
+               f"values kept (mode {d.mode}, {rule}), {dt:.1f}s -> {output}")
     if any(r.get("gold") is not None for r in rows):
         acc = accuracy(results, rows)
-        acc["mode"], acc["model"] = mode, str(model)
+        acc["mode"], acc["model"] = d.mode, str(model)
         metrics = metrics or output.with_suffix(".accuracy.json")
-        metrics.write_text(json.dumps(acc, ensure_ascii=False, indent=1, sort_keys=True))
+        write_json(metrics, acc, ensure_ascii=False, indent=1, sort_keys=True)
         typer.echo(f"accuracy: exact {acc['overall']['exact']}%, lenient {acc['overall']['lenient']}% "
                    f"on {acc['overall']['n']} rows -> {metrics}")
 

@@ -11,9 +11,34 @@ from pathlib import Path
 import yaml
 
 
-def load_params(path: str | Path = "params.yaml") -> dict:
+class MissingParam(KeyError):
+    """A setting the code needs is not in params.yaml: every setting has its default there."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class Params(dict):
+    """params.yaml as nested dicts whose missing keys are errors naming the dotted key
+    (``params.yaml has no 'decode.top_k'``), never a silent code default."""
+
+    def __init__(self, data: dict | None = None, where: str = ""):
+        super().__init__({k: Params(v, f"{where}{k}.") if isinstance(v, dict) and not isinstance(v, Params) else v
+                          for k, v in (data or {}).items()})
+        self.where = where
+
+    def __missing__(self, key):
+        raise MissingParam(f"params.yaml has no '{self.where}{key}' (every setting has its default there)")
+
+    def __setitem__(self, key, value):
+        if isinstance(value, dict) and not isinstance(value, Params):
+            value = Params(value, f"{self.where}{key}.")
+        super().__setitem__(key, value)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
     with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        return Params(yaml.safe_load(f))
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from .imageio import BadImage, open_rgb
+from .image_files import BadImage, open_rgb
 
 SPLITS = ("train", "val", "test")
 MAX_LITERAL_CHARS = 200_000  # a 1,024-token list is ~6k chars; anything huge is hostile

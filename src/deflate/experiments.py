@@ -22,7 +22,7 @@ import pandas as pd
 from .baselines import SYSTEMS as BASELINES
 from .baselines import run_baseline
 from .config import peak_memory_mb
-from .pipeline import evaluate, harvest_negatives, train_discriminator, train_generator
+from .stages import evaluate, harvest_negatives, train_discriminator, train_generator
 
 VARIANTS = {  # name: (use_image, use_discriminator)
     "deflate": (True, True), "v_minus": (False, True), "d_minus": (True, False), "dv_minus": (False, False),
@@ -30,21 +30,21 @@ VARIANTS = {  # name: (use_image, use_discriminator)
 
 
 def run_deflate(p: dict, processed: Path, tokens_dir: Path, work: Path, use_image: bool, use_disc: bool) -> dict:
-    """Generator -> negatives -> discriminator -> evaluation, in ``work``."""
+    """Generator -> negatives -> discriminator -> evaluation (and its bundle), in ``work``."""
     p = copy.deepcopy(p)
     p["model"]["use_image"], p["model"]["use_discriminator"] = use_image, use_disc
-    train_generator(p, processed, tokens_dir, work / "generator", work / "checkpoints" / "generator")
-    harvest_negatives(p, processed, tokens_dir, work / "generator", work / "negatives")
-    train_discriminator(p, processed, tokens_dir, work / "generator", work / "negatives", work / "discriminator",
-                        work / "checkpoints" / "discriminator")
-    return evaluate(p, processed, tokens_dir, work / "generator", work / "discriminator", work / "metrics.json",
-                    work / "predictions" / "test.jsonl")
+    train_generator.run(p, processed, tokens_dir, work / "generator", work / "checkpoints" / "generator")
+    harvest_negatives.run(p, processed, tokens_dir, work / "generator", work / "negatives")
+    train_discriminator.run(p, processed, tokens_dir, work / "generator", work / "negatives", work / "discriminator",
+                            work / "checkpoints" / "discriminator")
+    return evaluate.run(p, processed, tokens_dir, work / "generator", work / "discriminator", work / "metrics.json",
+                        work / "predictions" / "test.jsonl", work / "deflate")
 
 
 def run_system(system: str, p: dict, processed: Path, tokens_dir: Path, work: Path, dataset: str = "") -> dict:
     """Train and score one system; the metrics carry what produced them (and how long it took)."""
     p = copy.deepcopy(p)
-    p["tracking"]["experiment"] = f"{p['tracking'].get('experiment', 'deflate')}-{system}{'-' + dataset if dataset else ''}"
+    p["tracking"]["experiment"] = f"{p['tracking']['experiment']}-{system}{'-' + dataset if dataset else ''}"
     t0 = time.perf_counter()
     if system in VARIANTS:
         m = run_deflate(p, processed, tokens_dir, work, *VARIANTS[system])

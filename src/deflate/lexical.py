@@ -2,7 +2,7 @@
 character 2-5-grams of "name | description", then a logistic regression over the attribute's
 values. It is the strong shallow reference on ImplicitAVE (a generative model that does not beat
 it is not yet useful there) and a third score for closed-vocabulary re-ranking
-(:mod:`deflate.candidates`).
+(:mod:`deflate.scoring`).
 
 Saved without pickle: vocabularies and classes as JSON, idf and weights as safetensors; loading
 rebuilds the scikit-learn objects from those arrays.
@@ -23,6 +23,15 @@ FLOOR = 1e-6  # probability of a candidate the classifier never saw as a label
 
 def lexical_text(name: str, description: str = "") -> str:
     return f"{name} | {description}" if description else name
+
+
+def lexical_examples(records) -> dict[str, list[tuple[str, str]]]:
+    """Training pairs per attribute: ("name | description", gold value)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for r in records:
+        for lab in r.labels:
+            out.setdefault(lab["attribute"], []).append((lexical_text(r.name, r.description), lab["value"]))
+    return out
 
 
 def _vectorizers(max_features: int | None, vocab: tuple[dict, dict] | None = None):
@@ -88,16 +97,15 @@ class LexicalScorer:
                 out[:, j] = p[:, col[o]] + FLOOR
         return np.log(out).astype(np.float32)
 
-    def question_logprobs(self, records, keys: list[tuple[int, str]], candidates: dict[str, list[str]]
-                          ) -> list[np.ndarray]:
-        """Per question ``(record index, attribute)``: :meth:`logprobs` of the attribute's candidates
+    def question_logprobs(self, records, questions: list, candidates: dict[str, list[str]]) -> list[np.ndarray]:
+        """Per :class:`deflate.questions.Question`: :meth:`logprobs` of the attribute's candidates
         for that record's "name | description", one classifier call per attribute."""
-        out = [np.zeros(0, np.float32)] * len(keys)
+        out = [np.zeros(0, np.float32)] * len(questions)
         by_attr: dict[str, list[int]] = {}
-        for k, (_, a) in enumerate(keys):
-            by_attr.setdefault(a, []).append(k)
+        for k, q in enumerate(questions):
+            by_attr.setdefault(q.attribute, []).append(k)
         for a, ks in by_attr.items():
-            texts = [lexical_text(records[keys[k][0]].name, records[keys[k][0]].description) for k in ks]
+            texts = [lexical_text(records[questions[k].row].name, records[questions[k].row].description) for k in ks]
             for k, row in zip(ks, self.logprobs(texts, a, candidates.get(a, []))):
                 out[k] = row
         return out

@@ -103,7 +103,7 @@ def t5_config(cfg: dict, vocab_size: int) -> T5Config:
 
 def build_generator(cfg: dict, tokenizer, image_vocab: int, feature_dim: int) -> MulT5:
     """From scratch (sizes from params) or from ``model.pretrained_path`` (e.g. a local T5-pegasus)."""
-    if cfg.get("pretrained_path"):
+    if cfg["pretrained_path"]:
         path = Path(cfg["pretrained_path"])
         if not path.is_dir():
             raise FileNotFoundError(f"model.pretrained_path {path} is not a folder with a T5 checkpoint")

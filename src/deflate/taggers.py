@@ -104,7 +104,7 @@ class TagBatcher(Batcher):
             batch["image"] = self.image[rows]
             batch["has_image"] = torch.tensor([bool(self.has_image[e.row]) if e.row >= 0 else False for e in exs])
         if self.attr_targets is not None:
-            batch["attributes"] = torch.from_numpy(self.attr_targets[[e.key[0] for e in exs]]).float()
+            batch["attributes"] = torch.from_numpy(self.attr_targets[[e.row for e in exs]]).float()
         return batch
 
 

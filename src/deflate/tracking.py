@@ -32,7 +32,7 @@ def git_commit() -> str:
 
 class Tracker:
     def __init__(self, cfg: dict, stage: str, params: dict, device: str):
-        self.on, self.mlflow = bool(cfg.get("enabled", True)), None
+        self.on, self.mlflow = bool(cfg["enabled"]), None
         if not self.on:
             return
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -40,9 +40,9 @@ class Tracker:
             import mlflow
 
             self.mlflow = mlflow
-            uri = cfg.get("uri") or f"sqlite:///{Path('mlflow.db').resolve()}"
+            uri = cfg["uri"] or f"sqlite:///{Path('mlflow.db').resolve()}"
             mlflow.set_tracking_uri(uri)
-            name = cfg.get("experiment", "deflate")
+            name = cfg["experiment"]
             if mlflow.get_experiment_by_name(name) is None and uri.startswith("sqlite"):
                 mlflow.create_experiment(name, artifact_location=Path("mlartifacts").resolve().as_uri())
             mlflow.set_experiment(name)
@@ -74,21 +74,16 @@ class Tracker:
             except Exception as e:
                 self._fail(e)
 
-    def log_pyfunc(self, gen_dir: Path, disc_dir: Path | None, config: dict, lexical_dir: Path | None = None) -> str:
-        """Log the trained model (generator, and discriminator and lexical scorer where given) as an
-        MLflow pyfunc model (see :mod:`deflate.serving`); its URI, or ""."""
+    def log_pyfunc(self, bundle: Path) -> str:
+        """Log a bundle (see :mod:`deflate.engine`) as an MLflow pyfunc model, the model code being
+        ``pyfunc.py`` beside this file (named by path: tracking imports nothing of the package);
+        its URI, or ""."""
         if not self.on:
             return ""
         try:
-            from . import serving
-
-            artifacts = {"generator": str(gen_dir)}
-            if disc_dir is not None and (disc_dir / "model.safetensors").is_file():
-                artifacts["discriminator"] = str(disc_dir)
-            if lexical_dir is not None:
-                artifacts["lexical"] = str(lexical_dir)
-            info = self.mlflow.pyfunc.log_model(name="deflate", python_model=serving.__file__, artifacts=artifacts,
-                                                model_config=config, code_paths=[str(Path(serving.__file__).parent)],
+            code = Path(__file__).with_name("pyfunc.py")
+            info = self.mlflow.pyfunc.log_model(name="deflate", python_model=str(code),
+                                                artifacts={"bundle": str(bundle)}, code_paths=[str(code.parent)],
                                                 pip_requirements=_requirements())
             return info.model_uri
         except Exception as e:

@@ -22,7 +22,7 @@ from .batching import Batcher, Example, to_device
 
 def make_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    kind = cfg.get("optimizer", "adamax").lower()
+    kind = cfg["optimizer"].lower()
     if kind == "adamax":
         return torch.optim.Adamax(params, lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"])
     if kind == "adamw":
@@ -96,7 +96,7 @@ def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: 
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     for epoch in range(start, cfg["epochs"]):
         torch.manual_seed(seed * 1000 + epoch)  # dropout stream independent of resumes
-        order = batcher.batches(examples, cfg["batch_size"], shuffle=True, bucket=cfg.get("bucketing", True),
+        order = batcher.batches(examples, cfg["batch_size"], shuffle=True, bucket=cfg["bucketing"],
                                 seed=seed * 1000 + epoch)
         model.train()
         t0, total, n = time.perf_counter(), 0.0, 0
@@ -107,7 +107,7 @@ def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: 
                 loss = loss_fn(model, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.get("grad_clip", 1.0))
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
             opt.step()
             total += loss.item() * len(idx)
             n += len(idx)

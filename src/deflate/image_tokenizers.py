@@ -24,7 +24,7 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
-from .imageio import BadImage, open_rgb
+from .image_files import BadImage, open_rgb
 
 
 @dataclass
@@ -232,17 +232,17 @@ def make_tokenizer(cfg: dict, seed: int):
     if name == "visual_words":
         return VisualWords(cfg["grid"], cfg["vocab_size"], cfg["resize"], seed)
     if name == "dalle":
-        if not cfg.get("dalle_encoder_path"):
+        if not cfg["dalle_encoder_path"]:
             raise ValueError("image.tokenizer=dalle needs image.dalle_encoder_path (a local encoder.pkl)")
-        return Dalle(cfg["dalle_encoder_path"], cfg["dalle_resize"], cfg["batch_size"], **cfg.get("dalle_sizes", {}))
+        return Dalle(cfg["dalle_encoder_path"], cfg["dalle_resize"], cfg["batch_size"], **cfg["dalle_sizes"])
     if name == "patches":
-        return Patches(cfg["grid"], cfg["resize"], cfg.get("vit_path", ""))
+        return Patches(cfg["grid"], cfg["resize"], cfg["vit_path"])
     raise ValueError(f"unknown image.tokenizer {name!r}; choose visual_words, dalle or patches")
 
 
 def run_stage(records_by_split: dict, cfg: dict, out: Path, seed: int, progress: bool = True) -> dict:
     """Fit (visual words: on train only), encode every split, write safetensors + meta.json."""
-    torch.set_num_threads(cfg.get("num_threads", 2))
+    torch.set_num_threads(cfg["num_threads"])
     out.mkdir(parents=True, exist_ok=True)
     tok = make_tokenizer(cfg, seed)
     meta = {"tokenizer": tok.name, "splits": {}}
@@ -268,7 +268,7 @@ def run_stage(records_by_split: dict, cfg: dict, out: Path, seed: int, progress:
     meta.update({"continuous": example.dtype != np.int64, "seq_len": int(example.shape[1]),
                  "feature_dim": int(example.shape[2]) if example.ndim == 3 else 0,
                  "vocab_size": int(getattr(tok, "vocab_size", 0)),
-                 "pad_id": int(getattr(tok, "vocab_size", 0)), "grid": cfg.get("grid")})
+                 "pad_id": int(getattr(tok, "vocab_size", 0)), "grid": cfg["grid"]})
     (out / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True))
     return meta
 

@@ -1,8 +1,7 @@
 """DEFLATE as an MLflow pyfunc model, so ``mlflow models predict`` and ``mlflow.pyfunc.load_model``
-answer the same input as ``deflate predict``. Logged "from code" (this file is the model, no
-pickled object); the generator, discriminator and (ImplicitAVE pipeline) lexical scorer folders
-travel as artifacts and the answer settings (threshold, mode, alpha, fused weights, keep_all) as
-``model_config``.
+answer the same input as ``deflate predict``: both are :class:`deflate.engine.Deflate` on one
+bundle. Logged "from code" (this file is the model, no pickled object); the bundle folder
+(trained parts + the decisions made on val) travels as the one artifact.
 
 Input: a DataFrame (or the JSON/CSV that ``mlflow models predict`` turns into one) with ``id``,
 ``name`` and optional ``description``, ``attributes`` (a list, or ``|``-separated). Output: one row
@@ -40,21 +39,13 @@ def to_frame(results: list[dict]) -> pd.DataFrame:
 
 class DeflateModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from deflate.predict import Predictor  # absolute: MLflow runs this file as a script
+        from deflate.engine import Deflate  # absolute: MLflow runs this file as a script
 
-        cfg = context.model_config or {}
-        disc, lex = context.artifacts.get("discriminator"), context.artifacts.get("lexical")
-        self.predictor = Predictor(Path(context.artifacts["generator"]), Path(disc) if disc else None,
-                                   float(cfg.get("threshold", 0.5)), lexical_dir=Path(lex) if lex else None)
-        self.mode, self.alpha = cfg.get("mode", "free"), float(cfg.get("alpha", 0.5))
-        self.weights = tuple(float(w) for w in cfg["weights"]) if cfg.get("weights") else None
-        self.keep_all = bool(cfg.get("keep_all", False))  # answer every asked attribute (ImplicitAVE)
+        self.engine = Deflate.load(Path(context.artifacts["bundle"]))
 
     def predict(self, context, model_input, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        extra = {"weights": self.weights} if self.weights else {}
-        return to_frame(self.predictor.predict(_rows(frame), progress=False, mode=self.mode, alpha=self.alpha,
-                                               keep_all=self.keep_all, **extra))
+        return to_frame(self.engine.answer_rows(_rows(frame), progress=False))
 
 
 mlflow.models.set_model(DeflateModel())

@@ -1,8 +1,7 @@
-"""Batched inference: generate a value per question, optionally constrained to a candidate trie,
-and score claims with the discriminator."""
+"""The generator's decoding: a value per question (greedy or beam), optionally inside a token trie
+of the attribute's known values, and the trie's top-k. Exact scoring is :mod:`deflate.scoring`."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -49,16 +48,17 @@ def _allowed(tries: dict[str, Trie], attrs: list[str], qb):
 @torch.no_grad()
 def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: dict, device: str = "cpu",
                     tries: dict[str, Trie] | None = None, desc: str = "generate", progress: bool = True) -> list[str]:
-    """One decoded string per example (``key[1]`` is the attribute, used by the tries)."""
+    """One decoded string per example (its ``key`` Question's attribute picks the trie).
+    ``decode``: ``batch_size``, ``max_new_tokens``, ``num_beams`` (params.yaml's ``decode``)."""
     gen.eval().to(device)
     out: list[str] = [""] * len(examples)
-    order = batcher.batches(examples, decode.get("batch_size", 128), shuffle=False, bucket=True)
+    order = batcher.batches(examples, decode["batch_size"], shuffle=False, bucket=True)
     for idx in tqdm(order, desc=desc, unit="batch", disable=not progress, mininterval=2.0):
         batch = to_device(batcher.collate([examples[i] for i in idx]), device)
-        kw = {"max_new_tokens": decode.get("max_new_tokens", 12), "num_beams": decode.get("num_beams", 1),
+        kw = {"max_new_tokens": decode["max_new_tokens"], "num_beams": decode["num_beams"],
               "do_sample": False}
         if tries:
-            kw["prefix_allowed_tokens_fn"] = _allowed(tries, [examples[i].key[1] for i in idx], qb)
+            kw["prefix_allowed_tokens_fn"] = _allowed(tries, [examples[i].key.attribute for i in idx], qb)
         seqs = gen.generate(batch, **kw)
         for i, s in zip(idx, seqs.tolist()):
             out[i] = qb.decode(s)
@@ -66,21 +66,20 @@ def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: 
 
 
 @torch.no_grad()
-def topk_values(gen, qb, batcher: Batcher, examples: list[Example], tries: dict[str, Trie], k: int = 5,
-                decode: dict | None = None, device: str = "cpu", desc: str = "top-k",
+def topk_values(gen, qb, batcher: Batcher, examples: list[Example], tries: dict[str, Trie], k: int,
+                decode: dict, device: str = "cpu", desc: str = "top-k",
                 progress: bool = True) -> list[list[tuple[str, float]]]:
     """Beam search inside each example's candidate trie: up to ``k`` distinct candidates with their
     total generator log-probability, best first (fewer when the attribute has fewer candidates)."""
-    decode = decode or {}
     gen.eval().to(device)
     out: list[list[tuple[str, float]]] = [[] for _ in examples]
-    order = batcher.batches(examples, max(1, decode.get("batch_size", 128) // k), shuffle=False, bucket=True)
+    order = batcher.batches(examples, max(1, decode["batch_size"] // k), shuffle=False, bucket=True)
     for idx in tqdm(order, desc=desc, unit="batch", disable=not progress, mininterval=2.0):
         batch = to_device(batcher.collate([examples[i] for i in idx]), device)
-        res = gen.generate(batch, max_new_tokens=decode.get("max_new_tokens", 12), num_beams=k,
+        res = gen.generate(batch, max_new_tokens=decode["max_new_tokens"], num_beams=k,
                            num_return_sequences=k, do_sample=False, length_penalty=0.0, early_stopping="never",
                            output_scores=True, return_dict_in_generate=True,
-                           prefix_allowed_tokens_fn=_allowed(tries, [examples[i].key[1] for i in idx], qb))
+                           prefix_allowed_tokens_fn=_allowed(tries, [examples[i].key.attribute for i in idx], qb))
         seqs, scores = res.sequences.view(len(idx), k, -1).tolist(), res.sequences_scores.view(len(idx), k).tolist()
         for i, row, sc in zip(idx, seqs, scores):
             seen: dict[str, float] = {}
@@ -89,16 +88,4 @@ def topk_values(gen, qb, batcher: Batcher, examples: list[Example], tries: dict[
                 if v > -1e8 and text not in seen:  # beams beyond the last candidate carry a -1e9 score
                     seen[text] = float(v)
             out[i] = sorted(seen.items(), key=lambda t: -t[1])
-    return out
-
-
-@torch.no_grad()
-def score_claims(disc, batcher: Batcher, examples: list[Example], batch_size: int = 256, device: str = "cpu",
-                 desc: str = "discriminate", progress: bool = True) -> np.ndarray:
-    disc.eval().to(device)
-    out = np.zeros(len(examples), dtype=np.float32)
-    for idx in tqdm(batcher.batches(examples, batch_size, shuffle=False, bucket=True), desc=desc, unit="batch",
-                    disable=not progress, mininterval=2.0):
-        batch = to_device(batcher.collate([examples[i] for i in idx]), device)
-        out[idx] = torch.sigmoid(disc(batch).float()).cpu().numpy()
     return out

@@ -1,12 +1,13 @@
-"""Closed-vocabulary answers (beyond the paper): when an attribute has a known candidate list
-(ImplicitAVE's options, DESIRE's value vocabularies), rank every candidate by the generator's
+"""Exact scores. The discriminator's probability that a claim is true (what keeps or drops an
+answer), and closed-vocabulary answers (beyond the paper): when an attribute has a known candidate
+list (ImplicitAVE's options, DESIRE's value vocabularies), rank every candidate by the generator's
 length-normalised log-likelihood, then re-rank with the discriminator:
 
     score(c) = alpha * mean_logprob_gen(c | question) + (1 - alpha) * log D(<CLS> question c)
 
 ``alpha`` is picked on validation. With a lexical scorer (:mod:`deflate.lexical`) its log-probability
 is a third term, the three weights picked on validation the same way. Scoring all candidates exactly is cheap here (tens per
-attribute) and needs no beam search; :mod:`deflate.infer` keeps the trie for open decoding.
+attribute) and needs no beam search; :mod:`deflate.decoding` keeps the trie for open decoding.
 """
 from __future__ import annotations
 
@@ -17,17 +18,37 @@ import torch
 from tqdm import tqdm
 
 from .batching import Batcher, Example, to_device
-from .infer import score_claims
+
+
+@torch.no_grad()
+def claim_probs(disc, batcher: Batcher, examples: list[Example], batch_size: int = 256, device: str = "cpu",
+                desc: str = "discriminate", progress: bool = True) -> np.ndarray:
+    """P(claim is true) per claim example."""
+    disc.eval().to(device)
+    out = np.zeros(len(examples), dtype=np.float32)
+    for idx in tqdm(batcher.batches(examples, batch_size, shuffle=False, bucket=True), desc=desc, unit="batch",
+                    disable=not progress, mininterval=2.0):
+        batch = to_device(batcher.collate([examples[i] for i in idx]), device)
+        out[idx] = torch.sigmoid(disc(batch).float()).cpu().numpy()
+    return out
+
+
+def per_candidate(examples: list[Example], candidates: dict[str, list[str]]) -> list[np.ndarray]:
+    """One score slot (-inf) per known value of each example's attribute."""
+    return [np.full(len(candidates.get(e.key.attribute, [])), -np.inf, dtype=np.float32) for e in examples]
 
 
 @torch.no_grad()
 def candidate_logprobs(gen, qb, batcher: Batcher, examples: list[Example], candidates: dict[str, list[str]],
-                       batch_size: int = 256, device: str = "cpu", progress: bool = True) -> list[np.ndarray]:
-    """Per example (``key[1]`` = attribute): mean token log-prob of each candidate of its attribute."""
+                       batch_size: int, device: str = "cpu", progress: bool = True) -> list[np.ndarray]:
+    """Per question example: mean token log-prob of each candidate of its attribute."""
     gen.eval().to(device)
-    pairs = [Example(e.ids, e.row, qb.value(c), (k, j))
-             for k, e in enumerate(examples) for j, c in enumerate(candidates.get(e.key[1], []))]
-    out = [np.full(len(candidates.get(e.key[1], [])), -np.inf, dtype=np.float32) for e in examples]
+    pairs, where = [], []
+    for k, e in enumerate(examples):
+        for j, c in enumerate(candidates.get(e.key.attribute, [])):
+            pairs.append(Example(e.ids, e.row, qb.value(c), e.key))  # the same question, this value as answer
+            where.append((k, j))
+    out = per_candidate(examples, candidates)
     for idx in tqdm(batcher.batches(pairs, batch_size, shuffle=False, bucket=True), desc="score candidates",
                     unit="batch", disable=not progress, mininterval=2.0):
         batch = to_device(batcher.collate([pairs[i] for i in idx]), device)
@@ -37,22 +58,18 @@ def candidate_logprobs(gen, qb, batcher: Batcher, examples: list[Example], candi
         lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         mean = ((lp * mask).sum(1) / mask.sum(1)).cpu().numpy()
         for i, s in zip(idx, mean):
-            k, j = pairs[i].key
+            k, j = where[i]
             out[k][j] = s
     return out
 
 
-def discriminator_logprobs(disc, qb, batcher: Batcher, examples: list[Example], records, candidates: dict,
-                           batch_size: int = 256, device: str = "cpu", progress: bool = True) -> list[np.ndarray]:
-    """Per example: log D(claim) of each candidate of its attribute."""
-    claims, where = [], []
-    for k, e in enumerate(examples):
-        r = records[e.key[0]]
-        for j, c in enumerate(candidates.get(e.key[1], [])):
-            claims.append(Example(qb.claim(r.name, r.description, e.key[1], c), e.row, None, e.key))
-            where.append((k, j))
-    probs = score_claims(disc, batcher, claims, batch_size, device, desc="re-rank", progress=progress)
-    out = [np.full(len(candidates.get(e.key[1], [])), -np.inf, dtype=np.float32) for e in examples]
+def candidate_claim_logprobs(disc, batcher: Batcher, examples: list[Example], claims: list[Example],
+                             where: list[tuple[int, int]], candidates: dict, batch_size: int, device: str = "cpu",
+                             progress: bool = True) -> list[np.ndarray]:
+    """Per question example: log D of each candidate's claim (``claims`` at ``where`` positions,
+    built by :func:`deflate.questions.candidate_claims`)."""
+    probs = claim_probs(disc, batcher, claims, batch_size, device, desc="re-rank", progress=progress)
+    out = per_candidate(examples, candidates)
     for (k, j), p in zip(where, probs):
         out[k][j] = np.log(max(float(p), 1e-7))
     return out

@@ -1,0 +1,307 @@
+"""The answering engine: a trained DEFLATE loaded once, every way of answering in one place.
+
+A :class:`Deflate` holds the generator (with its tokenizer, question builder and image tokenizer),
+the discriminator and the lexical scorer where they exist, and the :class:`Decisions` made on
+validation (answer mode, threshold, weights). Evaluation, closed-vocabulary evaluation,
+``deflate predict`` and the MLflow pyfunc all answer through it:
+
+    question ──generate / score candidates──► value ──claim──► P(true) ──keep rule──► kept answer
+
+A **bundle** is a folder with ``bundle.json`` (decisions + decode settings) and the trained parts
+beside it (``generator/``, ``discriminator/``, ``lexical/``); the stage that makes the decisions on
+val writes it as its own DVC output, and :meth:`Deflate.load` needs nothing else.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .batching import Batcher, Example
+from .data import Record
+from .decoding import Trie, build_tries, generate_values, topk_values
+from .image_tokenizers import load_for_inference, load_images
+from .inputs import validate
+from .lexical import FILES as LEXICAL_FILES
+from .lexical import LexicalScorer
+from .model import load_discriminator, load_generator
+from .questions import Claim, Question, candidate_claims, claim_examples, question_examples
+from .scoring import candidate_claim_logprobs, candidate_logprobs, claim_probs, combine, fuse
+from .text import NONE_VALUE, QuestionBuilder
+
+MODES = ("free", "constrained", "rerank", "fused")
+SOURCES = ("generator", "discriminator", "lexical")  # the order of fused weights
+PARTS = ("generator", "discriminator", "lexical")
+BUNDLE_FILE = "bundle.json"
+DECODE_KEYS = ("batch_size", "max_new_tokens", "num_beams", "constrain_to_vocab")
+
+
+class BundleError(ValueError):
+    """A bundle that lacks a part or a decision (the message names it)."""
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """How a trained DEFLATE answers; made on validation by the stage that writes the bundle."""
+    mode: str                   # free | constrained | rerank | fused
+    threshold: float            # discriminator probability an answer needs to be kept
+    keep_all: bool              # answer every asked attribute (the question is which value, not whether)
+    alpha: float                # rerank: weight of the generator against the discriminator
+    weights: tuple[float, float, float]  # fused: generator, discriminator, lexical
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise BundleError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if len(self.weights) != 3 or min(self.weights) < 0 or sum(self.weights) <= 0:
+            raise BundleError(f"weights must be three non-negative numbers (generator, discriminator, lexical) "
+                              f"with a positive sum, not {self.weights!r}")
+
+
+@dataclass
+class Answers:
+    """One value per question, and the discriminator's P(true) of each claim (None: no discriminator)."""
+    questions: list[Question]
+    values: list[str]
+    probs: np.ndarray | None
+    kept: list[bool] = field(default_factory=list)
+
+
+def keep(value: str, prob: float | None, threshold: float) -> bool:
+    """The keep rule of the paper: an answer that is not ``None`` and, with a discriminator, whose
+    claim scores at least the threshold."""
+    return bool(value) and value != NONE_VALUE and (prob is None or prob >= threshold)
+
+
+def best_candidates(scores: dict[str, list[np.ndarray] | None], mode: str, alpha: float,
+                    weights: tuple[float, float, float]) -> list[int]:
+    """Index of each question's chosen candidate (-1: its attribute has none) under an answer mode."""
+    g, d, lex = (scores.get(s) for s in SOURCES)
+    if mode == "constrained":
+        return combine(g, None, 1.0)
+    if mode == "rerank":
+        return combine(g, d, alpha)
+    if mode == "fused":
+        return fuse([g, d, lex], weights)  # a source with weight 0 is skipped, so it may be absent
+    raise ValueError(f"mode {mode!r} answers without candidates")
+
+
+class Deflate:
+    def __init__(self, generator: Path, discriminator: Path | None, lexical: Path | None, decisions: Decisions,
+                 decode: dict, claim_batch_size: int, device: str = "cpu"):
+        self.gen, tok, self.meta = load_generator(generator)
+        self.qb = QuestionBuilder(tok, self.meta["language"], self.meta["max_len"], self.meta["max_value_len"])
+        self.disc = load_discriminator(discriminator, generator)[0] if discriminator is not None else None
+        self.lexical = LexicalScorer.load(lexical) if lexical is not None else None
+        self.image_tok = load_for_inference(generator) if self.meta["use_image"] else None
+        missing = [k for k in DECODE_KEYS if k not in decode]
+        if missing:
+            raise BundleError(f"decode settings lack {', '.join(missing)}")
+        self.decode, self.claim_batch_size, self.device = dict(decode), int(claim_batch_size), device
+        self.candidates: dict[str, list[str]] = self.meta["candidates"]
+        self.attributes: list[str] = self.meta["attributes"]
+        self.sep: str = self.meta["value_sep"]
+        self.decisions = decisions
+        self._tries: dict[str, Trie] | None = None
+        self.check(decisions)
+
+    # --- the bundle ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, bundle: Path, device: str = "cpu") -> "Deflate":
+        spec = read_bundle(bundle)
+        parts = {name: bundle / name if name in spec["parts"] else None for name in PARTS}
+        return cls(parts["generator"], parts["discriminator"], parts["lexical"], spec["decisions"], spec["decode"],
+                   spec["claim_batch_size"], device)
+
+    def check(self, d: Decisions) -> None:
+        """Refuse decisions this model cannot carry out (a missing part or candidate list)."""
+        if d.mode != "free" and not self.candidates:
+            raise BundleError("this model was saved without candidate values; use mode 'free'")
+        if d.mode == "rerank" and self.disc is None:
+            raise BundleError("mode 'rerank' needs the discriminator, which this bundle lacks")
+        if d.mode == "fused":
+            for w, name, part in zip(d.weights, SOURCES, (self.gen, self.disc, self.lexical)):
+                if w and part is None:
+                    raise BundleError(f"mode 'fused' gives the {name} weight {w} but this bundle has no {name}")
+
+    def with_decisions(self, **changes) -> "Deflate":
+        """The same loaded model answering under other decisions (a user's override)."""
+        d = replace(self.decisions, **changes)
+        self.check(d)
+        self.decisions = d
+        return self
+
+    # --- building blocks ---------------------------------------------------------------------------
+    def batcher(self, image: np.ndarray | None, has_image: np.ndarray | None) -> Batcher:
+        return Batcher(image, has_image, self.meta["use_image"], self.qb.img_id)
+
+    def questions(self, records: list[Record], questions: list[Question]) -> list[Example]:
+        return question_examples(records, self.qb, questions)
+
+    def claims(self, records: list[Record], questions: list[Question], values: list[str]) -> list[Example]:
+        return claim_examples(records, self.qb, [Claim(q, v) for q, v in zip(questions, values)])
+
+    def tries(self) -> dict[str, Trie]:
+        """Token tries of the known values (plus ``None`` for a model without discriminator, which
+        answers ``None`` for an absent attribute)."""
+        if self._tries is None:
+            vocab = self.candidates if self.disc is not None else {a: vs + [NONE_VALUE]
+                                                                 for a, vs in self.candidates.items()}
+            self._tries = build_tries(vocab, self.qb)
+        return self._tries
+
+    def generate(self, batcher: Batcher, exs: list[Example], constrained: bool = False, desc: str = "generate",
+                 progress: bool = True) -> list[str]:
+        return generate_values(self.gen, self.qb, batcher, exs, self.decode, self.device,
+                               self.tries() if constrained else None, desc, progress)
+
+    def topk(self, batcher: Batcher, exs: list[Example], k: int, desc: str = "top-k",
+             progress: bool = True) -> list[list[tuple[str, float]]]:
+        """The candidate trie's k best values per question by beam search, with total log-probs."""
+        return topk_values(self.gen, self.qb, batcher, exs, build_tries(self.candidates, self.qb), k, self.decode,
+                           self.device, desc, progress)
+
+    def claim_probs(self, batcher: Batcher, claims: list[Example], desc: str = "discriminate",
+                    progress: bool = True) -> np.ndarray:
+        return claim_probs(self.disc, batcher, claims, self.claim_batch_size, self.device, desc, progress)
+
+    def candidate_scores(self, batcher: Batcher, records: list[Record], exs: list[Example],
+                         sources: tuple[str, ...] = SOURCES, progress: bool = True) -> dict[str, list[np.ndarray] | None]:
+        """Every known value of each question scored by each source this model has (None where it
+        lacks one or it was not asked for): generator mean token log-prob, discriminator log D of
+        the claim, lexical log-prob."""
+        out: dict[str, list[np.ndarray] | None] = dict.fromkeys(SOURCES)
+        questions = [e.key for e in exs]
+        if "generator" in sources:
+            out["generator"] = candidate_logprobs(self.gen, self.qb, batcher, exs, self.candidates,
+                                                  self.decode["batch_size"], self.device, progress)
+        if "discriminator" in sources and self.disc is not None:
+            claims, where = candidate_claims(questions, self.candidates)
+            out["discriminator"] = candidate_claim_logprobs(
+                self.disc, batcher, exs, claim_examples(records, self.qb, claims), where, self.candidates,
+                self.claim_batch_size, self.device, progress)
+        if "lexical" in sources and self.lexical is not None:
+            out["lexical"] = self.lexical.question_logprobs(records, questions, self.candidates)
+        return out
+
+    # --- answering ---------------------------------------------------------------------------------
+    def answer(self, records: list[Record], questions: list[Question], batcher: Batcher, desc: str = "",
+               progress: bool = True) -> Answers:
+        """Answer each question under the current decisions, score every answer's claim with the
+        discriminator, and apply the keep rule."""
+        d = self.decisions
+        exs = self.questions(records, questions)
+        # free text where asked, and for attributes without known values (the fallback of the other modes)
+        free = [k for k, q in enumerate(questions) if d.mode == "free" or not self.candidates.get(q.attribute)]
+        values = [""] * len(exs)
+        generated = self.generate(batcher, [exs[k] for k in free], d.mode == "free" and self.decode["constrain_to_vocab"],
+                                  f"generate {desc}".strip(), progress)
+        for k, v in zip(free, generated):
+            values[k] = v
+        if d.mode != "free":
+            needed = {"constrained": ("generator",), "rerank": ("generator", "discriminator"),
+                      "fused": tuple(s for s, w in zip(SOURCES, d.weights) if w)}[d.mode]
+            scores = self.candidate_scores(batcher, records, exs, ("generator",) + needed, progress)
+            best = best_candidates(scores, d.mode, d.alpha, d.weights)
+            values = [self.candidates[q.attribute][b] if b >= 0 else v for q, b, v in zip(questions, best, values)]
+        probs = None
+        if self.disc is not None:
+            probs = self.claim_probs(batcher, self.claims(records, questions, values), f"discriminate {desc}".strip(),
+                                     progress)
+        # the float32 probability itself is compared, as evaluation always has
+        kept = [keep(v, None if probs is None else probs[k], d.threshold) or (d.keep_all and bool(v))
+                for k, v in enumerate(values)]
+        return Answers(questions, values, probs, kept)
+
+    def images(self, products: list[dict], images_dir: Path | None, errors: list[list[str]]):
+        """Image tokens per product, loaded exactly as the image stage loads them (same guard, same
+        resampling); a missing or broken picture is reported and masked out (text-only row)."""
+        if self.image_tok is None:
+            return None, None
+        size = self.image_tok.resize
+        paths = [str(images_dir / p["image"]) if images_dir is not None and p["image"] else p["image"]
+                 for p in products]
+        blank = np.zeros((size, size, 3), np.uint8)
+        arrays = []
+        for i, arr, why in load_images(paths, size, "load pictures", progress=False):
+            if arr is None and paths[i]:
+                errors[i].append(f"image ignored: {why}")
+            arrays.append(arr)
+        has = np.array([a is not None for a in arrays], dtype=bool)
+        return self.image_tok.encode([a if a is not None else blank for a in arrays]), has
+
+    def answer_rows(self, rows: list[dict], images_dir: Path | None = None, progress: bool = True) -> list[dict]:
+        """``deflate predict`` and the pyfunc: one result per input row, ``{"id", "line",
+        "predictions": [{"attribute", "value", "score"}], "errors"}``; a bad row gets its errors and
+        every other row is answered."""
+        checked = [validate(r, set(self.attributes)) for r in rows]
+        good = [(i, p) for i, (p, _) in enumerate(checked) if p is not None]
+        results = [{"id": str(r.get("id", "")), "line": r.get("_line"), "predictions": [], "errors": errs}
+                   for r, (_, errs) in zip(rows, checked)]
+        if not good:
+            return results
+        products = [p for _, p in good]
+        image, has = self.images(products, images_dir, [results[i]["errors"] for i, _ in good])
+        records = [Record(p["id"], p["name"], p["description"]) for p in products]
+        questions = [Question(j, a) for j, p in enumerate(products) for a in p["attributes"]]
+        ans = self.answer(records, questions, self.batcher(image, has), "predict", progress)
+        for k, (q, v) in enumerate(zip(questions, ans.values)):
+            if ans.kept[k]:
+                s = None if ans.probs is None else round(float(ans.probs[k]), 4)
+                results[good[q.row][0]]["predictions"].append({"attribute": q.attribute, "value": v, "score": s})
+        return results
+
+
+# --- bundles on disk -----------------------------------------------------------------------------------
+def write_bundle(out: Path, decisions: Decisions, decode: dict, claim_batch_size: int, generator: Path,
+                 discriminator: Path | None = None, lexical: Path | None = None) -> Path:
+    """The folder :meth:`Deflate.load` answers from: copies of the trained parts and ``bundle.json``.
+    Built beside ``out`` and swapped in, so a reader never sees half a bundle."""
+    parts = {"generator": generator, "discriminator": discriminator, "lexical": lexical}
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, src in parts.items():
+        if src is not None:
+            shutil.copytree(src, tmp / name)
+    spec = {"format": 1, "parts": [n for n, src in parts.items() if src is not None],
+            "decisions": {**asdict(decisions), "weights": list(decisions.weights)},
+            "decode": {k: decode[k] for k in DECODE_KEYS}, "claim_batch_size": claim_batch_size}
+    (tmp / BUNDLE_FILE).write_text(json.dumps(spec, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def read_bundle(bundle: Path) -> dict:
+    """``bundle.json`` checked: every decision present, every listed part on disk."""
+    path = bundle / BUNDLE_FILE
+    if not path.is_file():
+        raise BundleError(f"{bundle} is not a DEFLATE bundle (no {BUNDLE_FILE}); the evaluate stage writes "
+                          f"one to models/deflate")
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    for key in ("parts", "decisions", "decode", "claim_batch_size"):
+        if key not in spec:
+            raise BundleError(f"{path} lacks '{key}'")
+    fields = Decisions.__dataclass_fields__
+    missing = [k for k in fields if k not in spec["decisions"]]
+    if missing:
+        raise BundleError(f"{path} lacks the decision(s) {', '.join(missing)}")
+    spec["decisions"] = Decisions(**{**{k: spec["decisions"][k] for k in fields},
+                                     "weights": tuple(float(w) for w in spec["decisions"]["weights"])})
+    if "generator" not in spec["parts"]:
+        raise BundleError(f"{path} names no generator part")
+    need = {"generator": ("model.safetensors",), "discriminator": ("model.safetensors",), "lexical": LEXICAL_FILES}
+    for name in spec["parts"]:
+        if name not in need:
+            raise BundleError(f"{path} names an unknown part {name!r}")
+        lacking = [f for f in need[name] if not (bundle / name / f).is_file()]
+        if lacking:
+            raise BundleError(f"bundle {bundle} lacks its {name} ({name}/{lacking[0]} not found)")
+    return spec

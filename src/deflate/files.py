@@ -1,0 +1,37 @@
+"""Writing outputs so that a reader never sees half a file: a temporary file in the same folder,
+flushed to disk, then renamed over the target (atomic on POSIX)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj, **dumps) -> None:
+    """``json.dumps(obj, **dumps)`` written atomically."""
+    write_text(path, json.dumps(obj, **dumps))
+
+
+def write_jsonl(path: Path, rows) -> None:
+    """One JSON object per line (non-ASCII kept), written atomically."""
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]

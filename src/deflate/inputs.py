@@ -1,0 +1,140 @@
+"""What ``deflate predict`` and the pyfunc read: products to answer, validated row by row.
+
+Input: JSONL (one object per line) or TSV with a header, fields ``id``, ``name``, optional
+``description``, ``image`` (path, relative to ``--images``) and ``attributes`` (a JSON list, or
+``|``-separated in TSV; default: every attribute the model knows). Output: one JSON line per input
+row, ``{"id", "predictions": [{"attribute", "value", "score"}], "errors": [...]}``. A row with
+bad fields gets its errors and no predictions; a broken picture is reported and the row is
+answered from its text. Nothing stops the run.
+
+``--format implicitave`` reads ImplicitAVE TSVs (a file or a folder of them; columns ``id images
+category texts attribute_names attribute_values``): each row asks its one attribute, carries its
+gold value, and :func:`accuracy` scores the answers (exact and ImplicitAVE's lenient match).
+Answering is :class:`deflate.engine.Deflate`'s.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from .metrics import accuracy_report
+
+MAX_FIELD = 20_000
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Raw rows with a ``_line`` number; undecodable or malformed lines become ``_error`` rows."""
+    rows: list[dict] = []
+    with open(path, "rb") as f:
+        raw_lines = f.read().split(b"\n")
+    if path.suffix.lower() in (".tsv", ".tab"):
+        header = None
+        for n, raw in enumerate(raw_lines, 1):
+            try:
+                line = raw.rstrip(b"\r").decode("utf-8")
+            except UnicodeDecodeError:
+                rows.append({"_line": n, "_error": "not valid UTF-8"})
+                continue
+            if not line.strip():
+                continue
+            cols = next(csv.reader([line], delimiter="\t", quoting=csv.QUOTE_NONE))
+            if header is None:
+                header = [c.strip() for c in cols]
+                continue
+            if len(cols) != len(header):
+                rows.append({"_line": n, "_error": f"{len(cols)} columns, expected {len(header)}"})
+                continue
+            row = dict(zip(header, cols), _line=n)
+            if row.get("attributes"):
+                row["attributes"] = [a.strip() for a in row["attributes"].split("|") if a.strip()]
+            rows.append(row)
+        return rows
+    for n, raw in enumerate(raw_lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            obj["_line"] = n
+            rows.append(obj)
+        except UnicodeDecodeError:
+            rows.append({"_line": n, "_error": "not valid UTF-8"})
+        except ValueError as e:
+            rows.append({"_line": n, "_error": f"bad JSON: {str(e)[:80]}"})
+    return rows
+
+
+IMPLICITAVE_COLUMNS = ("id", "images", "category", "texts", "attribute_names", "attribute_values")
+
+
+def read_implicitave(path: Path) -> tuple[list[dict], Path | None]:
+    """Rows of ImplicitAVE TSVs (a file, or a folder with ``*.tsv`` or ``texts/*.tsv``) as predict
+    rows with ``gold`` and ``domain``; and the pictures' folder when one sits beside the texts."""
+    files = [path] if path.is_file() else sorted(path.glob("*.tsv")) or sorted(path.glob("texts/*.tsv"))
+    if not files:
+        raise FileNotFoundError(f"no ImplicitAVE .tsv files in {path}")
+    rows: list[dict] = []
+    for f in files:
+        for r in read_rows(f):
+            r["_file"] = f.name
+            if "_error" not in r:
+                missing = [c for c in IMPLICITAVE_COLUMNS if c not in r]
+                if missing:
+                    r = {"_line": r["_line"], "_file": f.name, "_error": f"missing column(s) {', '.join(missing)}"}
+                else:
+                    r = {"_line": r["_line"], "_file": f.name, "id": r["id"].strip(),
+                         "name": r["texts"].strip().removeprefix("[Title]").strip(),
+                         "description": r["category"].strip(),  # as the adapter does
+                         "image": Path(r["images"].strip()).name if r["images"].strip() else "",
+                         "attributes": [r["attribute_names"].strip()], "gold": r["attribute_values"].strip(),
+                         "domain": f.stem}
+            rows.append(r)
+    pictures = next((d for d in (files[0].parent / "images", files[0].parent.parent / "images") if d.is_dir()), None)
+    return rows, pictures
+
+
+def accuracy(results: list[dict], rows: list[dict]) -> dict:
+    """Exact / lenient accuracy of the answers to rows that carry a gold value; a row answered
+    with nothing (or with errors) counts as wrong."""
+    scored = []
+    for res, row in zip(results, rows):
+        if row.get("gold") is None:
+            continue
+        pred = res["predictions"][0]["value"] if res["predictions"] else ""
+        scored.append({"domain": row.get("domain", ""), "attribute": (row.get("attributes") or [""])[0],
+                       "gold": row["gold"], "pred": pred})
+    overall, per_attribute = accuracy_report(scored)
+    overall["per_attribute"] = per_attribute
+    overall["unanswered"] = sum(r.get("gold") is not None and not res["predictions"] for res, r in zip(results, rows))
+    return overall
+
+
+def validate(row: dict, known: set[str]) -> tuple[dict | None, list[str]]:
+    """A clean product dict or None, and the row's errors."""
+    if "_error" in row:
+        return None, [row["_error"]]
+    errors = []
+    pid, name = row.get("id"), row.get("name")
+    desc = row.get("description") or ""
+    if not isinstance(pid, (str, int)) or str(pid).strip() == "":
+        errors.append("missing id")
+    if not isinstance(name, str) or not name.strip():
+        errors.append("missing name")
+    if not isinstance(desc, str):
+        errors.append("description is not a string")
+    for k in ("name", "description"):
+        if isinstance(row.get(k), str) and len(row[k]) > MAX_FIELD:
+            errors.append(f"{k} longer than {MAX_FIELD} characters")
+    attrs = row.get("attributes") or sorted(known)
+    if not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs):
+        errors.append("attributes must be a list of names")
+        attrs = []
+    unknown = [a for a in attrs if a not in known]
+    if unknown:
+        errors.append(f"unknown attribute(s): {', '.join(unknown[:5])}")
+    if errors:
+        return None, errors
+    return {"id": str(pid), "name": name.strip(), "description": desc.strip(), "image": row.get("image") or "",
+            "attributes": attrs}, []

@@ -1,0 +1,99 @@
+"""Stage 4: answer every (test product, attribute), keep what the discriminator accepts, score
+(paper §5.1 metrics). The threshold is chosen on validation; it and the trained parts go into the
+bundle (``models/deflate``) that ``deflate predict`` and the MLflow model answer from."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Params
+from ..data import Record, load_split
+from ..dataset import Split, load_data
+from ..engine import Answers, Decisions, Deflate, keep, write_bundle
+from ..files import write_json, write_jsonl, write_text
+from ..metrics import evaluate as compute_metrics
+from ..metrics import gold_from_records, majority_baseline
+from ..questions import all_questions
+from .context import StageContext
+
+FREE = Decisions(mode="free", threshold=0.5, keep_all=False, alpha=1.0, weights=(1.0, 0.0, 0.0))
+
+
+def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: Path, metrics_path: Path,
+        predictions_path: Path, bundle_dir: Path) -> dict:
+    ctx = StageContext.open(p, "evaluate", processed)
+    use_disc = p["model"]["use_discriminator"]
+    claim_bs = p["discriminator"]["eval_batch_size"]
+    engine = Deflate(gen_dir, disc_dir if use_disc else None, None, FREE, p["decode"], claim_bs, ctx.device)
+    attrs = ctx.schema["attributes"]
+    val, test = load_data(processed, tokens_dir, "val"), load_data(processed, tokens_dir, "test")
+    thr = 0.5
+    if use_disc and p["eval"]["threshold"] == "auto":  # chosen on validation, never on test
+        thr = best_threshold(answer_split(engine, val, attrs, "val"), val.records, engine.sep,
+                             p["eval"]["threshold_metric"])
+    elif use_disc:
+        thr = float(p["eval"]["threshold"])
+    engine.with_decisions(threshold=thr)
+    ans = answer_split(engine, test, attrs, "test")
+    pred = select(ans, test.records, thr, engine.sep)
+    gold, texts = gold_from_records(test.records)
+    metrics = compute_metrics(gold, pred, texts)
+    train_records = load_split(processed, "train")
+    metrics["threshold"] = round(thr, 4)
+    metrics["majority_baseline"] = {k: majority_baseline(train_records, test.records)[k] for k in ("ave",)}
+    metrics["meta"] = {"dataset": ctx.schema["format"], "language": ctx.schema["language"],
+                       "test_products": len(test.records), "train_products": len(train_records),
+                       "attributes": len(attrs), "seed": p["seed"],
+                       "use_image": engine.meta["use_image"], "use_discriminator": use_disc,
+                       "generator_params": engine.meta["params"], "constrained_decoding": bool(p["decode"]["constrain_to_vocab"])}
+    write_json(metrics_path, metrics, ensure_ascii=False, indent=1, sort_keys=True)
+    write_predictions(predictions_path, test.records, ans, pred)
+    write_bundle(bundle_dir, engine.decisions, p["decode"], claim_bs, gen_dir, disc_dir if use_disc else None)
+    # the bundle as an MLflow pyfunc (`mlflow models predict`, `deflate predict --model <uri>`)
+    tracker = ctx.tracker()
+    tracker.metrics({f"test_{k}_f1": metrics[k]["f1"] for k in ("ap", "ave", "ave_fuzzy")}, step=0)
+    uri = tracker.log_pyfunc(bundle_dir)
+    tracker.close()
+    if uri:
+        write_text(predictions_path.parent / "mlflow_model.txt", uri + "\n")
+    return metrics
+
+
+def answer_split(engine: Deflate, data: Split, attributes: list[str], name: str) -> Answers:
+    """Every attribute asked of every product of a split."""
+    return engine.answer(data.records, all_questions(data.records, attributes),
+                         engine.batcher(data.image, data.has_image), name)
+
+
+def select(ans: Answers, records: list[Record], threshold: float, sep: str) -> dict:
+    """Kept predictions ``{(product id, attribute): [values]}`` under the keep rule at ``threshold``."""
+    pred: dict = {}
+    for k, (q, v) in enumerate(zip(ans.questions, ans.values)):
+        if keep(v, None if ans.probs is None else ans.probs[k], threshold):
+            pred[(records[q.row].id, q.attribute)] = [x for x in v.split(sep) if x]
+    return pred
+
+
+def best_threshold(ans: Answers, records: list[Record], sep: str, metric: str) -> float:
+    """The discriminator threshold with the best validation F1 (``metric``: ave | ap), over the
+    scores' percentiles and 0.5; ties go to the threshold closest to 0.5."""
+    gold, texts = gold_from_records(records)
+    grid = sorted(set(np.round(np.quantile(ans.probs, np.linspace(0, 1, 101)), 4).tolist()) | {0.5})
+    best = max(grid, key=lambda t: (compute_metrics(gold, select(ans, records, t, sep), texts)[metric]["f1"],
+                                    -abs(t - 0.5)))
+    return float(best)
+
+
+def write_predictions(path: Path, records: list[Record], ans: Answers, pred: dict) -> None:
+    """One line per product: kept predictions with scores, plus every generated candidate."""
+    per: dict[int, list] = {}
+    for k, (q, v) in enumerate(zip(ans.questions, ans.values)):
+        s = None if ans.probs is None else round(float(ans.probs[k]), 4)
+        per.setdefault(q.row, []).append((q.attribute, v, s))
+    rows = []
+    for i, r in enumerate(records):
+        kept = [{"attribute": a, "value": v, "score": s} for a, v, s in per.get(i, []) if (r.id, a) in pred]
+        cands = [{"attribute": a, "value": v, "score": s} for a, v, s in per.get(i, [])]
+        rows.append({"id": r.id, "predictions": kept, "candidates": cands, "errors": [], "gold": r.labels})
+    write_jsonl(path, rows)

@@ -1,0 +1,81 @@
+"""Stage 2 (paper §3.4): the generator's own answers become the discriminator's negatives.
+
+``negatives.mode: absent`` (the paper): for ``per_product`` attributes a product lacks, the
+generator's answer is a false claim. ``candidates`` (closed vocabularies, for re-ranking): for
+each attribute a product has, the generator's answer when it is wrong, topped up with random
+wrong candidates to ``per_product``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Params
+from ..dataset import Split, candidate_vocab, grouped_labels, load_data
+from ..engine import Decisions, Deflate
+from ..files import write_json, write_jsonl
+from ..questions import Question, absent_attributes, gold_questions
+from .context import StageContext
+
+MODES = ("absent", "candidates")
+
+
+def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, out: Path) -> dict:
+    ctx = StageContext.open(p, "harvest_negatives", processed)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"enabled": p["model"]["use_discriminator"], "splits": {}}
+    if not p["model"]["use_discriminator"]:  # d-: no discriminator, nothing to harvest
+        write_json(out / "summary.json", summary, indent=1)
+        return summary
+    k, mode = p["negatives"]["per_product"], p["negatives"]["mode"]
+    if mode not in MODES:
+        raise ValueError(f"negatives.mode must be one of {', '.join(MODES)}, not {mode!r}")
+    engine = generator_only(p, gen_dir, ctx.device)
+    summary["mode"] = mode
+    for split, offset in (("train", 0), ("val", 1)):
+        data = load_data(processed, tokens_dir, split)
+        rng = np.random.default_rng([p["seed"], offset])
+        if mode == "candidates":
+            rows = candidate_negatives(engine, data, candidate_vocab(ctx.schema), k, rng, split)
+        else:
+            questions = [Question(i, a) for i, r in enumerate(data.records)
+                         for a in absent_attributes(r, ctx.schema["attributes"], k, rng)]
+            values = answers(engine, data, questions, split)
+            rows = [{"row": q.row, "id": data.records[q.row].id, "attribute": q.attribute, "value": v}
+                    for q, v in zip(questions, values)]
+        write_jsonl(out / f"{split}.jsonl", rows)
+        summary["splits"][split] = {"negatives": len(rows), "products": len(data.records),
+                                    "empty_values": sum(not r["value"] for r in rows)}
+        print(f"[harvest_negatives] {split}: {len(rows)} negatives")
+    write_json(out / "summary.json", summary, indent=1)
+    return summary
+
+
+def generator_only(p: Params, gen_dir: Path, device: str) -> Deflate:
+    """The engine on the trained generator alone (no discriminator exists yet), decoding as params say."""
+    return Deflate(gen_dir, None, None, Decisions("free", 0.5, True, 1.0, (1.0, 0.0, 0.0)), p["decode"],
+                   p["discriminator"]["eval_batch_size"], device)
+
+
+def answers(engine: Deflate, data: Split, questions: list[Question], split: str) -> list[str]:
+    """The generator's free answer to each question."""
+    exs = engine.questions(data.records, questions)
+    return engine.generate(engine.batcher(data.image, data.has_image), exs, desc=f"harvest {split}")
+
+
+def candidate_negatives(engine: Deflate, data: Split, cands: dict[str, list[str]], k: int, rng,
+                        split: str) -> list[dict]:
+    """For each gold attribute, the generator's own answer when it is wrong, topped up with random
+    wrong candidates to ``k``."""
+    questions = gold_questions(data.records)
+    values = answers(engine, data, questions, split)
+    rows = []
+    for q, v in zip(questions, values):
+        r = data.records[q.row]
+        gold = set(grouped_labels(r)[q.attribute])
+        wrong = [v] if v and v not in gold else []
+        pool = [c for c in cands.get(q.attribute, []) if c not in gold and c not in wrong]
+        if pool and len(wrong) < k:
+            wrong += list(rng.choice(pool, min(k - len(wrong), len(pool)), replace=False))
+        rows += [{"row": q.row, "id": r.id, "attribute": q.attribute, "value": str(w)} for w in wrong[:k]]
+    return rows

@@ -1,0 +1,62 @@
+"""Stage 3: the discriminator (shared-encoder <CLS> classifier) on true pairs vs harvested negatives."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..batching import Batcher
+from ..config import Params, peak_memory_mb
+from ..dataset import load_data
+from ..files import read_jsonl, write_json
+from ..model import Discriminator, load_generator, save_model
+from ..questions import claim_examples, training_claims
+from ..scoring import claim_probs
+from ..text import QuestionBuilder
+from ..train import config_hash, file_digest, fit
+from .context import StageContext
+
+
+def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Path, out: Path,
+        ckpt_dir: Path) -> dict:
+    ctx = StageContext.open(p, "train_discriminator", processed)
+    device = ctx.device
+    out.mkdir(parents=True, exist_ok=True)
+    if not p["model"]["use_discriminator"]:
+        write_json(out / "deflate.json", {"enabled": False})
+        return {"enabled": False}
+    d = p["discriminator"]
+    gen, tok, meta = load_generator(gen_dir)
+    qb = QuestionBuilder(tok, meta["language"], meta["max_len"], meta["max_value_len"])
+    train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
+    ex = claim_examples(train.records, qb, *training_claims(train.records, read_jsonl(neg_dir / "train.jsonl"),
+                                                            meta["value_sep"]))
+    val_ex = claim_examples(val.records, qb, *training_claims(val.records, read_jsonl(neg_dir / "val.jsonl"),
+                                                              meta["value_sep"]))
+    disc = Discriminator.from_generator(gen, d["freeze_encoder"])
+    tr_b = Batcher(train.image, train.has_image, meta["use_image"], qb.img_id)
+    va_b = Batcher(val.image, val.has_image, meta["use_image"], qb.img_id)
+    y = np.array([e.target for e in val_ex])
+    bce = torch.nn.BCEWithLogitsLoss()
+
+    def validate(model):
+        s = claim_probs(model, va_b, val_ex, d["eval_batch_size"], device, progress=False)
+        ll = -np.mean(y * np.log(s + 1e-7) + (1 - y) * np.log(1 - s + 1e-7))
+        return {"score": round(float(-ll), 5), "accuracy": round(float(np.mean((s > 0.5) == y)), 4)}
+
+    tracker = ctx.tracker()
+    run_hash = config_hash({k: p[k] for k in ("seed", "model", "discriminator", "negatives")},
+                           file_digest(gen_dir / "model.safetensors", neg_dir / "train.jsonl", neg_dir / "val.jsonl"))
+    print(f"[train_discriminator] {len(ex)} claims ({int(sum(e.target for e in ex))} positive), device {device}")
+    t0 = time.perf_counter()
+    history = fit(disc, ex, tr_b, d, lambda mdl, b: bce(mdl(b).float(), b["labels"]), validate, ckpt_dir,
+                  run_hash, tracker, device, p["seed"], "discriminator")
+    cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
+    save_model(disc.cpu(), out, {"enabled": True, "device": device, "freeze_encoder": d["freeze_encoder"],
+                                 "cost": cost})
+    write_json(out / "history.json", history, indent=1)
+    tracker.artifacts(out, "discriminator")
+    tracker.close()
+    return {"examples": len(ex), "best_val_accuracy": max(h["val_accuracy"] for h in history)}

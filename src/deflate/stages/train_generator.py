@@ -1,0 +1,68 @@
+"""Stage 1: the Mul-T5 generator, trained to answer each (product, attribute) question."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..batching import Batcher
+from ..config import Params, peak_memory_mb
+from ..dataset import candidate_vocab, image_spec, load_data, value_sep
+from ..decoding import generate_values
+from ..image_tokenizers import save_for_inference
+from ..model import build_generator, save_model
+from ..questions import qa_examples
+from ..text import QuestionBuilder, corpus, load_tokenizer, train_tokenizer
+from ..train import config_hash, file_digest, fit
+from .context import StageContext
+from ..files import write_json
+
+
+def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path) -> dict:
+    ctx = StageContext.open(p, "train_generator", processed)
+    schema, device = ctx.schema, ctx.device
+    m, g, t = p["model"], p["generator"], p["text"]
+    train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
+    tok_path = m["tokenizer_path"] or m["pretrained_path"]
+    tok = load_tokenizer(tok_path) if tok_path else train_tokenizer(corpus(train.records, schema), t["vocab_size"])
+    lang = schema["language"]
+    qb = QuestionBuilder(tok, lang, t["max_len"], t["max_value_len"])
+    image_vocab, feature_dim = image_spec(train.meta)
+    use_image = m["use_image"] and train.image is not None
+    gen = build_generator(m, tok, image_vocab if use_image else 0, feature_dim if use_image else 0)
+    none = 0 if m["use_discriminator"] else g["none_per_product"]
+    sep = value_sep(lang)
+    examples = qa_examples(train.records, qb, schema, sep, none, p["seed"])
+    val_ex = qa_examples(val.records, qb, schema, sep, none, p["seed"] + 1)[: g["val_max"]]
+    tr_b = Batcher(train.image, train.has_image, use_image, qb.img_id)
+    va_b = Batcher(val.image, val.has_image, use_image, qb.img_id)
+    targets = [qb.decode(e.target) for e in val_ex]
+
+    def validate(model):
+        got = generate_values(model, qb, va_b, val_ex, p["decode"], device, progress=False)
+        return {"score": round(float(np.mean([a == b for a, b in zip(got, targets)])), 4)}
+
+    tracker = ctx.tracker()
+    run_hash = config_hash({k: p[k] for k in ("seed", "text", "model", "generator", "decode")}, len(tok),
+                           file_digest(*(d / f"{s}.{ext}" for s in ("train", "val")
+                                         for d, ext in ((processed, "parquet"), (tokens_dir, "safetensors")))))
+    print(f"[train_generator] {len(examples)} QA examples, {sum(x.numel() for x in gen.parameters()) / 1e6:.2f}M "
+          f"params, device {device}, image {'on' if use_image else 'off'}, none targets {none}")
+    t0 = time.perf_counter()
+    history = fit(gen, examples, tr_b, g, lambda mdl, b: mdl(b).loss, validate, ckpt_dir, run_hash, tracker,
+                  device, p["seed"], "generator")
+    cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
+    meta = {"image_vocab": gen.image_vocab, "feature_dim": gen.feature_dim, "use_image": use_image,
+            "use_discriminator": m["use_discriminator"], "language": lang, "value_sep": sep,
+            "max_len": t["max_len"], "max_value_len": t["max_value_len"], "device": device,
+            "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters()),
+            "candidates": candidate_vocab(schema),  # closed-vocabulary answers (the engine's candidates)
+            "cost": cost}  # measured (varies run to run): Table 5's efficiency columns
+    save_model(gen.cpu(), out, meta, tok, gen.t5)
+    if use_image:
+        save_for_inference(tokens_dir, p["image"], out)
+    write_json(out / "history.json", history, indent=1)
+    tracker.artifacts(out, "generator")
+    tracker.close()
+    return {"examples": len(examples), "best_val_accuracy": max(h["val_score"] for h in history)}
