@@ -194,21 +194,23 @@ def test_killed_training_resumes_to_the_same_weights(world, tmp_path):
 
     loss = lambda m, batch: m(batch).loss  # noqa: E731
     ref = model()
-    fit(ref, ex, b, cfg, loss, lambda m: {"score": 0.0}, tmp_path / "a", "h", seed=0)
+    fit(ref, ex, b, cfg, loss_fn=loss, validate=val, ckpt_dir=tmp_path / "a", run_hash="h", seed=0)
     ref_last = {k: v.clone() for k, v in ref.state_dict().items()}
     killed = model()
     with pytest.raises(KeyboardInterrupt):
-        fit(killed, ex, b, cfg, loss, val, tmp_path / "b", "h", seed=0, stop_after_epochs=1)
+        fit(killed, ex, b, cfg, loss_fn=loss, validate=val, ckpt_dir=tmp_path / "b", run_hash="h", seed=0,
+            stop_after_epochs=1)
     assert json.loads((tmp_path / "b" / "state.json").read_text())["epoch"] == 0
     resumed = model()
-    hist = fit(resumed, ex, b, cfg, loss, val, tmp_path / "b", "h", seed=0)
+    hist = fit(resumed, ex, b, cfg, loss_fn=loss, validate=val, ckpt_dir=tmp_path / "b", run_hash="h", seed=0)
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     # best = epoch 1 in both runs (constant score): compare the last-epoch checkpoints instead
     from safetensors.torch import load_file
     a, c = load_file(str(tmp_path / "a" / "last.safetensors")), load_file(str(tmp_path / "b" / "last.safetensors"))
     assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
     changed = model()  # a different config hash starts afresh
-    h2 = fit(changed, ex, b, dict(cfg, epochs=1), loss, val, tmp_path / "b", "other", seed=0)
+    h2 = fit(changed, ex, b, dict(cfg, epochs=1), loss_fn=loss, validate=val, ckpt_dir=tmp_path / "b",
+             run_hash="other", seed=0)
     assert [h["epoch"] for h in h2] == [1]
     assert ref_last
 

@@ -89,8 +89,10 @@ def best_candidates(scores: dict[str, list[np.ndarray] | None], mode: str, alpha
 
 
 class Deflate:
-    def __init__(self, generator: Path, discriminator: Path | None, lexical: Path | None, decisions: Decisions,
+    def __init__(self, generator: Path, *, discriminator: Path | None, lexical: Path | None, decisions: Decisions,
                  decode: dict, claim_batch_size: int, device: str = "cpu"):
+        """The trained parts from their folders; ``decode``: params.yaml's ``decode`` keys
+        (batch_size, max_new_tokens, num_beams, constrain_to_vocab)."""
         self.gen, tok, self.meta = load_generator(generator)
         self.qb = QuestionBuilder(tok, self.meta["language"], self.meta["max_len"], self.meta["max_value_len"])
         self.disc = load_discriminator(discriminator, generator)[0] if discriminator is not None else None
@@ -112,8 +114,9 @@ class Deflate:
     def load(cls, bundle: Path, device: str = "cpu") -> "Deflate":
         spec = read_bundle(bundle)
         parts = {name: bundle / name if name in spec["parts"] else None for name in PARTS}
-        return cls(parts["generator"], parts["discriminator"], parts["lexical"], spec["decisions"], spec["decode"],
-                   spec["claim_batch_size"], device)
+        return cls(parts["generator"], discriminator=parts["discriminator"], lexical=parts["lexical"],
+                   decisions=spec["decisions"], decode=spec["decode"], claim_batch_size=spec["claim_batch_size"],
+                   device=device)
 
     def check(self, d: Decisions) -> None:
         """Refuse decisions this model cannot carry out (a missing part or candidate list)."""
@@ -168,7 +171,8 @@ class Deflate:
         return claim_probs(self.disc, batcher, claims, self.claim_batch_size, self.device, desc, progress)
 
     def candidate_scores(self, batcher: Batcher, records: list[Record], exs: list[Example],
-                         sources: tuple[str, ...] = SOURCES, progress: bool = True) -> dict[str, list[np.ndarray] | None]:
+                         sources: tuple[str, ...] = SOURCES,
+                         progress: bool = True) -> dict[str, list[np.ndarray] | None]:
         """Every known value of each question scored by each source this model has (None where it
         lacks one or it was not asked for): generator mean token log-prob, discriminator log D of
         the claim, lexical log-prob."""
@@ -196,8 +200,8 @@ class Deflate:
         # free text where asked, and for attributes without known values (the fallback of the other modes)
         free = [k for k, q in enumerate(questions) if d.mode == "free" or not self.candidates.get(q.attribute)]
         values = [""] * len(exs)
-        generated = self.generate(batcher, [exs[k] for k in free], d.mode == "free" and self.decode["constrain_to_vocab"],
-                                  f"generate {desc}".strip(), progress)
+        constrained = d.mode == "free" and self.decode["constrain_to_vocab"]
+        generated = self.generate(batcher, [exs[k] for k in free], constrained, f"generate {desc}".strip(), progress)
         for k, v in zip(free, generated):
             values[k] = v
         if d.mode != "free":

@@ -108,7 +108,8 @@ def training_claims(records: list[Record], negatives: list[dict], sep: str) -> t
     return claims, labels + [0.0] * len(negatives)
 
 
-def candidate_claims(questions: list[Question], candidates: dict[str, list[str]]) -> tuple[list[Claim], list[tuple[int, int]]]:
+def candidate_claims(questions: list[Question],
+                     candidates: dict[str, list[str]]) -> tuple[list[Claim], list[tuple[int, int]]]:
     """Every known value of each question's attribute as a claim, with (question, candidate) positions."""
     claims, where = [], []
     for k, q in enumerate(questions):

@@ -6,8 +6,9 @@ length-normalised log-likelihood, then re-rank with the discriminator:
     score(c) = alpha * mean_logprob_gen(c | question) + (1 - alpha) * log D(<CLS> question c)
 
 ``alpha`` is picked on validation. With a lexical scorer (:mod:`deflate.lexical`) its log-probability
-is a third term, the three weights picked on validation the same way. Scoring all candidates exactly is cheap here (tens per
-attribute) and needs no beam search; :mod:`deflate.decoding` keeps the trie for open decoding.
+is a third term, the three weights picked on validation the same way. Scoring all candidates exactly
+is cheap here (tens per attribute) and needs no beam search; :mod:`deflate.decoding` keeps the trie
+for open decoding.
 """
 from __future__ import annotations
 

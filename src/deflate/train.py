@@ -72,10 +72,9 @@ def config_hash(*parts) -> str:
     return hashlib.sha256(json.dumps([parts, code_fingerprint()], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: dict,
-        loss_fn: Callable, validate: Callable[[torch.nn.Module], dict], ckpt_dir: Path, run_hash: str,
-        tracker=None, device: str = "cpu", seed: int = 0, name: str = "train",
-        stop_after_epochs: int | None = None) -> list[dict]:
+def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: dict, *,
+        loss_fn: Callable, validate: Callable[[torch.nn.Module], dict], ckpt_dir: Path, run_hash: str, seed: int,
+        tracker=None, device: str = "cpu", name: str = "train", stop_after_epochs: int | None = None) -> list[dict]:
     """Train for ``cfg['epochs']`` epochs; returns per-epoch history; leaves the best weights loaded.
 
     ``validate(model)`` returns a dict with ``score`` (higher is better). ``stop_after_epochs``

@@ -25,7 +25,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     ctx = StageContext.open(p, "evaluate", processed)
     use_disc = p["model"]["use_discriminator"]
     claim_bs = p["discriminator"]["eval_batch_size"]
-    engine = Deflate(gen_dir, disc_dir if use_disc else None, None, FREE, p["decode"], claim_bs, ctx.device)
+    engine = Deflate(gen_dir, discriminator=disc_dir if use_disc else None, lexical=None, decisions=FREE,
+                     decode=p["decode"], claim_batch_size=claim_bs, device=ctx.device)
     attrs = ctx.schema["attributes"]
     val, test = load_data(processed, tokens_dir, "val"), load_data(processed, tokens_dir, "test")
     thr = 0.5
@@ -46,7 +47,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
                        "test_products": len(test.records), "train_products": len(train_records),
                        "attributes": len(attrs), "seed": p["seed"],
                        "use_image": engine.meta["use_image"], "use_discriminator": use_disc,
-                       "generator_params": engine.meta["params"], "constrained_decoding": bool(p["decode"]["constrain_to_vocab"])}
+                       "generator_params": engine.meta["params"],
+                       "constrained_decoding": bool(p["decode"]["constrain_to_vocab"])}
     write_json(metrics_path, metrics, ensure_ascii=False, indent=1, sort_keys=True)
     write_predictions(predictions_path, test.records, ans, pred)
     write_bundle(bundle_dir, engine.decisions, p["decode"], claim_bs, gen_dir, disc_dir if use_disc else None)

@@ -69,8 +69,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     use_disc = p["model"]["use_discriminator"]
     claim_bs = p["discriminator"]["eval_batch_size"]
     provisional = Decisions("constrained", 0.5, True, 1.0, (1.0, 0.0, 0.0))
-    engine = Deflate(gen_dir, disc_dir if use_disc else None, lexical_dir, provisional, p["decode"], claim_bs,
-                     ctx.device)
+    engine = Deflate(gen_dir, discriminator=disc_dir if use_disc else None, lexical=lexical_dir,
+                     decisions=provisional, decode=p["decode"], claim_batch_size=claim_bs, device=ctx.device)
     k = int(p["decode"]["top_k"])
     has_disc, has_lex = engine.disc is not None, engine.lexical is not None
     alpha = {"constrained_rerank": 1.0, "topk_rerank": 1.0}
@@ -93,7 +93,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     decisions = (Decisions("fused", 0.5, True, alpha["constrained_rerank"], tuple(weights.get(s, 0.0) for s in SOURCES))
                  if has_lex else Decisions("rerank", 0.5, True, alpha["constrained_rerank"], (1.0, 0.0, 0.0))
                  if has_disc else provisional)
-    variants = {"free": t.free, "constrained": pick(best_candidates(t.scores, "constrained", 1.0, (1, 0, 0)), t.options)}
+    variants = {"free": t.free,
+                "constrained": pick(best_candidates(t.scores, "constrained", 1.0, (1, 0, 0)), t.options)}
     if has_disc:
         variants["constrained_rerank"] = pick(best_candidates(t.scores, "rerank", alpha["constrained_rerank"],
                                                               (1, 0, 0)), t.options)

@@ -51,8 +51,9 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Pa
                            file_digest(gen_dir / "model.safetensors", neg_dir / "train.jsonl", neg_dir / "val.jsonl"))
     print(f"[train_discriminator] {len(ex)} claims ({int(sum(e.target for e in ex))} positive), device {device}")
     t0 = time.perf_counter()
-    history = fit(disc, ex, tr_b, d, lambda mdl, b: bce(mdl(b).float(), b["labels"]), validate, ckpt_dir,
-                  run_hash, tracker, device, p["seed"], "discriminator")
+    history = fit(disc, ex, tr_b, d, loss_fn=lambda mdl, b: bce(mdl(b).float(), b["labels"]), validate=validate,
+                  ckpt_dir=ckpt_dir, run_hash=run_hash, seed=p["seed"], tracker=tracker, device=device,
+                  name="discriminator")
     cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
     save_model(disc.cpu(), out, {"enabled": True, "device": device, "freeze_encoder": d["freeze_encoder"],
                                  "cost": cost})

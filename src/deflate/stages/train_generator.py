@@ -50,8 +50,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     print(f"[train_generator] {len(examples)} QA examples, {sum(x.numel() for x in gen.parameters()) / 1e6:.2f}M "
           f"params, device {device}, image {'on' if use_image else 'off'}, none targets {none}")
     t0 = time.perf_counter()
-    history = fit(gen, examples, tr_b, g, lambda mdl, b: mdl(b).loss, validate, ckpt_dir, run_hash, tracker,
-                  device, p["seed"], "generator")
+    history = fit(gen, examples, tr_b, g, loss_fn=lambda mdl, b: mdl(b).loss, validate=validate, ckpt_dir=ckpt_dir,
+                  run_hash=run_hash, seed=p["seed"], tracker=tracker, device=device, name="generator")
     cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
     meta = {"image_vocab": gen.image_vocab, "feature_dim": gen.feature_dim, "use_image": use_image,
             "use_discriminator": m["use_discriminator"], "language": lang, "value_sep": sep,
