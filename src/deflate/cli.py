@@ -104,7 +104,7 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
             metrics: Path = typer.Option(None, help="Accuracy JSON for rows with gold values (default: next to "
                                          "--output, *.accuracy.json)."),
             batch_size: int = typer.Option(None, help="Questions (and claims) per batch (default: the bundle's).")):
-    """Predict attribute values for new products (fields: id, name, [description], [image], [attributes]).
+    """Predict attribute values for new products (fields: id, name, and optionally description, image, attributes).
 
     Rows with bad fields get an error record and no predictions; every other row is predicted.
     Everything the answers depend on comes from the bundle; the options override it.
