@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -43,3 +44,28 @@ def test_show_prints_a_table(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps(m))
     r = runner.invoke(app, ["show", str(tmp_path / "m.json")])
     assert r.exit_code == 0 and "| AVE image_only | 50.00 | 25.00 | 33.33 |" in r.output
+
+
+def test_predict_refuses_a_bad_output_before_any_compute(tmp_path):
+    rows = tmp_path / "in.jsonl"
+    rows.write_text('{"id": "a", "name": "x"}\n')
+    for out, why in ((rows, "is the input file"), (tmp_path, "is a folder"), (Path("/proc/x/o.jsonl"), "cannot write")):
+        r = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "no_bundle"), "--input", str(rows),
+                                     "--output", str(out)])
+        assert r.exit_code == 1 and why in r.output, r.output  # refused before the (missing) model is loaded
+    assert rows.read_text() == '{"id": "a", "name": "x"}\n'
+
+
+def test_hostile_rows_become_row_errors(tmp_path):
+    from deflate.inputs import MAX_LINE, read_rows, validate
+    path = tmp_path / "in.jsonl"
+    lines = [b'{"id": "a", "name": "ok"}', b"[" * 200_000 + b"]" * 200_000, b'{"id": "b", "name": "n", "image": 123}',
+             b'{"id": "c", "name": "n", "image": ["a.jpg"]}', b'{"id": "d", "name": "' + b"x" * (MAX_LINE + 10) + b'"}',
+             b'{"id": "e", "name": "last"}']
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    rows = read_rows(path)
+    assert [r["_line"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    checked = [validate(r, {"a"}) for r in rows]
+    assert [p is not None for p, _ in checked] == [True, False, False, False, False, True]
+    assert "nested too deeply" in checked[1][1][0] and "image must be a path" in checked[2][1][0]
+    assert "image must be a path" in checked[3][1][0] and "longer than" in checked[4][1][0]

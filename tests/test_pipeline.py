@@ -228,12 +228,14 @@ def test_predict_on_good_and_bad_rows(world, trained, tmp_path):
              json.dumps({"id": "d", "description": "no name"}),
              json.dumps({"id": "e", "name": "x", "attributes": ["颜色"]}, ensure_ascii=False),
              "{not json",
-             "[1, 2]"]
+             "[1, 2]",
+             json.dumps({"id": "f", "name": "x", "image": 123}),
+             "[" * 100_000 + "]" * 100_000]
     path = tmp_path / "in.jsonl"
     path.write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\xfe\n")
     engine = Deflate.load(run / "bundle").with_decisions(threshold=0.0)
     out = engine.answer_rows(read_rows(path), progress=False)
-    assert [r["id"] for r in out][:5] == ["a", "b", "c", "d", "e"] and len(out) == 8
+    assert [r["id"] for r in out][:5] == ["a", "b", "c", "d", "e"] and len(out) == 10
     assert not out[0]["errors"] and {p["attribute"] for p in out[0]["predictions"]} <= set(engine.attributes)
     assert out[0]["predictions"] and all(0 <= p["score"] <= 1 for p in out[0]["predictions"])
     assert {p["attribute"] for p in out[1]["predictions"]} <= {"茶", "冷热"} and not out[1]["errors"]
@@ -241,7 +243,8 @@ def test_predict_on_good_and_bad_rows(world, trained, tmp_path):
     assert out[3]["errors"] == ["missing name"] and not out[3]["predictions"]
     assert "unknown attribute" in out[4]["errors"][0]
     assert "bad JSON" in out[5]["errors"][0] and "not a JSON object" in out[6]["errors"][0]
-    assert out[7]["errors"] == ["not valid UTF-8"]
+    assert "image must be a path" in out[7]["errors"][0] and "nested too deeply" in out[8]["errors"][0]
+    assert out[9]["errors"] == ["not valid UTF-8"]
     tsv = tmp_path / "in.tsv"
     tsv.write_text("id\tname\tdescription\tattributes\nt1\t红烧牛肉\t\t主料|辣度\nt2\tonly two\n", encoding="utf-8")
     out = engine.answer_rows(read_rows(tsv), progress=False)

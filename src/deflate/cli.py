@@ -69,6 +69,22 @@ def _load_engine(model: str):
         _fail(str(e))
 
 
+def _check_output(output: Path, input: Path) -> None:
+    """Refuse an output that would overwrite the input, is a folder, or cannot be written."""
+    import tempfile
+
+    if output.exists() and input.exists() and output.resolve() == input.resolve():
+        _fail(f"--output {output} is the input file; choose another path")
+    if output.is_dir():
+        _fail(f"--output {output} is a folder; give a file path")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output.parent, prefix=f".{output.name}.", suffix=".check"):
+            pass
+    except OSError as e:
+        _fail(f"cannot write --output {output}: {e.strerror or e}")
+
+
 def _weights(given: str) -> tuple[float, float, float]:
     try:
         w = tuple(float(x) for x in given.split(","))
@@ -121,6 +137,7 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
         _fail(f"input {input} not found")
     if mode is not None and mode not in MODES:
         _fail(f"--mode must be one of {', '.join(MODES)}")
+    _check_output(output, input)  # before any compute
     engine = _load_engine(model)
     if batch_size is not None:
         engine.decode["batch_size"] = engine.claim_batch_size = batch_size

@@ -21,16 +21,36 @@ from pathlib import Path
 from .metrics import accuracy_report
 
 MAX_FIELD = 20_000
+MAX_LINE = 1 << 20  # bytes; a longer line is that row's error, and is never held in memory whole
+
+
+def _lines(path: Path):
+    """(line number, bytes without the newline, or None for a line over ``MAX_LINE``), streamed."""
+    with open(path, "rb") as f:
+        n = 0
+        while True:
+            raw = f.readline(MAX_LINE + 1)
+            if not raw:
+                return
+            n += 1
+            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the long line
+                    raw = f.readline(MAX_LINE)
+                yield n, None
+                continue
+            yield n, raw.rstrip(b"\n")
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Raw rows with a ``_line`` number; undecodable or malformed lines become ``_error`` rows."""
+    """Raw rows with a ``_line`` number; undecodable, malformed or over-long lines become ``_error`` rows."""
     rows: list[dict] = []
-    with open(path, "rb") as f:
-        raw_lines = f.read().split(b"\n")
+    too_long = f"line longer than {MAX_LINE} bytes"
     if path.suffix.lower() in (".tsv", ".tab"):
         header = None
-        for n, raw in enumerate(raw_lines, 1):
+        for n, raw in _lines(path):
+            if raw is None:
+                rows.append({"_line": n, "_error": too_long})
+                continue
             try:
                 line = raw.rstrip(b"\r").decode("utf-8")
             except UnicodeDecodeError:
@@ -50,7 +70,10 @@ def read_rows(path: Path) -> list[dict]:
                 row["attributes"] = [a.strip() for a in row["attributes"].split("|") if a.strip()]
             rows.append(row)
         return rows
-    for n, raw in enumerate(raw_lines, 1):
+    for n, raw in _lines(path):
+        if raw is None:
+            rows.append({"_line": n, "_error": too_long})
+            continue
         if not raw.strip():
             continue
         try:
@@ -61,6 +84,8 @@ def read_rows(path: Path) -> list[dict]:
             rows.append(obj)
         except UnicodeDecodeError:
             rows.append({"_line": n, "_error": "not valid UTF-8"})
+        except RecursionError:
+            rows.append({"_line": n, "_error": "bad JSON: nested too deeply"})
         except ValueError as e:
             rows.append({"_line": n, "_error": f"bad JSON: {str(e)[:80]}"})
     return rows
@@ -124,6 +149,9 @@ def validate(row: dict, known: set[str]) -> tuple[dict | None, list[str]]:
         errors.append("missing name")
     if not isinstance(desc, str):
         errors.append("description is not a string")
+    image = row.get("image")
+    if image is not None and not isinstance(image, str):
+        errors.append("image must be a path (a string)")
     for k in ("name", "description"):
         if isinstance(row.get(k), str) and len(row[k]) > MAX_FIELD:
             errors.append(f"{k} longer than {MAX_FIELD} characters")
@@ -136,5 +164,5 @@ def validate(row: dict, known: set[str]) -> tuple[dict | None, list[str]]:
         errors.append(f"unknown attribute(s): {', '.join(unknown[:5])}")
     if errors:
         return None, errors
-    return {"id": str(pid), "name": name.strip(), "description": desc.strip(), "image": row.get("image") or "",
+    return {"id": str(pid), "name": name.strip(), "description": desc.strip(), "image": image or "",
             "attributes": attrs}, []
