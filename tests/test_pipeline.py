@@ -439,6 +439,22 @@ def test_resume_key_follows_the_training_data(tmp_path):
     assert file_digest(a, tmp_path / "missing") != file_digest(a)
 
 
+def test_engine_loads_the_image_tokenizer_only_to_encode_pictures(trained, tmp_path):
+    """The stages answer from precomputed tokens: a generator folder whose image tokenizer cannot be
+    rebuilt (the patches variant's has no codebook) still harvests and evaluates."""
+    import shutil
+
+    from deflate.engine import Deflate
+    run, _ = trained
+    shutil.copytree(run / "gen", tmp_path / "gen")
+    (tmp_path / "gen" / "codebook.safetensors").unlink()
+    engine = Deflate(tmp_path / "gen", discriminator=None, lexical=None, decisions=Deflate.load(run / "bundle").decisions,
+                     decode=tiny_params()["decode"], claim_batch_size=64)
+    assert engine.meta["use_image"]
+    with pytest.raises(FileNotFoundError):
+        engine.images([{"image": ""}], None, [[]])
+
+
 def test_predict_tokenizes_pictures_exactly_as_the_image_stage(world, trained):
     from deflate.image_tokenizers import load_tokens
     from deflate.engine import Deflate

@@ -97,7 +97,8 @@ class Deflate:
         self.qb = QuestionBuilder(tok, self.meta["language"], self.meta["max_len"], self.meta["max_value_len"])
         self.disc = load_discriminator(discriminator, generator)[0] if discriminator is not None else None
         self.lexical = LexicalScorer.load(lexical) if lexical is not None else None
-        self.image_tok = load_for_inference(generator) if self.meta["use_image"] else None
+        self.generator_dir = generator
+        self._image_tok = None
         missing = [k for k in DECODE_KEYS if k not in decode]
         if missing:
             raise BundleError(f"decode settings lack {', '.join(missing)}")
@@ -135,6 +136,14 @@ class Deflate:
         self.check(d)
         self.decisions = d
         return self
+
+    @property
+    def image_tok(self):
+        """The image tokenizer the generator was trained with (None: text-only), loaded on first use:
+        only new products' pictures need it; the stages read precomputed tokens."""
+        if self._image_tok is None and self.meta["use_image"]:
+            self._image_tok = load_for_inference(self.generator_dir)
+        return self._image_tok
 
     # --- building blocks ---------------------------------------------------------------------------
     def batcher(self, image: np.ndarray | None, has_image: np.ndarray | None) -> Batcher:
