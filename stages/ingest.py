@@ -1,9 +1,9 @@
 """DVC stage: raw input (data.format at data.path) -> validated tables, rejects and schema."""
-import json
 from pathlib import Path
 
 from deflate.config import load_params, stage_timer
 from deflate.data import ingest
+from deflate.files import write_json
 
 p = load_params()
 d = p["data"]
@@ -11,5 +11,4 @@ with stage_timer("ingest"):
     report = ingest(d["format"], d["path"], Path("data/processed"), Path("data/rejects"), d["max_reject_fraction"],
                     language=d["language"], seed=p["seed"], pic_token_len=d["pic_token_len"],
                     pic_token_vocab=d["pic_token_vocab"])
-Path("metrics").mkdir(exist_ok=True)
-Path("metrics/ingest.json").write_text(json.dumps(report, ensure_ascii=False, indent=1, sort_keys=True))
+write_json(Path("metrics/ingest.json"), report, ensure_ascii=False, indent=1, sort_keys=True)

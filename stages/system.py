@@ -1,17 +1,15 @@
 """DVC stage (one per item of the `system` foreach): train and score one compared system on one
 dataset.  Usage: python stages/system.py SYSTEM TABLES_DIR TOKENS_DIR NAME"""
-import json
 import sys
 from pathlib import Path
 
 from deflate.config import load_params, stage_timer
 from deflate.experiments import run_system
+from deflate.files import write_json
 
 system, processed, tokens, name = sys.argv[1:5]
 with stage_timer(f"system@{name}"):
     m = run_system(system, load_params(), Path(processed), Path(tokens), Path("models/systems") / name,
                    dataset=name.rsplit("-", 1)[-1])
-out = Path("metrics/systems") / f"{name}.json"
-out.parent.mkdir(parents=True, exist_ok=True)
-out.write_text(json.dumps(m, ensure_ascii=False, indent=1, sort_keys=True))
+write_json(Path("metrics/systems") / f"{name}.json", m, ensure_ascii=False, indent=1, sort_keys=True)
 print(f"[system] {name}: AVE F1 {m['ave']['f1']}, AP F1 {m['ap']['f1']}, {m['efficiency']['seconds']}s")

@@ -136,8 +136,28 @@ def test_desire_adapter_reads_synthetic_default(tmp_path):
 
 def test_tables_do_not_depend_on_where_the_repo_lives(tmp_path, monkeypatch):
     from deflate.synth import write_desire
-    write_desire(tmp_path / "raw", 12, seed=1, image_size=16, progress=False)
+    write_desire(tmp_path / "raw", 20, seed=1, image_size=16, progress=False)
     monkeypatch.chdir(tmp_path)
     ingest("desire", "raw", tmp_path / "p", tmp_path / "r", 0.0)
     recs = load_split(tmp_path / "p", "train")
     assert recs and all(r.image.startswith("raw/images/") for r in recs)
+
+
+def test_ingest_papercuts_line_numbers_empty_split_side_file_and_no_stale_tables(tmp_path):
+    root = tmp_path / "raw"
+    write_desire_dir(root, [desire_line(sku="A"), desire_line(sku="B"), desire_line(sku="A", name="又一个")])
+    ingest("desire", root, tmp_path / "p", tmp_path / "r", 0.5)
+    (dup,) = [json.loads(x) for x in (tmp_path / "r" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert dup["reason"] == "duplicate id A" and dup["row"] == 4  # the raw file's line (header = line 1)
+    # a side file's bad line names the file and the line, whatever is wrong with it
+    for bad, why in (("{not json", "bad JSON"), (json.dumps({"id": "A"}), "a line needs id, attribute, value and source")):
+        (root / "sources.jsonl").write_text(json.dumps({"id": "B", "attribute": "主料", "value": "牛肉",
+                                                        "source": "explicit"}) + "\n" + bad + "\n", encoding="utf-8")
+        with pytest.raises(ValueError, match=r"sources\.jsonl:2: " + why):
+            ingest("desire", root, tmp_path / "p", tmp_path / "r", 0.5)
+    # the failed runs left no tables of the earlier good run behind
+    assert not list((tmp_path / "p").glob("*.parquet")) and not (tmp_path / "p" / "schema.json").exists()
+    (root / "sources.jsonl").unlink()
+    (root / "val.tsv").write_text("\t".join(DESIRE_COLUMNS) + "\n", encoding="utf-8")  # header only
+    with pytest.raises(ValueError, match="the val split has no usable rows"):
+        ingest("desire", root, tmp_path / "p", tmp_path / "r", 0.5)

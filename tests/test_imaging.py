@@ -164,3 +164,38 @@ def test_no_training_pictures_means_text_only(tmp_path):
     records_to_frame(recs["val"]).to_parquet(tmp_path / "proc" / "val.parquet")
     data = load_data(tmp_path / "proc", tmp_path / "tok", "val")
     assert data.image is None and data.has_image is None and len(data.records) == 3
+
+
+def test_every_pil_mode_becomes_correct_rgb(tmp_path):
+    from deflate.image_files import open_rgb, to_rgb
+    ramp16 = (np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16)  # 0 .. 61380
+    Image.fromarray(ramp16).save(tmp_path / "sixteen.png")  # mode I;16: convert("RGB") clips it to white
+    got = np.asarray(open_rgb(tmp_path / "sixteen.png"), dtype=np.float64)
+    assert got.shape == (32, 32, 3) and abs(got.mean() - ramp16.mean() / 257) < 1 and got.min() == 0
+    assert abs(np.asarray(to_rgb(Image.fromarray(ramp16.astype(np.int32), "I"))).mean() - ramp16.mean() / 257) < 1
+    assert np.asarray(to_rgb(Image.fromarray(np.full((4, 4), 0.5, np.float32), "F"))).max() == 128  # [0, 1] floats
+    clear = Image.new("RGBA", (4, 4), (10, 20, 30, 0))  # fully transparent: the white background shows
+    assert (np.asarray(to_rgb(clear)) == 255).all()
+    assert (np.asarray(to_rgb(Image.new("LA", (4, 4), (0, 255)))) == 0).all()  # opaque black stays black
+    pal = Image.new("P", (4, 4), 1)
+    pal.putpalette([0, 0, 0, 200, 0, 0] + [0] * 762)
+    pal.info["transparency"] = 1
+    assert (np.asarray(to_rgb(pal)) == 255).all()
+    assert np.asarray(to_rgb(Image.new("CMYK", (4, 4), (0, 0, 0, 0)))).min() == 255
+    for mode in ("1", "L", "P", "RGB", "YCbCr", "HSV", "I;16B"):
+        assert to_rgb(Image.new(mode, (4, 4))).mode == "RGB"
+    assert open_rgb((tmp_path / "sixteen.png").read_bytes()).size == (32, 32)  # bytes work like a path
+
+
+def test_confine_keeps_paths_inside_one_folder(tmp_path):
+    from deflate.image_files import confine
+    root = tmp_path / "pics"
+    (root / "sub").mkdir(parents=True)
+    (tmp_path / "out.jpg").write_bytes(b"x")
+    (root / "ok.jpg").write_bytes(b"x")
+    (root / "up").symlink_to(tmp_path)
+    assert confine(root, "ok.jpg") == (root / "ok.jpg").resolve()
+    assert confine(root, "sub/../ok.jpg") == (root / "ok.jpg").resolve()
+    assert confine(root, "missing.jpg") == (root / "missing.jpg").resolve()  # inside, even if absent
+    for name in ("../out.jpg", str(tmp_path / "out.jpg"), "up/out.jpg", "/etc/shadow", "/nonexistent/x.jpg"):
+        assert confine(root, name) is None, name

@@ -216,26 +216,42 @@ def test_killed_training_resumes_to_the_same_weights(world, tmp_path):
 
 
 def test_predict_on_good_and_bad_rows(world, trained, tmp_path):
+    import base64
+    import shutil
+
     from deflate.engine import Deflate
     from deflate.inputs import read_rows
     run, _ = trained
     img = next((world / "raw" / "images").glob("*.jpg"))
-    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not an image")
-    lines = [json.dumps({"id": "a", "name": "外婆家香辣牛肉零食", "image": str(img)}, ensure_ascii=False),
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    shutil.copy(img, pics / "good.jpg")
+    (pics / "broken.jpg").write_bytes(b"\xff\xd8 not an image")
+    (tmp_path / "secret.jpg").write_bytes(img.read_bytes())  # a real picture outside the allowed folder
+    (pics / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    lines = [json.dumps({"id": "a", "name": "外婆家香辣牛肉零食", "image": "good.jpg"}, ensure_ascii=False),
              json.dumps({"id": "b", "name": "白毫银针茶饮", "description": "冰镇", "attributes": ["茶", "冷热"]},
                         ensure_ascii=False),
-             json.dumps({"id": "c", "name": "红烧牛肉", "image": str(tmp_path / "broken.jpg")}, ensure_ascii=False),
+             json.dumps({"id": "c", "name": "红烧牛肉", "image": "broken.jpg"}, ensure_ascii=False),
              json.dumps({"id": "d", "description": "no name"}),
              json.dumps({"id": "e", "name": "x", "attributes": ["颜色"]}, ensure_ascii=False),
              "{not json",
              "[1, 2]",
              json.dumps({"id": "f", "name": "x", "image": 123}),
-             "[" * 100_000 + "]" * 100_000]
+             "[" * 100_000 + "]" * 100_000,
+             json.dumps({"id": "g", "name": "x", "image": "../secret.jpg"}),
+             json.dumps({"id": "h", "name": "x", "image": str(tmp_path / "secret.jpg")}),
+             json.dumps({"id": "i", "name": "x", "image": "link.jpg"}),
+             json.dumps({"id": "j", "name": "x", "image": "../nothing_there.jpg"}),
+             json.dumps({"id": "k", "name": "外婆家香辣牛肉零食", "image_b64": base64.b64encode(img.read_bytes()).decode()},
+                        ensure_ascii=False),
+             json.dumps({"id": "a", "name": "again"}),
+             json.dumps({"id": "l", "name": "x", "image_b64": "not base64!"})]
     path = tmp_path / "in.jsonl"
     path.write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\xfe\n")
     engine = Deflate.load(run / "bundle").with_decisions(threshold=0.0)
-    out = engine.answer_rows(read_rows(path), progress=False)
-    assert [r["id"] for r in out][:5] == ["a", "b", "c", "d", "e"] and len(out) == 10
+    out = engine.answer_rows(read_rows(path), pics, progress=False)
+    assert [r["id"] for r in out][:5] == ["a", "b", "c", "d", "e"] and len(out) == len(lines) + 1
     assert not out[0]["errors"] and {p["attribute"] for p in out[0]["predictions"]} <= set(engine.attributes)
     assert out[0]["predictions"] and all(0 <= p["score"] <= 1 for p in out[0]["predictions"])
     assert {p["attribute"] for p in out[1]["predictions"]} <= {"茶", "冷热"} and not out[1]["errors"]
@@ -244,7 +260,18 @@ def test_predict_on_good_and_bad_rows(world, trained, tmp_path):
     assert "unknown attribute" in out[4]["errors"][0]
     assert "bad JSON" in out[5]["errors"][0] and "not a JSON object" in out[6]["errors"][0]
     assert "image must be a path" in out[7]["errors"][0] and "nested too deeply" in out[8]["errors"][0]
-    assert out[9]["errors"] == ["not valid UTF-8"]
+    # escaping paths (.., absolute, a symlink out) are refused with one message, whether or not the file exists
+    refused = [out[k]["errors"] for k in (9, 10, 11, 12)]
+    assert refused == [["image ignored: outside the allowed image folder"]] * 4
+    assert all(out[k]["predictions"] for k in (9, 10, 11, 12))  # still answered from the text
+    # inline bytes: the same picture gives the same answers as the path
+    assert not out[13]["errors"] and out[13]["predictions"] == out[0]["predictions"]
+    assert "duplicate of line 1 (same id 'a'" in out[14]["errors"][0] and not out[14]["predictions"]
+    assert "not valid base64" in out[15]["errors"][0]
+    assert out[16]["errors"] == ["not valid UTF-8"]
+    # without an allowed folder (the pyfunc unless DEFLATE_IMAGE_ROOT is set), no path is followed
+    alone = engine.answer_rows(read_rows(path)[:1], None, progress=False)
+    assert "send the picture as image_b64" in alone[0]["errors"][0]
     tsv = tmp_path / "in.tsv"
     tsv.write_text("id\tname\tdescription\tattributes\nt1\t红烧牛肉\t\t主料|辣度\nt2\tonly two\n", encoding="utf-8")
     out = engine.answer_rows(read_rows(tsv), progress=False)
@@ -376,6 +403,8 @@ def test_predict_command_line_answers_the_same_from_any_directory(world, trained
         assert r.exit_code == 0, r.output
         assert f"{len(rows) + 1} rows, 1 with errors only" in r.output and f"threshold {m['threshold']:.3f}" in r.output
         outputs.append((tmp_path / where / "out" / "pred.jsonl").read_text(encoding="utf-8"))
+        done = json.loads((tmp_path / where / "out" / "pred.jsonl.done.json").read_text())  # written last
+        assert done["rows"] == len(rows) + 1 and done["with_errors"] == 1
     assert outputs[0] == outputs[1]
     out = [json.loads(x) for x in outputs[0].splitlines()]
     assert [o["id"] for o in out][-1] == "b" and out[-1]["errors"] == ["missing name"]
@@ -462,7 +491,9 @@ def test_predict_tokenizes_pictures_exactly_as_the_image_stage(world, trained):
     recs = load_split(world / "processed", "test")
     tokens, has, _ = load_tokens(world / "tokens", "test")
     errors = [[] for _ in recs]
-    got, got_has = Deflate.load(run / "bundle").images([{"image": r.image} for r in recs], None, errors)
+    # the records' paths are relative to the stage's working directory: absolute here, / allowed
+    products = [{"image": str(Path(r.image).resolve()) if r.image else ""} for r in recs]
+    got, got_has = Deflate.load(run / "bundle").images(products, Path("/"), errors)
     assert (got_has == has).all() and (got[has] == tokens[has]).all()
 
 

@@ -105,8 +105,9 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
             output: Path = typer.Option(..., help="Where to write one JSON line per input row."),
             fmt: str = typer.Option("products", "--format", help="products | implicitave (rows carry gold values; "
                                     "every asked attribute is answered and an accuracy JSON is written too)."),
-            images: Path = typer.Option(None, help="Folder the rows' image paths are relative to (implicitave: "
-                                        "default the images/ folder beside the texts)."),
+            images: Path = typer.Option(None, help="The one folder the rows' image paths may point into, relative "
+                                        "to it (default: the input file's folder; implicitave: the images/ folder "
+                                        "beside the texts). Paths leaving it, symlinks included, are refused."),
             mode: str = typer.Option(None, help="Override the bundle's answer mode: free (generated text) | "
                                      "constrained (best of the attribute's known values) | rerank (known values "
                                      "re-scored with the discriminator) | fused (generator + discriminator + lexical "
@@ -166,6 +167,7 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
         images = images or pictures
     else:
         rows = read_rows(input)
+        images = images or input.parent
     t = time.perf_counter()
     results = engine.answer_rows(rows, images)
     dt = time.perf_counter() - t
@@ -173,6 +175,10 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
         if "gold" in row:
             r["gold"] = row["gold"]
     write_jsonl(output, results)
+    # written last: a consumer that finds it knows the predictions file is complete
+    write_json(output.with_name(output.name + ".done.json"),
+               {"rows": len(results), "with_errors": sum(bool(r["errors"]) for r in results),
+                "kept_values": sum(len(r["predictions"]) for r in results), "output": output.name}, indent=1)
     bad = sum(bool(r["errors"]) and not r["predictions"] for r in results)
     rule = "every asked attribute answered" if d.keep_all else f"threshold {d.threshold:.3f}"
     typer.echo(f"{len(results)} rows, {bad} with errors only, {sum(len(r['predictions']) for r in results)} "

@@ -17,6 +17,7 @@ from typing import Iterator
 
 import pandas as pd
 
+from .files import write_json, write_jsonl
 from .image_files import BadImage, open_rgb
 
 SPLITS = ("train", "val", "test")
@@ -35,6 +36,7 @@ class Record:
     image: str = ""                     # validated image, relative to the working directory, or ""
     pic_tokens: list[int] | None = None  # precomputed DALL-E tokens (real DESIRE), or None
     labels: list[dict] = field(default_factory=list)  # [{"attribute", "value", "source"}]
+    line: int = 0                       # where the row (its first row) stands in the raw file; not saved
 
     @property
     def text(self) -> str:
@@ -125,6 +127,7 @@ def _rows(split: str, path: Path, parse, has_header: bool, prefix: str = "") -> 
                 continue
             rec = parse(line, n)
             if rec is not None:
+                rec.line = rec.line or n
                 yield rec
         except RowError as e:
             yield Reject(split, n, f"{prefix}{e}", (line or raw.decode("utf-8", "replace"))[:200])
@@ -150,10 +153,18 @@ class DesireAdapter:
         self.sources: dict[tuple[str, str, str], str] = {}
         side = root / "sources.jsonl"
         if side.exists():
-            for line in side.read_text(encoding="utf-8").splitlines():
-                if line.strip():
+            for n, line, _ in _lines(side):
+                if line is None or not line.strip():
+                    if line is None:
+                        raise ValueError(f"{side}:{n}: not valid UTF-8")
+                    continue
+                try:
                     s = json.loads(line)
-                    self.sources[(s["id"], s["attribute"], s["value"])] = s["source"]
+                    self.sources[(str(s["id"]), str(s["attribute"]), str(s["value"]))] = str(s["source"])
+                except (ValueError, RecursionError) as e:
+                    raise ValueError(f"{side}:{n}: bad JSON ({str(e)[:80]})") from None
+                except (KeyError, TypeError) as e:
+                    raise ValueError(f"{side}:{n}: a line needs id, attribute, value and source ({e})") from None
 
     def files(self, split: str) -> list[Path]:
         p = self.root / f"{split}.tsv"
@@ -277,7 +288,7 @@ class ImplicitAveAdapter:
                         image = _check_image(image_dir / Path(img).name)
                     except BadImage as e:
                         raise RowError(str(e)) from None
-                rec = products[pid] = Record(pid, name, category, f"{domain}/{category}", image)
+                rec = products[pid] = Record(pid, name, category, f"{domain}/{category}", image, line=n)
             if any(lab["attribute"] == attr for lab in rec.labels):
                 raise RowError(f"duplicate attribute {attr!r} for id {pid}")
             rec.labels.append({"attribute": attr, "value": value, "source":
@@ -326,6 +337,8 @@ def load_split(processed: Path, split: str) -> list[Record]:
 def ingest(fmt: str, path: str | Path, out: Path, rejects_dir: Path, max_reject_fraction: float,
            language: str = "auto", train_fraction: float = 1.0, seed: int = 0, **adapter_kw) -> dict:
     """Read every split through the adapter, write parquet tables, rejects and the schema."""
+    for old in [*(out / f"{s}.parquet" for s in SPLITS), out / "schema.json"]:  # a failed run leaves nothing stale
+        old.unlink(missing_ok=True)
     adapter = make_adapter(fmt, path, **adapter_kw)
     out.mkdir(parents=True, exist_ok=True)
     rejects_dir.mkdir(parents=True, exist_ok=True)
@@ -341,7 +354,7 @@ def ingest(fmt: str, path: str | Path, out: Path, rejects_dir: Path, max_reject_
             if isinstance(item, Reject):
                 bad.append(item)
             elif item.id in seen:
-                bad.append(Reject(split, -1, f"duplicate id {item.id}", item.name[:200]))
+                bad.append(Reject(split, item.line or -1, f"duplicate id {item.id}", item.name[:200]))
             else:
                 seen.add(item.id)
                 good.append(item)
@@ -350,10 +363,11 @@ def ingest(fmt: str, path: str | Path, out: Path, rejects_dir: Path, max_reject_
             k = max(1, round(len(good) * train_fraction))
             good = sorted(random.Random(seed).sample(good, k), key=lambda r: r.id)
         tables[split] = good
-        with open(rejects_dir / f"{split}.jsonl", "w", encoding="utf-8") as f:
-            for b in bad:
-                f.write(json.dumps(asdict(b), ensure_ascii=False) + "\n")
+        write_jsonl(rejects_dir / f"{split}.jsonl", [asdict(b) for b in bad])
         total = len(good) + len(bad)
+        if not good:
+            raise ValueError(f"{fmt}: the {split} split has no usable rows ({total} read) under {path}; "
+                             f"see {rejects_dir}")
         report["splits"][split] = {"kept": len(good), "rejected": len(bad),
                                    "reasons": dict(Counter(b.reason.split(":")[0] for b in bad).most_common())}
         print(f"[ingest] {split}: kept {len(good)}, rejected {len(bad)}"
@@ -362,10 +376,11 @@ def ingest(fmt: str, path: str | Path, out: Path, rejects_dir: Path, max_reject_
             raise RuntimeError(f"{split}: {len(bad)}/{total} rows rejected, more than "
                                f"data.max_reject_fraction={max_reject_fraction}; see {rejects_dir}")
     for split, recs in tables.items():
-        records_to_frame(recs).to_parquet(out / f"{split}.parquet", index=False)
+        tmp = out / f".{split}.parquet.partial"
+        records_to_frame(recs).to_parquet(tmp, index=False)
+        tmp.replace(out / f"{split}.parquet")
     schema = build_schema(tables, fmt, language, adapter)
-    (out / "schema.json").write_text(json.dumps(schema, ensure_ascii=False, indent=1, sort_keys=True),
-                                     encoding="utf-8")
+    write_json(out / "schema.json", schema, ensure_ascii=False, indent=1, sort_keys=True)
     report["schema"] = {"attributes": len(schema["attributes"]), "language": schema["language"]}
     return report
 

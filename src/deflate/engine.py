@@ -23,6 +23,7 @@ import numpy as np
 from .batching import Batcher, Example
 from .data import Record
 from .decoding import Trie, build_tries, generate_values, topk_values
+from .image_files import confine
 from .image_tokenizers import load_for_inference, load_images
 from .inputs import validate
 from .lexical import FILES as LEXICAL_FILES
@@ -230,16 +231,27 @@ class Deflate:
 
     def images(self, products: list[dict], images_dir: Path | None, errors: list[list[str]]):
         """Image tokens per product, loaded exactly as the image stage loads them (same guard, same
-        resampling); a missing or broken picture is reported and masked out (text-only row)."""
-        if self.image_tok is None:
+        resampling). A picture comes as bytes (``image_bytes``) or as a path inside ``images_dir``
+        (after symlinks; anything else is refused without touching it); a refused, missing or broken
+        picture is reported and masked out (the row is answered from its text)."""
+        if not self.meta["use_image"]:
             return None, None
+        sources: list = []
+        for i, p in enumerate(products):
+            source = p.get("image_bytes") or ""
+            if not source and p["image"]:
+                where = confine(images_dir, p["image"]) if images_dir is not None else None
+                if where is None:
+                    errors[i].append("image ignored: outside the allowed image folder" if images_dir is not None
+                                     else "image ignored: no image folder allowed here; send the picture as image_b64")
+                else:
+                    source = str(where)
+            sources.append(source)
         size = self.image_tok.resize
-        paths = [str(images_dir / p["image"]) if images_dir is not None and p["image"] else p["image"]
-                 for p in products]
         blank = np.zeros((size, size, 3), np.uint8)
         arrays = []
-        for i, arr, why in load_images(paths, size, "load pictures", progress=False):
-            if arr is None and paths[i]:
+        for i, arr, why in load_images(sources, size, "load pictures", progress=False):
+            if arr is None and sources[i]:
                 errors[i].append(f"image ignored: {why}")
             arrays.append(arr)
         has = np.array([a is not None for a in arrays], dtype=bool)
@@ -248,8 +260,18 @@ class Deflate:
     def answer_rows(self, rows: list[dict], images_dir: Path | None = None, progress: bool = True) -> list[dict]:
         """``deflate predict`` and the pyfunc: one result per input row, ``{"id", "line",
         "predictions": [{"attribute", "value", "score"}], "errors"}``; a bad row gets its errors and
-        every other row is answered."""
+        every other row is answered (a row asking again what an earlier row asked, same id and
+        attributes, is an error of the later row). Image paths resolve inside ``images_dir`` only."""
         checked = [validate(r, set(self.attributes)) for r in rows]
+        first: dict[tuple, object] = {}
+        for k, (r, (p, _)) in enumerate(zip(rows, checked)):
+            if p is None:
+                continue
+            asked = (p["id"], tuple(sorted(p["attributes"])))
+            if asked in first:
+                checked[k] = (None, [f"duplicate of line {first[asked]} (same id {p['id']!r} and attributes)"])
+            else:
+                first[asked] = r.get("_line", k + 1)
         good = [(i, p) for i, (p, _) in enumerate(checked) if p is not None]
         results = [{"id": str(r.get("id", "")), "line": r.get("_line"), "predictions": [], "errors": errs}
                    for r, (_, errs) in zip(rows, checked)]

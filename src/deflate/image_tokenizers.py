@@ -35,8 +35,9 @@ class TokenSet:
     problems: dict          # product id -> reason the image could not be used
 
 
-def load_images(paths: list[str], size: int, desc: str, progress: bool = True):
-    """Yield (index, RGB uint8 array of size x size or None, reason) with a progress bar in img/s."""
+def load_images(paths: list, size: int, desc: str, progress: bool = True):
+    """Yield (index, RGB uint8 array of size x size or None, reason) with a progress bar in img/s;
+    an item is a path, or a picture's bytes."""
     for i, p in enumerate(tqdm(paths, desc=desc, unit="img", disable=not progress, mininterval=1.0)):
         if not p:
             yield i, None, "no image"

@@ -4,11 +4,15 @@ bundle. Logged "from code" (this file is the model, no pickled object); the bund
 (trained parts + the decisions made on val) travels as the one artifact.
 
 Input: a DataFrame (or the JSON/CSV that ``mlflow models predict`` turns into one) with ``id``,
-``name`` and optional ``description``, ``attributes`` (a list, or ``|``-separated). Output: one row
-per kept (product, attribute, value) and one per row error: ``id, attribute, value, score, error``.
+``name`` and optional ``description``, ``attributes`` (a list, or ``|``-separated), ``image_b64``
+(the picture's bytes, base64) or ``image`` (a path, only under the folder named by the
+``DEFLATE_IMAGE_ROOT`` environment variable where the model is served). Output: one row per kept
+(product, attribute, value) and one per row error: ``id, attribute, value, score, error``; a bad row
+never fails the batch.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -19,10 +23,11 @@ def _rows(frame: pd.DataFrame) -> list[dict]:
     rows = []
     for n, r in enumerate(frame.to_dict(orient="records"), 1):
         r = {k: v for k, v in r.items() if not (isinstance(v, float) and pd.isna(v))}
-        if isinstance(r.get("attributes"), str):
-            r["attributes"] = [a.strip() for a in r["attributes"].split("|") if a.strip()]
-        elif r.get("attributes") is not None and not isinstance(r["attributes"], list):
-            r["attributes"] = list(r["attributes"])
+        attrs = r.get("attributes")
+        if isinstance(attrs, str):
+            r["attributes"] = [a.strip() for a in attrs.split("|") if a.strip()]
+        elif attrs is not None and not isinstance(attrs, list) and hasattr(attrs, "__iter__"):
+            r["attributes"] = list(attrs)  # a numpy array from a DataFrame cell; anything else: validation says
         r["_line"] = n
         rows.append(r)
     return rows
@@ -42,10 +47,12 @@ class DeflateModel(mlflow.pyfunc.PythonModel):
         from deflate.engine import Deflate  # absolute: MLflow runs this file as a script
 
         self.engine = Deflate.load(Path(context.artifacts["bundle"]))
+        root = os.environ.get("DEFLATE_IMAGE_ROOT")  # the one folder request paths may name
+        self.images_root = Path(root) if root else None
 
     def predict(self, context, model_input, params=None):
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return to_frame(self.engine.answer_rows(_rows(frame), progress=False))
+        return to_frame(self.engine.answer_rows(_rows(frame), self.images_root, progress=False))
 
 
 mlflow.models.set_model(DeflateModel())

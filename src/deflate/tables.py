@@ -7,8 +7,11 @@ not a reproduction of DESIRE or MEPAVE, whose full data are not public.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
+
+from .files import write_json, write_text
 
 NAMES = {"bilstm_crf": "BiLSTM-CRF", "mjave": "M-JAVE", "jgave": "JG-AVE", "deflate": "DEFLATE",
          "v_minus": "DEFLATE v−", "d_minus": "DEFLATE d−", "dv_minus": "DEFLATE d−,v−", "patches": "DEFLATE (patches)"}
@@ -95,13 +98,13 @@ def fig3(curves: dict[str, list[dict]], full: dict[str, dict]) -> dict:
 
 def write_fig3_plot(f3: dict, csv_path: Path, png_path: Path, metric: str = "ave_f1"):
     """Long-format CSV for `dvc plots` and a PNG drawn with matplotlib."""
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["system", "proportion", "ave_f1", "ap_f1"])
-        for s, pts in f3["points"].items():
-            for x in pts:
-                w.writerow([NAMES.get(s, s), x["proportion"], x["ave_f1"], x["ap_f1"]])
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["system", "proportion", "ave_f1", "ap_f1"])
+    for s, pts in f3["points"].items():
+        for x in pts:
+            w.writerow([NAMES.get(s, s), x["proportion"], x["ave_f1"], x["ap_f1"]])
+    write_text(csv_path, buf.getvalue())
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,8 +120,10 @@ def write_fig3_plot(f3: dict, csv_path: Path, png_path: Path, metric: str = "ave
     axes[0].legend(fontsize=8)
     fig.suptitle("Figure 3 on the MEPAVE-shaped default data", fontsize=10)
     fig.tight_layout()
-    fig.savefig(png_path, metadata={"Software": None})  # no timestamp: same bytes every run
+    partial = png_path.with_name(f".{png_path.name}.partial")
+    fig.savefig(partial, format="png", metadata={"Software": None})  # no timestamp: same bytes every run
     plt.close(fig)
+    partial.replace(png_path)
 
 
 def _fmt(v, digits: int) -> str:
@@ -193,9 +198,9 @@ def build(metrics_dir: Path, model_dirs: dict[str, Path], seed, digits: int = 2,
     curves = {s: load(f) for s in ["deflate"] + BASELINES if (f := metrics_dir / "fig3" / f"{s}.json").exists()}
     tables["fig3"] = fig3(curves, mepave)
     for name, t in tables.items():
-        (metrics_dir / f"{name}.json").write_text(json.dumps(t, ensure_ascii=False, indent=1))  # row order = paper order
+        write_json(metrics_dir / f"{name}.json", t, ensure_ascii=False, indent=1)  # row order = paper order
     write_fig3_plot(tables["fig3"], metrics_dir / "fig3.csv", metrics_dir / "fig3.png", plot_metric)
-    (metrics_dir / "report.md").write_text(markdown(tables, digits), encoding="utf-8")
+    write_text(metrics_dir / "report.md", markdown(tables, digits))
     return tables
 
 
