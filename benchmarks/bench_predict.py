@@ -24,23 +24,26 @@ def main():
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--images", type=Path, default=Path("."),
+                    help="the allowed image folder (the records' image paths are relative to the repo root)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     recs = load_split(Path("data/processed"), "test")[: args.products]
     rows = [{"id": r.id, "name": r.name, "description": r.description, "image": r.image} for r in recs]
     engine = Deflate.load(args.model)
     engine.decode["batch_size"] = engine.claim_batch_size = args.batch_size
-    engine.answer_rows(rows[:8], progress=False)  # warm-up
+    engine.answer_rows(rows[:8], args.images, progress=False)  # warm-up
     times = []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        out = engine.answer_rows(rows, progress=False)
+        out = engine.answer_rows(rows, args.images, progress=False)
         times.append(time.perf_counter() - t)
     dt = statistics.median(times)
     queries = len(rows) * len(engine.attributes)
     print(json.dumps({"products": len(rows), "attributes": len(engine.attributes), "queries": queries,
                       "seconds_median": round(dt, 2), "seconds": [round(x, 2) for x in times],
                       "queries_per_s": round(queries / dt, 1), "kept_values": sum(len(r["predictions"]) for r in out),
+                      "rows_with_errors": sum(bool(r["errors"]) for r in out),
                       "mode": engine.decisions.mode, "batch_size": args.batch_size, "threads": args.threads}, indent=1))
 
 
