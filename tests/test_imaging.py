@@ -1,4 +1,6 @@
+import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,8 +9,15 @@ from PIL import Image
 
 from deflate.data import Record
 from deflate.image_files import BadImage, open_rgb
-from deflate.image_tokenizers import (NotADalleEncoder, Patches, VisualWords, load_dalle_encoder, load_tokens, run_stage,
-                             to_patches)
+from deflate.image_tokenizers import (
+    NotADalleEncoder,
+    Patches,
+    VisualWords,
+    load_dalle_encoder,
+    load_tokens,
+    run_stage,
+    to_patches,
+)
 from deflate.synth import make_product, render_image
 
 CFG = {"tokenizer": "visual_words", "grid": 4, "vocab_size": 16, "resize": 32, "batch_size": 4, "num_threads": 1,
@@ -199,3 +208,19 @@ def test_confine_keeps_paths_inside_one_folder(tmp_path):
     assert confine(root, "missing.jpg") == (root / "missing.jpg").resolve()  # inside, even if absent
     for name in ("../out.jpg", str(tmp_path / "out.jpg"), "up/out.jpg", "/etc/shadow", "/nonexistent/x.jpg"):
         assert confine(root, name) is None, name
+
+
+def test_a_model_trained_on_patch_features_encodes_new_pictures_with_patches(tmp_path):
+    """The patches variant trains on data/tokens_patches while params' image.tokenizer says
+    visual_words: the model folder must rebuild the tokenizer that made its features."""
+    from deflate.config import load_params
+    from deflate.image_tokenizers import load_for_inference, save_for_inference
+    cfg = load_params(Path(__file__).resolve().parents[1] / "params.yaml")["image"]
+    tokens = tmp_path / "tokens_patches"
+    tokens.mkdir()
+    (tokens / "meta.json").write_text(json.dumps({"tokenizer": "patches", "continuous": True, "feature_dim": 192}))
+    save_for_inference(tokens, {**cfg, "tokenizer": "visual_words"}, tmp_path)  # no codebook exists
+    tok = load_for_inference(tmp_path)
+    assert isinstance(tok, Patches)
+    feats = tok.encode([np.zeros((cfg["resize"], cfg["resize"], 3), np.uint8)])
+    assert feats.shape == (1, cfg["grid"] ** 2, 192)

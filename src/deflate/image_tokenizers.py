@@ -289,7 +289,10 @@ def load_for_inference(model_dir: Path):
     path = model_dir / "image.json"
     if not path.exists():
         return None
-    cfg = json.loads(path.read_text())["cfg"]
+    saved = json.loads(path.read_text())
+    # the tokenizer that made the training features (the patches variant runs with image.* of params
+    # naming visual_words), else the params' one
+    cfg = {**saved["cfg"], "tokenizer": saved["meta"].get("tokenizer") or saved["cfg"]["tokenizer"]}
     tok = make_tokenizer(cfg, 0)
     if isinstance(tok, VisualWords):
         tok.load(model_dir / "codebook.safetensors")
