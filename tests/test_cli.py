@@ -69,3 +69,19 @@ def test_hostile_rows_become_row_errors(tmp_path):
     assert [p is not None for p, _ in checked] == [True, False, False, False, False, True]
     assert "nested too deeply" in checked[1][1][0] and "image must be a path" in checked[2][1][0]
     assert "image must be a path" in checked[3][1][0] and "longer than" in checked[4][1][0]
+
+
+def test_an_interrupted_write_leaves_the_previous_file_whole(tmp_path):
+    from deflate.files import atomic_writer
+    out = tmp_path / "pred.jsonl"
+    out.write_text("previous run\n")
+    try:
+        with atomic_writer(out) as f:
+            f.write('{"id": "a"}\n')
+            raise KeyboardInterrupt("killed mid-write")
+    except KeyboardInterrupt:
+        pass
+    assert out.read_text() == "previous run\n" and [p.name for p in tmp_path.iterdir()] == ["pred.jsonl"]
+    with atomic_writer(out) as f:
+        f.write("new\n")
+    assert out.read_text() == "new\n"

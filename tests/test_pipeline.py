@@ -406,6 +406,14 @@ def test_predict_command_line_answers_the_same_from_any_directory(world, trained
         done = json.loads((tmp_path / where / "out" / "pred.jsonl.done.json").read_text())  # written last
         assert done["rows"] == len(rows) + 1 and done["with_errors"] == 1
     assert outputs[0] == outputs[1]
+    # answered 3 rows at a time (the input streamed): the same file, and a repeat is still caught across chunks
+    with open(tmp_path / "in.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(rows[0], ensure_ascii=False) + "\n")
+    r = CliRunner().invoke(app, ["predict", "--model", str(run / "bundle"), "--input", str(tmp_path / "in.jsonl"),
+                                 "--output", "chunked.jsonl", "--chunk-rows", "3"])
+    assert r.exit_code == 0, r.output
+    chunked = (tmp_path / "b" / "chunked.jsonl").read_text(encoding="utf-8").splitlines()
+    assert chunked[:-1] == outputs[0].splitlines() and "duplicate of line 1" in json.loads(chunked[-1])["errors"][0]
     out = [json.loads(x) for x in outputs[0].splitlines()]
     assert [o["id"] for o in out][-1] == "b" and out[-1]["errors"] == ["missing name"]
     # the same kept answers as the evaluate stage wrote for the test split

@@ -85,6 +85,17 @@ def _check_output(output: Path, input: Path) -> None:
         _fail(f"cannot write --output {output}: {e.strerror or e}")
 
 
+def _chunks(rows, size: int):
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _weights(given: str) -> tuple[float, float, float]:
     try:
         w = tuple(float(x) for x in given.split(","))
@@ -120,7 +131,9 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
                                             "chosen on validation)."),
             metrics: Path = typer.Option(None, help="Accuracy JSON for rows with gold values (default: next to "
                                          "--output, *.accuracy.json)."),
-            batch_size: int = typer.Option(None, help="Questions (and claims) per batch (default: the bundle's).")):
+            batch_size: int = typer.Option(None, help="Questions (and claims) per batch (default: the bundle's)."),
+            chunk_rows: int = typer.Option(10_000, min=1, help="Input rows answered (and held in memory) at a "
+                                           "time; the input is read as a stream.")):
     """Predict attribute values for new products (fields: id, name, and optionally description, image, attributes).
 
     Rows with bad fields get an error record and no predictions; every other row is predicted.
@@ -129,8 +142,8 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
     import time
 
     from .engine import MODES, BundleError
-    from .files import write_json, write_jsonl
-    from .inputs import accuracy, read_implicitave, read_rows
+    from .files import atomic_writer, write_json
+    from .inputs import accuracy_of, iter_rows, read_implicitave, scored_answers
 
     if fmt not in ("products", "implicitave"):
         _fail(f"--format must be products or implicitave, not {fmt!r}")
@@ -166,25 +179,33 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
             _fail(str(e))
         images = images or pictures
     else:
-        rows = read_rows(input)
+        rows = iter_rows(input)  # streamed: only one chunk of rows is held at a time
         images = images or input.parent
     t = time.perf_counter()
-    results = engine.answer_rows(rows, images)
+    counts = {"rows": 0, "with_errors": 0, "errors_only": 0, "kept_values": 0}
+    scored: list[dict] = []
+    seen: dict = {}  # duplicate questions across chunks
+    with atomic_writer(output) as f:  # nothing at --output until every row is written
+        for chunk in _chunks(rows, chunk_rows):
+            results = engine.answer_rows(chunk, images, seen=seen)
+            for r, row in zip(results, chunk):
+                if "gold" in row:
+                    r["gold"] = row["gold"]
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            scored += scored_answers(results, chunk)
+            counts["rows"] += len(results)
+            counts["with_errors"] += sum(bool(r["errors"]) for r in results)
+            counts["errors_only"] += sum(bool(r["errors"]) and not r["predictions"] for r in results)
+            counts["kept_values"] += sum(len(r["predictions"]) for r in results)
     dt = time.perf_counter() - t
-    for r, row in zip(results, rows):
-        if "gold" in row:
-            r["gold"] = row["gold"]
-    write_jsonl(output, results)
     # written last: a consumer that finds it knows the predictions file is complete
     write_json(output.with_name(output.name + ".done.json"),
-               {"rows": len(results), "with_errors": sum(bool(r["errors"]) for r in results),
-                "kept_values": sum(len(r["predictions"]) for r in results), "output": output.name}, indent=1)
-    bad = sum(bool(r["errors"]) and not r["predictions"] for r in results)
+               {k: counts[k] for k in ("rows", "with_errors", "kept_values")} | {"output": output.name}, indent=1)
     rule = "every asked attribute answered" if d.keep_all else f"threshold {d.threshold:.3f}"
-    typer.echo(f"{len(results)} rows, {bad} with errors only, {sum(len(r['predictions']) for r in results)} "
+    typer.echo(f"{counts['rows']} rows, {counts['errors_only']} with errors only, {counts['kept_values']} "
                f"values kept (mode {d.mode}, {rule}), {dt:.1f}s -> {output}")
-    if any(r.get("gold") is not None for r in rows):
-        acc = accuracy(results, rows)
+    if scored:
+        acc = accuracy_of(scored)
         acc["mode"], acc["model"] = d.mode, str(model)
         metrics = metrics or output.with_suffix(".accuracy.json")
         write_json(metrics, acc, ensure_ascii=False, indent=1, sort_keys=True)

@@ -257,13 +257,15 @@ class Deflate:
         has = np.array([a is not None for a in arrays], dtype=bool)
         return self.image_tok.encode([a if a is not None else blank for a in arrays]), has
 
-    def answer_rows(self, rows: list[dict], images_dir: Path | None = None, progress: bool = True) -> list[dict]:
+    def answer_rows(self, rows: list[dict], images_dir: Path | None = None, progress: bool = True,
+                    seen: dict | None = None) -> list[dict]:
         """``deflate predict`` and the pyfunc: one result per input row, ``{"id", "line",
         "predictions": [{"attribute", "value", "score"}], "errors"}``; a bad row gets its errors and
         every other row is answered (a row asking again what an earlier row asked, same id and
-        attributes, is an error of the later row). Image paths resolve inside ``images_dir`` only."""
+        attributes, is an error of the later row; pass the same ``seen`` to every chunk of one input).
+        Image paths resolve inside ``images_dir`` only."""
         checked = [validate(r, set(self.attributes)) for r in rows]
-        first: dict[tuple, object] = {}
+        first: dict[tuple, object] = {} if seen is None else seen
         for k, (r, (p, _)) in enumerate(zip(rows, checked)):
             if p is None:
                 continue

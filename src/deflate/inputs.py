@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 from pathlib import Path
+from typing import Iterator
 
 from .metrics import accuracy_report
 
@@ -45,19 +46,24 @@ def _lines(path: Path):
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Raw rows with a ``_line`` number; undecodable, malformed or over-long lines become ``_error`` rows."""
-    rows: list[dict] = []
+    """All of :func:`iter_rows`."""
+    return list(iter_rows(path))
+
+
+def iter_rows(path: Path) -> Iterator[dict]:
+    """Raw rows with a ``_line`` number, one at a time; undecodable, malformed or over-long lines
+    become ``_error`` rows."""
     too_long = f"line longer than {MAX_LINE} bytes"
     if path.suffix.lower() in (".tsv", ".tab"):
         header = None
         for n, raw in _lines(path):
             if raw is None:
-                rows.append({"_line": n, "_error": too_long})
+                yield {"_line": n, "_error": too_long}
                 continue
             try:
                 line = raw.rstrip(b"\r").decode("utf-8")
             except UnicodeDecodeError:
-                rows.append({"_line": n, "_error": "not valid UTF-8"})
+                yield {"_line": n, "_error": "not valid UTF-8"}
                 continue
             if not line.strip():
                 continue
@@ -66,32 +72,29 @@ def read_rows(path: Path) -> list[dict]:
                 header = [c.strip() for c in cols]
                 continue
             if len(cols) != len(header):
-                rows.append({"_line": n, "_error": f"{len(cols)} columns, expected {len(header)}"})
+                yield {"_line": n, "_error": f"{len(cols)} columns, expected {len(header)}"}
                 continue
             row = dict(zip(header, cols), _line=n)
             if row.get("attributes"):
                 row["attributes"] = [a.strip() for a in row["attributes"].split("|") if a.strip()]
-            rows.append(row)
-        return rows
+            yield row
+        return
     for n, raw in _lines(path):
         if raw is None:
-            rows.append({"_line": n, "_error": too_long})
+            yield {"_line": n, "_error": too_long}
             continue
         if not raw.strip():
             continue
         try:
             obj = json.loads(raw.decode("utf-8"))
-            if not isinstance(obj, dict):
-                raise ValueError("not a JSON object")
-            obj["_line"] = n
-            rows.append(obj)
+            obj = dict(obj, _line=n) if isinstance(obj, dict) else {"_line": n, "_error": "bad JSON: not a JSON object"}
         except UnicodeDecodeError:
-            rows.append({"_line": n, "_error": "not valid UTF-8"})
+            obj = {"_line": n, "_error": "not valid UTF-8"}
         except RecursionError:
-            rows.append({"_line": n, "_error": "bad JSON: nested too deeply"})
+            obj = {"_line": n, "_error": "bad JSON: nested too deeply"}
         except ValueError as e:
-            rows.append({"_line": n, "_error": f"bad JSON: {str(e)[:80]}"})
-    return rows
+            obj = {"_line": n, "_error": f"bad JSON: {str(e)[:80]}"}
+        yield obj
 
 
 IMPLICITAVE_COLUMNS = ("id", "images", "category", "texts", "attribute_names", "attribute_values")
@@ -123,9 +126,9 @@ def read_implicitave(path: Path) -> tuple[list[dict], Path | None]:
     return rows, pictures
 
 
-def accuracy(results: list[dict], rows: list[dict]) -> dict:
-    """Exact / lenient accuracy of the answers to rows that carry a gold value; a row answered
-    with nothing (or with errors) counts as wrong."""
+def scored_answers(results: list[dict], rows: list[dict]) -> list[dict]:
+    """``{domain, attribute, gold, pred}`` of each answered row that carries a gold value (a row
+    answered with nothing, or with errors, has pred "")."""
     scored = []
     for res, row in zip(results, rows):
         if row.get("gold") is None:
@@ -133,10 +136,19 @@ def accuracy(results: list[dict], rows: list[dict]) -> dict:
         pred = res["predictions"][0]["value"] if res["predictions"] else ""
         scored.append({"domain": row.get("domain", ""), "attribute": (row.get("attributes") or [""])[0],
                        "gold": row["gold"], "pred": pred})
+    return scored
+
+
+def accuracy_of(scored: list[dict]) -> dict:
+    """Exact / lenient accuracy, overall, per domain and per attribute; unanswered rows count as wrong."""
     overall, per_attribute = accuracy_report(scored)
     overall["per_attribute"] = per_attribute
-    overall["unanswered"] = sum(r.get("gold") is not None and not res["predictions"] for res, r in zip(results, rows))
+    overall["unanswered"] = sum(not x["pred"] for x in scored)
     return overall
+
+
+def accuracy(results: list[dict], rows: list[dict]) -> dict:
+    return accuracy_of(scored_answers(results, rows))
 
 
 def validate(row: dict, known: set[str]) -> tuple[dict | None, list[str]]:
