@@ -12,6 +12,11 @@ app = typer.Typer(help="DEFLATE: multi-modal generative-discriminative attribute
                   no_args_is_help=True, add_completion=False)
 
 
+def _fail(message: str):
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
 @app.command()
 def synth(out: Path = typer.Option(Path("data/raw/synth"), help="Output folder (desire/ and mepave/ inside)."),
           n_products: int = typer.Option(2000, help="Number of gourmet products."),
@@ -38,14 +43,8 @@ def ingest(fmt: str = typer.Option("desire", "--format", help="desire | mepave |
     try:
         report = run(fmt, path, out, rejects, max_reject_fraction)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
-        typer.secho(f"error: {e}", fg="red", err=True)
-        raise typer.Exit(1)
+        _fail(str(e))
     typer.echo(json.dumps(report, ensure_ascii=False, indent=1))
-
-
-def _fail(message: str):
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(1)
 
 
 def _load_engine(model: str):
@@ -96,14 +95,12 @@ def _chunks(rows, size: int):
         yield chunk
 
 
-def _weights(given: str) -> tuple[float, float, float]:
+def _weights(given: str) -> tuple[float, ...]:
+    """The numbers of ``--weights``; how many and which values are allowed, Decisions checks."""
     try:
-        w = tuple(float(x) for x in given.split(","))
+        return tuple(float(x) for x in given.split(","))
     except ValueError:
-        w = ()
-    if len(w) != 3 or min(w) < 0 or sum(w) <= 0:
         _fail(f"--weights must be three non-negative numbers 'generator,discriminator,lexical', not {given!r}")
-    return w
 
 
 @app.command()
@@ -217,8 +214,7 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
 def show(metrics: Path = typer.Argument(Path("metrics/deflate.json"), help="A metrics JSON written by evaluate.")):
     """Print a metrics JSON as a Markdown table (P / R / F1 per metric and per value source)."""
     if not metrics.is_file():
-        typer.secho(f"error: {metrics} not found; run `dvc repro` first", fg="red", err=True)
-        raise typer.Exit(1)
+        _fail(f"{metrics} not found; run `dvc repro` first")
     m = json.loads(metrics.read_text(encoding="utf-8"))
     rows = [("AP", m["ap"]), ("AVE", m["ave"]), ("AVE fuzzy", m["ave_fuzzy"]),
             ("EAV-only AVE", m["eav_only"]["ave"]), ("EAV-only AVE fuzzy", m["eav_only"]["ave_fuzzy"])]
@@ -240,8 +236,7 @@ def report(metrics: Path = typer.Option(Path("metrics"), help="Folder with table
 
     tables = load_tables(metrics)
     if not tables:
-        typer.secho(f"error: no table JSON in {metrics}; run `dvc repro` first", fg="red", err=True)
-        raise typer.Exit(1)
+        _fail(f"no table JSON in {metrics}; run `dvc repro` first")
     typer.echo(markdown(tables, digits))
 
 

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from .files import write_json, write_jsonl
+from .files import atomic_path, write_json, write_jsonl
 from .image_files import BadImage, open_rgb
 
 SPLITS = ("train", "val", "test")
@@ -376,9 +376,8 @@ def ingest(fmt: str, path: str | Path, out: Path, rejects_dir: Path, max_reject_
             raise RuntimeError(f"{split}: {len(bad)}/{total} rows rejected, more than "
                                f"data.max_reject_fraction={max_reject_fraction}; see {rejects_dir}")
     for split, recs in tables.items():
-        tmp = out / f".{split}.parquet.partial"
-        records_to_frame(recs).to_parquet(tmp, index=False)
-        tmp.replace(out / f"{split}.parquet")
+        with atomic_path(out / f"{split}.parquet") as tmp:
+            records_to_frame(recs).to_parquet(tmp, index=False)
     schema = build_schema(tables, fmt, language, adapter)
     write_json(out / "schema.json", schema, ensure_ascii=False, indent=1, sort_keys=True)
     report["schema"] = {"attributes": len(schema["attributes"]), "language": schema["language"]}

@@ -10,21 +10,29 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_writer(path: Path):
-    """A text file handle for ``path`` written bit by bit: nothing appears at ``path`` until the
-    block ends without an error, and then all of it does."""
+def atomic_path(path: Path):
+    """A temporary path beside ``path`` for a writer that wants a file name (parquet, savefig):
+    renamed over ``path`` when the block ends without an error, removed otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_writer(path: Path):
+    """A text file handle for ``path`` written bit by bit: nothing appears at ``path`` until the
+    block ends without an error, and then all of it does."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_text(path: Path, text: str) -> None:

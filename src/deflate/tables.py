@@ -11,7 +11,7 @@ import io
 import json
 from pathlib import Path
 
-from .files import write_json, write_text
+from .files import atomic_path, write_json, write_text
 
 NAMES = {"bilstm_crf": "BiLSTM-CRF", "mjave": "M-JAVE", "jgave": "JG-AVE", "deflate": "DEFLATE",
          "v_minus": "DEFLATE v−", "d_minus": "DEFLATE d−", "dv_minus": "DEFLATE d−,v−", "patches": "DEFLATE (patches)"}
@@ -120,10 +120,9 @@ def write_fig3_plot(f3: dict, csv_path: Path, png_path: Path, metric: str = "ave
     axes[0].legend(fontsize=8)
     fig.suptitle("Figure 3 on the MEPAVE-shaped default data", fontsize=10)
     fig.tight_layout()
-    partial = png_path.with_name(f".{png_path.name}.partial")
-    fig.savefig(partial, format="png", metadata={"Software": None})  # no timestamp: same bytes every run
+    with atomic_path(png_path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})  # no timestamp: same bytes every run
     plt.close(fig)
-    partial.replace(png_path)
 
 
 def _fmt(v, digits: int) -> str:
