@@ -6,7 +6,12 @@ run without the bad row; and no file outside the allowed folder was opened (an a
 ``open`` watches). Prints a Markdown table ``case | outcome | verdict`` and exits 1 on any
 verdict other than clean.
 
-    python benchmarks/hostile_inputs.py [--work DIR]      # ~1 minute on 2 cores
+Kills and tampering too: a SIGKILL while `deflate predict` writes (the previous output and its
+`.done.json` must survive whole), a SIGKILL at a random moment of training (the restarted run must
+end at the uninterrupted run's weights), and checkpoints torn, mixed or garbled by hand (set aside,
+training restarts, same weights).
+
+    python benchmarks/hostile_inputs.py [--work DIR]      # ~2 minutes on 2 cores
 """
 from __future__ import annotations
 
@@ -15,8 +20,11 @@ import base64
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +38,8 @@ def audit(event, args):
         OPENED.append(os.fsdecode(args[0]))
 
 
-def train_tiny(work: Path) -> Path:
-    """48 synthetic products, a 1-layer DEFLATE, its bundle: the model every case runs against."""
+def tiny_params():
     from deflate.config import load_params
-    from deflate.data import SPLITS, ingest, load_split
-    from deflate.image_tokenizers import run_stage
-    from deflate.stages import evaluate, harvest_negatives, train_discriminator, train_generator
-    from deflate.synth import write_desire
 
     p = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     p["image"].update(grid=4, vocab_size=16, resize=16, batch_size=16, num_threads=1, tokenizer="visual_words")
@@ -46,6 +49,17 @@ def train_tiny(work: Path) -> Path:
     p["discriminator"].update(epochs=1, batch_size=16)
     p["decode"].update(max_new_tokens=4, batch_size=64, constrain_to_vocab=False)
     p["tracking"].update(enabled=False)
+    return p
+
+
+def train_tiny(work: Path) -> Path:
+    """48 synthetic products, a 1-layer DEFLATE, its bundle: the model every case runs against."""
+    from deflate.data import SPLITS, ingest, load_split
+    from deflate.image_tokenizers import run_stage
+    from deflate.stages import evaluate, harvest_negatives, train_discriminator, train_generator
+    from deflate.synth import write_desire
+
+    p = tiny_params()
     write_desire(work / "raw", 48, seed=1, image_size=32, progress=False)
     ingest("desire", work / "raw", work / "processed", work / "rejects", 0.0)
     run_stage({s: load_split(work / "processed", s) for s in SPLITS}, p["image"], work / "tokens", 0, progress=False)
@@ -97,7 +111,104 @@ def answers(lines: list[dict], skip: int | None = None) -> list:
     return [(x["id"], x["predictions"]) for k, x in enumerate(lines) if k != skip]
 
 
+def train_generator_child(work: Path, out: Path, ckpt: Path, epochs: int) -> None:
+    """The generator of ``train_tiny`` with more epochs, in this process (the kill cases' child)."""
+    from deflate.stages import train_generator
+
+    p = tiny_params()
+    p["generator"].update(epochs=epochs)
+    train_generator.run(p, work / "processed", work / "tokens", out, ckpt)
+
+
+def spawn(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    return subprocess.Popen([sys.executable, __file__, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    import torch
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a)), load_file(str(b))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def kill_cases(work: Path, bundle: Path, base_in: Path, pics: Path) -> list[tuple[str, str, str]]:
+    """SIGKILLs and hand-made damage; each row is (case, outcome, verdict)."""
+    rows = []
+    epochs = 6
+    ref = spawn("--child-train", str(work), str(work / "k_ref"), str(work / "k_ref_ckpt"), str(epochs))
+    ref_out, ref_err = ref.communicate()
+    assert ref.returncode == 0, ref_err[-2000:]
+    ref_w = work / "k_ref" / "model.safetensors"
+    # 1. a kill at whatever moment training has reached once its first epoch is checkpointed
+    ckpt, out = work / "k_ckpt", work / "k_gen"
+    shutil.rmtree(ckpt, ignore_errors=True)
+    child = spawn("--child-train", str(work), str(out), str(ckpt), str(epochs))
+    while not (ckpt / "manifest.json").exists() and child.poll() is None:
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.communicate()
+    at = json.loads((ckpt / "manifest.json").read_text())["epoch"] if (ckpt / "manifest.json").exists() else 0
+    again = spawn("--child-train", str(work), str(out), str(ckpt), str(epochs))
+    a_out, a_err = again.communicate()
+    ok = again.returncode == 0 and same_weights(ref_w, out / "model.safetensors")
+    rows.append(("SIGKILL during training, restarted", f"killed with {at}/{epochs} epochs checkpointed; "
+                 f"{'resumed' if 'resuming' in a_out else 'from scratch'}; final weights equal: {ok}",
+                 "clean" if ok else "NOT CLEAN"))
+    # 2. checkpoints damaged by hand: torn weights, a file from another state, a garbled manifest
+    for name, damage in (("torn checkpoint weights (truncated)", "truncate"),
+                         ("checkpoint weights from another state", "swap"),
+                         ("garbled checkpoint manifest", "manifest")):
+        shutil.rmtree(ckpt, ignore_errors=True)
+        shutil.copytree(work / "k_ref_ckpt", ckpt)
+        m = json.loads((ckpt / "manifest.json").read_text())
+        m_file = ckpt / m["files"]["model"]
+        if damage == "truncate":
+            m_file.write_bytes(m_file.read_bytes()[: m_file.stat().st_size // 2])
+        elif damage == "swap":
+            m_file.write_bytes((ckpt / m["files"]["best"]).read_bytes() if m["files"]["best"] != m["files"]["model"]
+                               else b"x" + m_file.read_bytes()[1:])
+        else:
+            (ckpt / "manifest.json").write_text('{"format": 1, "epoch": ')
+        for old in work.glob("k_ckpt.set-aside-*"):
+            shutil.rmtree(old)
+        run = spawn("--child-train", str(work), str(out), str(ckpt), str(epochs))
+        r_out, r_err = run.communicate()
+        aside = sorted(p.name for p in work.glob("k_ckpt.set-aside-*"))
+        ok = run.returncode == 0 and aside == ["k_ckpt.set-aside-1"] and same_weights(ref_w, out / "model.safetensors")
+        why = next((x for x in r_err.splitlines() if "set aside" in x), "no report")
+        rows.append((name, why.split("] ", 1)[-1][:90], "clean" if ok else f"NOT CLEAN (rc {run.returncode}, {aside})"))
+    # 3. a kill while deflate predict writes: the previous output and its sidecar stay whole
+    big = work / "big.jsonl"
+    line = json.loads(base_in.read_text(encoding="utf-8").splitlines()[1])
+    big.write_text("".join(json.dumps(dict(line, id=f"r{i}"), ensure_ascii=False) + "\n" for i in range(4000)),
+                   encoding="utf-8")
+    target = work / "kill.out.jsonl"
+    rc, _ = predict_cli(bundle, base_in, target, pics)
+    before, side = target.read_bytes(), target.with_name(target.name + ".done.json").read_bytes()
+    child = subprocess.Popen([sys.executable, "-m", "deflate.cli", "predict", "--model", str(bundle), "--input",
+                              str(big), "--output", str(target), "--images", str(pics), "--chunk-rows", "500"],
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while not list(work.glob(".kill.out.jsonl.*.tmp")) and child.poll() is None:
+        time.sleep(0.005)
+    time.sleep(1.0)  # well inside the writing of the first chunks
+    killed = child.poll() is None
+    child.send_signal(signal.SIGKILL)
+    child.communicate()
+    ok = (rc == 0 and killed and target.read_bytes() == before
+          and target.with_name(target.name + ".done.json").read_bytes() == side)
+    rows.append(("SIGKILL while deflate predict writes 4000 rows",
+                 f"previous output and .done.json intact: {ok}; partial temp file left: "
+                 f"{len(list(work.glob('.kill.out.jsonl.*.tmp')))}", "clean" if ok else "NOT CLEAN"))
+    return rows
+
+
 def main():
+    if sys.argv[1:2] == ["--child-train"]:
+        return train_generator_child(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5]))
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
@@ -180,6 +291,9 @@ def main():
         ok = False
         rows.append(("pyfunc: bad cells", f"{type(e).__name__}: {e}"[:90], "NOT CLEAN"))
     bad += not ok
+    kills = kill_cases(work, bundle, base_in, pics)
+    rows += kills
+    bad += sum(not v.startswith("clean") for _, _, v in kills)
     print("| " + " | ".join(rows[0]) + " |\n|---|---|---|")
     for r in rows[1:]:
         print("| " + " | ".join(str(x).replace("|", "/") for x in r) + " |")

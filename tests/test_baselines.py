@@ -52,7 +52,7 @@ def test_each_baseline_trains_and_is_scored_by_the_shared_metrics(world, tmp_pat
         assert 0 <= m[k]["f1"] <= 100
     assert set(m["eav_only"]) == {"ave", "ave_fuzzy"} and m["n"]["gold_values"] > 0
     assert m["meta"]["system"] == system and m["meta"]["epochs"] == 1 and m["meta"]["params"] > 0
-    assert (tmp_path / system / "model.safetensors").exists()
+    assert (tmp_path / system / "model" / "model.safetensors").exists()
 
 
 def test_extractive_models_cannot_produce_values_absent_from_the_text(world, tmp_path):

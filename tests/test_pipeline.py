@@ -200,13 +200,13 @@ def test_killed_training_resumes_to_the_same_weights(world, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit(killed, ex, b, cfg, loss_fn=loss, validate=val, ckpt_dir=tmp_path / "b", run_hash="h", seed=0,
             stop_after_epochs=1)
-    assert json.loads((tmp_path / "b" / "state.json").read_text())["epoch"] == 0
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["epoch"] == 1
     resumed = model()
     hist = fit(resumed, ex, b, cfg, loss_fn=loss, validate=val, ckpt_dir=tmp_path / "b", run_hash="h", seed=0)
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     # best = epoch 1 in both runs (constant score): compare the last-epoch checkpoints instead
     from safetensors.torch import load_file
-    a, c = load_file(str(tmp_path / "a" / "last.safetensors")), load_file(str(tmp_path / "b" / "last.safetensors"))
+    a, c = (load_file(str(tmp_path / run / "epoch-003" / "model.safetensors")) for run in "ab")
     assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
     changed = model()  # a different config hash starts afresh
     h2 = fit(changed, ex, b, dict(cfg, epochs=1), loss_fn=loss, validate=val, ckpt_dir=tmp_path / "b",

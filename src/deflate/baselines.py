@@ -93,7 +93,7 @@ def train_tagger(system: str, p: dict, processed: Path, tokens_dir: Path, out: P
     run_hash = config_hash(system, cfg, p["seed"], file_digest(processed / "train.parquet", processed / "val.parquet"))
     history = fit(model, tr.examples, tr.batcher(use_image), cfg, loss_fn=lambda m, b: m.loss(b), validate=validate,
                   ckpt_dir=out / "ckpt", run_hash=run_hash, seed=p["seed"], tracker=tracker, device=device, name=system)
-    save_model(model.cpu(), out, {"system": system, "vocab": vocab, "tags": tr.names, "use_image": use_image,
+    save_model(model.cpu(), out / "model", {"system": system, "vocab": vocab, "tags": tr.names, "use_image": use_image,
                                   "params": sum(x.numel() for x in model.parameters())})
     test = load_data(processed, tokens_dir, "test")
     te = _Tagging(test, vocab, attributes, cfg["max_chars"])
@@ -158,7 +158,7 @@ def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, 
     history = fit(gen, examples, Batcher(None, None, False, qb.img_id), cfg, loss_fn=lambda m, b: m(b).loss,
                   validate=validate, ckpt_dir=out / "ckpt", run_hash=run_hash, seed=p["seed"], tracker=tracker,
                   device=device, name="jgave")
-    save_model(gen.cpu(), out, {"system": "jgave", "params": sum(x.numel() for x in gen.parameters())}, tok, gen.t5)
+    save_model(gen.cpu(), out / "model", {"system": "jgave", "params": sum(x.numel() for x in gen.parameters())}, tok, gen.t5)
     test = load_data(processed, tokens_dir, "test")
     return test.records, jgave_predict(gen, qb, test.records, attributes, decode, device, True), history, gen
 

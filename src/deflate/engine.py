@@ -23,6 +23,7 @@ import numpy as np
 from .batching import Batcher, Example
 from .data import Record
 from .decoding import Trie, build_tries, generate_values, topk_values
+from .files import atomic_dir, write_text
 from .image_files import confine
 from .image_tokenizers import load_for_inference, load_images
 from .inputs import validate
@@ -96,7 +97,7 @@ class Deflate:
         (batch_size, max_new_tokens, num_beams, constrain_to_vocab)."""
         self.gen, tok, self.meta = load_generator(generator)
         self.qb = QuestionBuilder(tok, self.meta["language"], self.meta["max_len"], self.meta["max_value_len"])
-        self.disc = load_discriminator(discriminator, generator)[0] if discriminator is not None else None
+        self.disc = load_discriminator(discriminator, self.gen)[0] if discriminator is not None else None
         self.lexical = LexicalScorer.load(lexical) if lexical is not None else None
         self.generator_dir = generator
         self._image_tok = None
@@ -297,22 +298,14 @@ def write_bundle(out: Path, decisions: Decisions, decode: dict, claim_batch_size
     """The folder :meth:`Deflate.load` answers from: copies of the trained parts and ``bundle.json``.
     Built beside ``out`` and swapped in, so a reader never sees half a bundle."""
     parts = {"generator": generator, "discriminator": discriminator, "lexical": lexical}
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, src in parts.items():
-        if src is not None:
-            shutil.copytree(src, tmp / name)
     spec = {"format": 1, "parts": [n for n, src in parts.items() if src is not None],
             "decisions": {**asdict(decisions), "weights": list(decisions.weights)},
             "decode": {k: decode[k] for k in DECODE_KEYS}, "claim_batch_size": claim_batch_size}
-    (tmp / BUNDLE_FILE).write_text(json.dumps(spec, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(out) as tmp:
+        for name, src in parts.items():
+            if src is not None:
+                shutil.copytree(src, tmp / name)
+        write_text(tmp / BUNDLE_FILE, json.dumps(spec, ensure_ascii=False, indent=1, sort_keys=True))
     return out
 
 

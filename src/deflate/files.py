@@ -1,12 +1,25 @@
 """Writing outputs so that a reader never sees half a file: a temporary file in the same folder,
-flushed to disk, then renamed over the target (atomic on POSIX)."""
+flushed to disk, then renamed over the target (atomic on POSIX). Folders are built beside their
+target and swapped in."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path: Path, base: int) -> None:
+    """mkstemp/mkdtemp make private (0600/0700) entries; give them what open/mkdir would have."""
+    os.chmod(path, base & ~_umask())
 
 
 @contextmanager
@@ -17,11 +30,34 @@ def atomic_path(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    _usual_mode(Path(tmp), 0o666)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(path: Path):
+    """An empty folder beside ``path`` to build in; when the block ends without an error it replaces
+    ``path`` (the old folder is moved aside first, then removed), otherwise it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    _usual_mode(tmp, 0o777)
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 
+from .files import atomic_dir, write_text
 from .text import load_tokenizer
+from .weights import load_weights, save_weights
 
 WEIGHTS = "model.safetensors"
 META = "deflate.json"
@@ -122,36 +124,31 @@ def build_generator(cfg: dict, tokenizer, image_vocab: int, feature_dim: int) ->
 
 # --- saving and loading (safetensors + JSON; never pickle) -------------------------------------------
 def save_model(model: nn.Module, out: Path, meta: dict, tokenizer=None, t5: T5ForConditionalGeneration | None = None):
-    from safetensors.torch import save_model as st_save
-
-    out.mkdir(parents=True, exist_ok=True)
-    st_save(model, str(out / WEIGHTS))
-    if t5 is not None:
-        t5.config.to_json_file(str(out / "config.json"))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(out / "tokenizer"))
-    (out / META).write_text(json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True))
+    """Weights, config, tokenizer and ``deflate.json`` in one folder, built beside ``out`` and swapped in."""
+    with atomic_dir(out) as tmp:
+        save_weights(model, tmp / WEIGHTS)
+        if t5 is not None:
+            t5.config.to_json_file(str(tmp / "config.json"))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        write_text(tmp / META, json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True))
 
 
 def load_generator(path: Path) -> tuple[MulT5, object, dict]:
-    from safetensors.torch import load_model as st_load
-
     meta = json.loads((path / META).read_text())
     tok = load_tokenizer(path / "tokenizer")
     t5 = T5ForConditionalGeneration(T5Config.from_json_file(str(path / "config.json")))
     gen = MulT5(t5, meta["image_vocab"], meta["feature_dim"])
-    st_load(gen, str(path / WEIGHTS))
+    load_weights(gen, path / WEIGHTS)
     t5.generation_config.decoder_start_token_id = t5.config.decoder_start_token_id
     t5.generation_config.pad_token_id = tok.pad_token_id
     t5.generation_config.eos_token_id = tok.eos_token_id
     return gen.eval(), tok, meta
 
 
-def load_discriminator(path: Path, gen_path: Path) -> tuple[Discriminator, dict]:
-    from safetensors.torch import load_model as st_load
-
-    gen, _, _ = load_generator(gen_path)
+def load_discriminator(path: Path, gen: MulT5) -> tuple[Discriminator, dict]:
+    """The discriminator saved in ``path``, built on (a copy of) the already loaded ``gen``."""
     meta = json.loads((path / META).read_text())
     disc = Discriminator.from_generator(gen)
-    st_load(disc, str(path / WEIGHTS))
+    load_weights(disc, path / WEIGHTS)
     return disc.eval(), meta

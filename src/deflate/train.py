@@ -2,8 +2,9 @@
 
 Adamax (lr 2e-3, wd 1e-4, paper A.1) by default; per-epoch validation picks the best epoch
 (the paper picked the best of 20 *test* evaluations; we never look at test while training).
-After each epoch the weights, optimiser state and progress go to ``ckpt_dir`` (safetensors +
-JSON): a killed run started again with the same config resumes after the last finished epoch.
+After each epoch the weights, optimiser state and progress go to ``ckpt_dir`` (see
+:mod:`deflate.checkpoints`): a killed run started again with the same config resumes after the last
+consistently written epoch.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm import tqdm
 
+from . import checkpoints
 from .batching import Batcher, Example, to_device
 
 
@@ -28,22 +29,6 @@ def make_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
     if kind == "adamw":
         return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     raise ValueError(f"unknown optimizer {kind!r} (adamax | adamw)")
-
-
-def _save_optimizer(opt: torch.optim.Optimizer, path: Path):
-    sd = opt.state_dict()
-    tensors = {f"{i}/{k}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous()
-               for i, st in sd["state"].items() for k, v in st.items()}
-    save_file(tensors, str(path))
-    path.with_suffix(".json").write_text(json.dumps(sd["param_groups"]))
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, path: Path):
-    state: dict = {}
-    for key, v in load_file(str(path)).items():
-        i, k = key.split("/", 1)
-        state.setdefault(int(i), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": json.loads(path.with_suffix(".json").read_text())})
 
 
 def code_fingerprint() -> str:
@@ -83,15 +68,11 @@ def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     opt = make_optimizer(model, cfg)
-    state_path = ckpt_dir / "state.json"
-    start, best, history = 0, float("-inf"), []
-    if state_path.exists():
-        st = json.loads(state_path.read_text())
-        if st.get("hash") == run_hash and (ckpt_dir / "last.safetensors").exists():
-            load_model(model, str(ckpt_dir / "last.safetensors"), device=device)
-            _load_optimizer(opt, ckpt_dir / "optimizer.safetensors")
-            start, best, history = st["epoch"] + 1, st["best"], st["history"]
-            print(f"[{name}] resuming after epoch {st['epoch'] + 1}/{cfg['epochs']}")
+    done = checkpoints.resume(ckpt_dir, run_hash=run_hash, model=model, opt=opt, device=device, name=name)
+    done = done or checkpoints.Progress(epoch=0, best=float("-inf"), best_epoch=0, history=[])
+    start, history = done.epoch, done.history
+    if start:
+        print(f"[{name}] resuming after epoch {start}/{cfg['epochs']}")
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     for epoch in range(start, cfg["epochs"]):
         torch.manual_seed(seed * 1000 + epoch)  # dropout stream independent of resumes
@@ -117,17 +98,15 @@ def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: 
         rec = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "examples_per_s": n / train_time,
                **{f"val_{k}": v for k, v in val.items()}}
         history.append(rec)
-        if val["score"] > best:
-            best = val["score"]
-            save_model(model, str(ckpt_dir / "best.safetensors"))
-        save_model(model, str(ckpt_dir / "last.safetensors"))
-        _save_optimizer(opt, ckpt_dir / "optimizer.safetensors")
-        state_path.write_text(json.dumps({"hash": run_hash, "epoch": epoch, "best": best, "history": history}))
+        if val["score"] > done.best:
+            done.best, done.best_epoch = val["score"], epoch + 1
+        done.epoch = epoch + 1
+        checkpoints.save(ckpt_dir, run_hash=run_hash, progress=done, model=model, opt=opt)
         print(f"[{name}] epoch {epoch + 1}: loss {rec['train_loss']:.4f}, val {val}, {rec['examples_per_s']:.0f} ex/s")
         if tracker is not None:
             tracker.metrics({k: v for k, v in rec.items() if k != "epoch"}, step=epoch + 1)
         if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and epoch + 1 < cfg["epochs"]:
             raise KeyboardInterrupt(f"stopped after epoch {epoch + 1} (simulated kill)")
-    if (ckpt_dir / "best.safetensors").exists():
-        load_model(model, str(ckpt_dir / "best.safetensors"), device=device)
+    if done.epoch:
+        checkpoints.load_best(ckpt_dir, model, device=device)
     return history
