@@ -169,7 +169,7 @@ def test_atomic_dir_swaps_whole_folders_and_leaves_the_old_one_on_failure(tmp_pa
 
 def test_weights_files_are_byte_identical_for_equal_tensors(tmp_path):
     """Tied embeddings used to put an alias map in the header in no fixed order."""
-    from deflate.weights import load_weights, save_weights
+    from deflate.weights import load_weights
 
     code = ("import sys, torch; from deflate.weights import save_weights\n"
             "torch.manual_seed(0); m = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 50))\n"

@@ -1,5 +1,6 @@
 """Property-based fuzzing of every reader of outside data: any input gives rows or reasons, never
 an exception. Example counts keep the whole file to a few seconds."""
+import json
 import tempfile
 from pathlib import Path
 
@@ -7,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deflate.data import (DESIRE_NCOLS, DesireAdapter, ImplicitAveAdapter, MepaveAdapter, Record, Reject, RowError,
-                          parse_attributes, parse_literal, parse_pic_tokens)
+                          WdcPaveAdapter, parse_attributes, parse_literal, parse_pic_tokens)
 from deflate.inputs import read_rows, validate
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -77,7 +78,34 @@ def test_every_ingest_adapter_gives_rows_or_rejects(lines):
         write(root / "mepave", "train.txt", body)
         write(root / "implicitave", "train/Food.tsv", b"id\timages\tcategory\ttexts\tattribute_names\t"
                                                       b"attribute_values\n" + body)
+        write(root / "wdc", "descriptions.csv", b"Category;Attribute\nC;A\n")
+        write(root / "wdc", "eval_visible.jsonl", body)
         for adapter in (DesireAdapter(root / "desire"), MepaveAdapter(root / "mepave"),
-                        ImplicitAveAdapter(root / "implicitave")):
-            for item in adapter.read("train"):
+                        ImplicitAveAdapter(root / "implicitave"), WdcPaveAdapter(root / "wdc")):
+            for item in adapter.read("test" if isinstance(adapter, WdcPaveAdapter) else "train"):
                 assert isinstance(item, (Record, Reject))
+
+
+
+JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8)),
+                    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3),
+                    max_leaves=8)
+OFFER = st.fixed_dictionaries({}, optional={
+    "id": st.one_of(st.integers(), st.text(max_size=4), JSON), "cluster_id": JSON,
+    "category": st.sampled_from(["C", "D", ""]) | JSON, "input_title": st.text(max_size=8) | JSON,
+    "input_description": st.text(max_size=8) | JSON,
+    "target_scores": st.dictionaries(st.sampled_from(["A", "B"]), st.dictionaries(
+        st.sampled_from(["n/a", "x", " ", "y"]), JSON, max_size=2) | JSON, max_size=2) | JSON})
+
+
+@FAST
+@given(rows=st.lists(OFFER, max_size=5))
+def test_wdc_pave_rows_of_any_shape_give_records_or_rejects(rows):
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        write(root, "descriptions.csv", b"Category;Attribute\nC;A\nC;B\n")
+        write(root, "eval_visible.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+        out = list(WdcPaveAdapter(root).read("test"))
+        assert len(out) == len(rows) and all(isinstance(x, (Record, Reject)) for x in out)
+        for rec in (x for x in out if isinstance(x, Record)):
+            assert all(lab["value"] in lab["gold"] for lab in rec.labels)

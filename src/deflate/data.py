@@ -1,4 +1,4 @@
-"""Format adapters (desire, mepave, implicitave) -> validated, normalised tables.
+"""Format adapters (desire, mepave, implicitave, wdc_pave) -> validated, normalised tables.
 
 Every raw row either becomes a :class:`Record` or a reject with its row number and a one-line
 reason; nothing is dropped silently. Literals are parsed with :func:`ast.literal_eval` after a
@@ -7,6 +7,8 @@ size check and then type-checked; nothing from the data is ever evaluated.
 from __future__ import annotations
 
 import ast
+import csv
+import hashlib
 import json
 import os
 import re
@@ -299,7 +301,108 @@ class ImplicitAveAdapter:
         yield from products.values()
 
 
-ADAPTERS = {"desire": DesireAdapter, "mepave": MepaveAdapter, "implicitave": ImplicitAveAdapter}
+class WdcPaveAdapter:
+    """WDC-PAVE (Brinkmann et al. 2024): JSONL offers ``id cluster_id category input_title
+    input_description target_scores``; ``descriptions.csv`` gives each category's attribute schema.
+
+    Title -> name, description -> description. ``target_scores`` names every attribute of the
+    category: ``{"n/a": 1}`` means absent (no label), otherwise its keys are alternative correct
+    spellings. Each becomes one label whose ``gold`` keeps every spelling (for scoring) and whose
+    ``value`` -- the training target -- is the spelling found earliest in title + description
+    (longest on ties), because the models copy what they read and the start of the text is what
+    survives every system's window. The release has no val split: val is drawn from train, whole
+    offers, all offers of one ``cluster_id`` together, by a seeded hash of the cluster
+    (:func:`wdc_val_cluster`), ``val_fraction`` of clusters.
+    """
+
+    FILES = {"train": "train.jsonl", "val": "train.jsonl", "test": "eval_visible.jsonl"}
+
+    def __init__(self, root: Path, seed: int = 0, val_fraction: float = 0.15):
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+        self.root, self.seed, self.val_fraction = root, seed, val_fraction
+
+    def files(self, split: str) -> list[Path]:
+        p = self.root / self.FILES[split]
+        return [p] if p.is_file() else []
+
+    def category_attributes(self) -> dict[str, list[str]]:
+        """Category -> its attributes, from ``descriptions.csv`` (``;``-separated, file order)."""
+        path = self.root / "descriptions.csv"
+        out: dict[str, list[str]] = {}
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            for n, row in enumerate(csv.DictReader(f, delimiter=";"), start=2):
+                cat, attr = (row.get("Category") or "").strip(), (row.get("Attribute") or "").strip()
+                if not cat or not attr:
+                    raise ValueError(f"{path}:{n}: a schema row without Category or Attribute")
+                if attr not in out.setdefault(cat, []):
+                    out[cat].append(attr)
+        return out
+
+    def read(self, split: str) -> Iterator[Record | Reject]:
+        schema = self.category_attributes()
+
+        def parse(line: str, n: int) -> Record | None:
+            row = parse_json_object(line)
+            oid, cluster, cat = row.get("id"), row.get("cluster_id"), row.get("category")
+            title, desc, scores = row.get("input_title"), row.get("input_description") or "", row.get("target_scores")
+            if isinstance(oid, bool) or not isinstance(oid, (int, str)) or str(oid).strip() == "":
+                raise RowError("id must be a number or a non-empty string")
+            if not isinstance(title, str) or not title.strip() or not isinstance(desc, str):
+                raise RowError("input_title must be a non-empty string, input_description a string or null")
+            if not isinstance(cat, str) or cat not in schema:
+                raise RowError(f"category {str(cat)[:60]!r} is not in descriptions.csv")
+            if not isinstance(scores, dict):
+                raise RowError("target_scores must be an object")
+            if split != "test" and wdc_val_cluster(cluster if cluster is not None else oid, self.seed,
+                                                   self.val_fraction) != (split == "val"):
+                return None
+            unknown = sorted(set(scores) - set(schema[cat]))
+            if unknown:
+                raise RowError(f"attribute {unknown[0][:60]!r} is not in the schema of {cat!r}")
+            title, desc = title.strip(), desc.strip()
+            text = f"{title} {desc}"
+            labels = []
+            for attr in schema[cat]:  # schema order, so labels do not depend on the row's key order
+                vals = scores.get(attr, {"n/a": 1})
+                if not isinstance(vals, dict) or not vals or not all(isinstance(v, str) for v in vals):
+                    raise RowError(f"target_scores[{attr!r}] must map value strings to scores")
+                gold = sorted({v.strip() for v in vals if v.strip() and v.strip() != "n/a"})
+                if not gold:
+                    continue
+                found = [(text.find(v), -len(v), v) for v in gold if v in text]
+                target = min(found)[2] if found else gold[0]
+                labels.append({"attribute": attr, "value": target, "source": "explicit" if found else "implicit",
+                               "gold": gold})
+            return Record(str(oid), title, desc, cat, "", None, labels, line=n)
+
+        for path in self.files(split):
+            yield from _rows(split, path, parse, False, f"{path.name}: ")
+
+
+def wdc_val_cluster(cluster, seed: int, val_fraction: float) -> bool:
+    """Whether a cluster (and every offer in it) goes to val: a seeded SHA-256 of its id, so the
+    split does not depend on file order, Python's hash seed or the machine."""
+    digest = hashlib.sha256(f"{seed}:{cluster}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
+
+
+def parse_json_object(line: str) -> dict:
+    """One JSONL row: an object, else RowError (also for nesting deep enough to blow the stack)."""
+    if len(line) > MAX_LITERAL_CHARS * 5:
+        raise RowError(f"line longer than {MAX_LITERAL_CHARS * 5} characters")
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError) as e:
+        raise RowError(f"bad JSON: {type(e).__name__}") from None
+    if not isinstance(row, dict):
+        raise RowError("a row must be a JSON object")
+    return row
+
+
+ADAPTERS = {"desire": DesireAdapter, "mepave": MepaveAdapter, "implicitave": ImplicitAveAdapter,
+            "wdc_pave": WdcPaveAdapter}
+ADAPTER_OPTIONS = {"desire": ("pic_token_len", "pic_token_vocab"), "wdc_pave": ("seed", "val_fraction")}
 
 
 def make_adapter(fmt: str, path: str | Path, **kw):
@@ -308,8 +411,8 @@ def make_adapter(fmt: str, path: str | Path, **kw):
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"data.path {root} is not a directory")
-    # Only DESIRE has token settings; the same params stay harmless for other formats.
-    return ADAPTERS[fmt](root, **kw) if fmt == "desire" else ADAPTERS[fmt](root)
+    # Each format takes only its own options; the same params stay harmless for the others.
+    return ADAPTERS[fmt](root, **{k: kw[k] for k in ADAPTER_OPTIONS.get(fmt, ()) if k in kw})
 
 
 # --- the ingest step ------------------------------------------------------------------------------
@@ -339,7 +442,7 @@ def ingest(fmt: str, path: str | Path, out: Path, rejects_dir: Path, max_reject_
     """Read every split through the adapter, write parquet tables, rejects and the schema."""
     for old in [*(out / f"{s}.parquet" for s in SPLITS), out / "schema.json"]:  # a failed run leaves nothing stale
         old.unlink(missing_ok=True)
-    adapter = make_adapter(fmt, path, **adapter_kw)
+    adapter = make_adapter(fmt, path, seed=seed, **adapter_kw)
     out.mkdir(parents=True, exist_ok=True)
     rejects_dir.mkdir(parents=True, exist_ok=True)
     report: dict = {"format": fmt, "splits": {}}
@@ -397,6 +500,12 @@ def build_schema(tables: dict[str, list[Record]], fmt: str, language: str, adapt
         sample = "".join(r.text for r in tables["train"][:200])
         language = "zh" if sum("\u4e00" <= ch <= "\u9fff" for ch in sample) > len(sample) * 0.2 else "en"
     cands = adapter.candidates() if hasattr(adapter, "candidates") else {}
-    return {"format": fmt, "language": language, "attributes": attrs,
+    schema = {"format": fmt, "language": language, "attributes": attrs,
             "values": {a: [v for v, _ in values[a].most_common()] for a in attrs},
             "candidates": cands, "n_products": {s: len(t) for s, t in tables.items()}}
+    if hasattr(adapter, "category_attributes"):  # per-category schemas (WDC-PAVE): what each product is asked
+        cats = adapter.category_attributes()
+        schema["category_attributes"] = cats
+        schema["attributes"] = attrs + sorted({a for v in cats.values() for a in v} - set(attrs))
+        schema["values"].update({a: [] for a in schema["attributes"] if a not in schema["values"]})
+    return schema

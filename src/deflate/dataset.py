@@ -56,6 +56,12 @@ def grouped_labels(r: Record) -> dict[str, list[str]]:
     return out
 
 
+def attributes_of(schema: dict, category: str) -> list[str]:
+    """What a product of ``category`` is asked: its category's schema where the data has per-category
+    schemas (WDC-PAVE), else every attribute. ``schema`` is schema.json or a generator's meta."""
+    return schema.get("category_attributes", {}).get(category) or schema["attributes"]
+
+
 def candidate_vocab(schema: dict) -> dict[str, list[str]]:
     """Known values per attribute: the dataset's closed option lists, else the training values."""
     return {a: schema["candidates"].get(a) or schema["values"].get(a, []) for a in schema["attributes"]}

@@ -265,7 +265,7 @@ class Deflate:
         every other row is answered (a row asking again what an earlier row asked, same id and
         attributes, is an error of the later row; pass the same ``seen`` to every chunk of one input).
         Image paths resolve inside ``images_dir`` only."""
-        checked = [validate(r, set(self.attributes)) for r in rows]
+        checked = [validate(r, set(self.attributes), self.meta.get("category_attributes")) for r in rows]
         first: dict[tuple, object] = {} if seen is None else seen
         for k, (r, (p, _)) in enumerate(zip(rows, checked)):
             if p is None:
@@ -282,7 +282,7 @@ class Deflate:
             return results
         products = [p for _, p in good]
         image, has = self.images(products, images_dir, [results[i]["errors"] for i, _ in good])
-        records = [Record(p["id"], p["name"], p["description"]) for p in products]
+        records = [Record(p["id"], p["name"], p["description"], p["category"]) for p in products]
         questions = [Question(j, a) for j, p in enumerate(products) for a in p["attributes"]]
         ans = self.answer(records, questions, self.batcher(image, has), "predict", progress)
         for k, (q, v) in enumerate(zip(questions, ans.values)):

@@ -151,8 +151,9 @@ def accuracy(results: list[dict], rows: list[dict]) -> dict:
     return accuracy_of(scored_answers(results, rows))
 
 
-def validate(row: dict, known: set[str]) -> tuple[dict | None, list[str]]:
-    """A clean product dict or None, and the row's errors."""
+def validate(row: dict, known: set[str], category_attributes: dict | None = None) -> tuple[dict | None, list[str]]:
+    """A clean product dict or None, and the row's errors. Without ``attributes`` a row is asked
+    its ``category``'s schema where the model has per-category schemas, else every known attribute."""
     if "_error" in row:
         return None, [row["_error"]]
     errors = []
@@ -180,7 +181,11 @@ def validate(row: dict, known: set[str]) -> tuple[dict | None, list[str]]:
     for k in ("name", "description"):
         if isinstance(row.get(k), str) and len(row[k]) > MAX_FIELD:
             errors.append(f"{k} longer than {MAX_FIELD} characters")
-    attrs = row.get("attributes") or sorted(known)
+    category = row.get("category") or ""
+    if not isinstance(category, str):
+        errors.append("category must be a string")
+        category = ""
+    attrs = row.get("attributes") or list((category_attributes or {}).get(category, [])) or sorted(known)
     if not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs):
         errors.append("attributes must be a list of names")
         attrs = []
@@ -189,5 +194,5 @@ def validate(row: dict, known: set[str]) -> tuple[dict | None, list[str]]:
         errors.append(f"unknown attribute(s): {', '.join(unknown[:5])}")
     if errors:
         return None, errors
-    return {"id": str(pid), "name": name.strip(), "description": desc.strip(), "image": image or "",
-            "image_bytes": picture, "attributes": attrs}, []
+    return {"id": str(pid), "name": name.strip(), "description": desc.strip(), "category": category,
+            "image": image or "", "image_bytes": picture, "attributes": attrs}, []

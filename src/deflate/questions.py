@@ -14,7 +14,7 @@ import numpy as np
 
 from .batching import Example
 from .data import Record
-from .dataset import grouped_labels
+from .dataset import attributes_of, grouped_labels
 from .text import NONE_VALUE, QuestionBuilder
 
 
@@ -58,9 +58,10 @@ def gold_questions(records: list[Record]) -> list[Question]:
     return [Question(i, a) for i, r in enumerate(records) for a in grouped_labels(r)]
 
 
-def all_questions(records: list[Record], attributes: list[str]) -> list[Question]:
-    """Every attribute of the schema asked of every product (what evaluation does)."""
-    return [Question(i, a) for i in range(len(records)) for a in attributes]
+def all_questions(records: list[Record], schema: dict) -> list[Question]:
+    """Every attribute of the schema asked of every product (what evaluation does); with
+    per-category schemas, every attribute of the product's category."""
+    return [Question(i, a) for i, r in enumerate(records) for a in attributes_of(schema, r.category)]
 
 
 def absent_attributes(r: Record, attributes: list[str], k: int, rng: np.random.Generator) -> list[str]:
@@ -74,7 +75,7 @@ def absent_attributes(r: Record, attributes: list[str], k: int, rng: np.random.G
     return absent
 
 
-def answer_questions(records: list[Record], attributes: list[str], sep: str, none_per_product: int = 0,
+def answer_questions(records: list[Record], schema: dict, sep: str, none_per_product: int = 0,
                      seed: int = 0) -> tuple[list[Question], list[str]]:
     """The generator's training questions and answers: each gold attribute with its values joined
     by ``sep``; with ``none_per_product`` != 0 (the d- variant) also absent attributes answered
@@ -86,7 +87,7 @@ def answer_questions(records: list[Record], attributes: list[str], sep: str, non
             questions.append(Question(i, a))
             answers.append(sep.join(vs))
         if none_per_product:
-            for a in absent_attributes(r, attributes, none_per_product, rng):
+            for a in absent_attributes(r, attributes_of(schema, r.category), none_per_product, rng):
                 questions.append(Question(i, a))
                 answers.append(NONE_VALUE)
     return questions, answers
@@ -95,7 +96,7 @@ def answer_questions(records: list[Record], attributes: list[str], sep: str, non
 def qa_examples(records: list[Record], qb: QuestionBuilder, schema: dict, sep: str, none_per_product: int = 0,
                 seed: int = 0) -> list[Example]:
     """Generator training examples (see :func:`answer_questions`)."""
-    questions, answers = answer_questions(records, schema["attributes"], sep, none_per_product, seed)
+    questions, answers = answer_questions(records, schema, sep, none_per_product, seed)
     return question_examples(records, qb, questions, answers)
 
 

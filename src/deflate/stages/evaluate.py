@@ -27,16 +27,15 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     claim_bs = p["discriminator"]["eval_batch_size"]
     engine = Deflate(gen_dir, discriminator=disc_dir if use_disc else None, lexical=None, decisions=FREE,
                      decode=p["decode"], claim_batch_size=claim_bs, device=ctx.device)
-    attrs = ctx.schema["attributes"]
     val, test = load_data(processed, tokens_dir, "val"), load_data(processed, tokens_dir, "test")
     thr = 0.5
     if use_disc and p["eval"]["threshold"] == "auto":  # chosen on validation, never on test
-        thr = best_threshold(answer_split(engine, val, attrs, "val"), val.records, engine.sep,
+        thr = best_threshold(answer_split(engine, val, ctx.schema, "val"), val.records, engine.sep,
                              p["eval"]["threshold_metric"])
     elif use_disc:
         thr = float(p["eval"]["threshold"])
     engine.with_decisions(threshold=thr)
-    ans = answer_split(engine, test, attrs, "test")
+    ans = answer_split(engine, test, ctx.schema, "test")
     pred = select(ans, test.records, thr, engine.sep)
     gold, texts = gold_from_records(test.records)
     metrics = compute_metrics(gold, pred, texts)
@@ -45,7 +44,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     metrics["majority_baseline"] = {k: majority_baseline(train_records, test.records)[k] for k in ("ave",)}
     metrics["meta"] = {"dataset": ctx.schema["format"], "language": ctx.schema["language"],
                        "test_products": len(test.records), "train_products": len(train_records),
-                       "attributes": len(attrs), "seed": p["seed"],
+                       "attributes": len(ctx.schema["attributes"]), "seed": p["seed"],
                        "use_image": engine.meta["use_image"], "use_discriminator": use_disc,
                        "generator_params": engine.meta["params"],
                        "constrained_decoding": bool(p["decode"]["constrain_to_vocab"])}
@@ -62,9 +61,9 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     return metrics
 
 
-def answer_split(engine: Deflate, data: Split, attributes: list[str], name: str) -> Answers:
-    """Every attribute asked of every product of a split."""
-    return engine.answer(data.records, all_questions(data.records, attributes),
+def answer_split(engine: Deflate, data: Split, schema: dict, name: str) -> Answers:
+    """Every attribute (of its category) asked of every product of a split."""
+    return engine.answer(data.records, all_questions(data.records, schema),
                          engine.batcher(data.image, data.has_image), name)
 
 

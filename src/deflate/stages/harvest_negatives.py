@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Params
-from ..dataset import Split, candidate_vocab, grouped_labels, load_data
+from ..dataset import Split, attributes_of, candidate_vocab, grouped_labels, load_data
 from ..engine import Decisions, Deflate
 from ..files import write_json, write_jsonl
 from ..questions import Question, absent_attributes, gold_questions
@@ -39,7 +39,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, out: Path) 
             rows = candidate_negatives(engine, data, candidate_vocab(ctx.schema), k, rng, split)
         else:
             questions = [Question(i, a) for i, r in enumerate(data.records)
-                         for a in absent_attributes(r, ctx.schema["attributes"], k, rng)]
+                         for a in absent_attributes(r, attributes_of(ctx.schema, r.category), k, rng)]
             values = answers(engine, data, questions, split)
             rows = [{"row": q.row, "id": data.records[q.row].id, "attribute": q.attribute, "value": v}
                     for q, v in zip(questions, values)]

@@ -59,6 +59,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
             "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters()),
             "candidates": candidate_vocab(schema),  # closed-vocabulary answers (the engine's candidates)
             "cost": cost}  # measured (varies run to run): Table 5's efficiency columns
+    if "category_attributes" in schema:  # per-category schemas: what predict asks a product of a category
+        meta["category_attributes"] = schema["category_attributes"]
     save_model(gen.cpu(), out, meta, tok, gen.t5)
     if use_image:
         save_for_inference(tokens_dir, p["image"], out)

@@ -1,0 +1,132 @@
+"""WDC-PAVE: the adapter (schema, alternative spellings, n/a, seeded val split), the authors'
+scoring rule with its bootstrap interval, and the dictionary reference."""
+import json
+from pathlib import Path
+
+import numpy as np
+
+from deflate import pave_scoring
+from deflate.data import Record, Reject, WdcPaveAdapter, ingest, load_split, wdc_val_cluster
+from deflate.dictionary import Dictionary
+
+SCHEMA = ("Category;Attribute;Annotation_Guideline\nOffice Products;Brand;x\nOffice Products;Color(s);\"a;b\"\n"
+          "Jewelry;Metal;y\n")
+
+
+def offer(i, cat="Office Products", title="Avery red tags", desc="Red shipping tags", scores=None, cluster=None):
+    return json.dumps({"id": i, "cluster_id": cluster if cluster is not None else float(i), "category": cat,
+                       "input_title": title, "input_description": desc, "url": "x",
+                       "target_scores": scores if scores is not None else
+                       {"Brand": {"Avery": {"pid": [0], "score": 1}},
+                        "Color(s)": {"Red": {"pid": [1], "score": 1}, "red": {"pid": [0], "score": 1}}}})
+
+
+def write(root: Path, train: list[str], test: list[str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "descriptions.csv").write_text(SCHEMA, encoding="utf-8-sig")
+    (root / "train.jsonl").write_text("\n".join(train) + "\n", encoding="utf-8")
+    (root / "eval_visible.jsonl").write_text("\n".join(test) + "\n", encoding="utf-8")
+    return root
+
+
+def test_adapter_labels_targets_and_absent_attributes(tmp_path):
+    root = write(tmp_path / "w", [offer(1, scores={"Brand": {"n/a": 1}, "Color(s)": {"Red": {}, "red": {}}})],
+                 [offer(2), offer(3, cat="Jewelry", title="Ring", desc=None, scores={"Metal": {"n/a": 1}})])
+    test = list(WdcPaveAdapter(root).read("test"))
+    assert [type(x) for x in test] == [Record, Record]
+    a, b = test
+    assert (a.id, a.name, a.description, a.category) == ("2", "Avery red tags", "Red shipping tags", "Office Products")
+    # earliest spelling in title + description is the training target; every spelling is gold
+    assert a.labels == [{"attribute": "Brand", "value": "Avery", "source": "explicit", "gold": ["Avery"]},
+                        {"attribute": "Color(s)", "value": "red", "source": "explicit", "gold": ["Red", "red"]}]
+    assert b.labels == [] and b.description == ""  # n/a is "absent": no label
+    assert WdcPaveAdapter(root).category_attributes() == {"Office Products": ["Brand", "Color(s)"],
+                                                          "Jewelry": ["Metal"]}
+
+
+def test_adapter_rejects_bad_rows_with_line_numbers(tmp_path):
+    bad = ["{", "[1]", offer(5, cat="Toys"), offer(6, scores={"Weight": {"1 kg": {}}}), offer(7, title=""),
+           offer(8, scores={"Brand": {"Avery": {}, "n/a": 1}, "Color(s)": "red"}), "[" * 100_000]
+    root = write(tmp_path / "w", [offer(1)], [offer(2), *bad])
+    out = list(WdcPaveAdapter(root).read("test"))
+    rejects = [x for x in out if isinstance(x, Reject)]
+    assert [r.row for r in rejects] == [2, 3, 4, 5, 6, 7, 8]
+    assert "not in descriptions.csv" in rejects[2].reason and "not in the schema" in rejects[3].reason
+    assert "bad JSON" in rejects[6].reason
+    assert [x.id for x in out if isinstance(x, Record)] == ["2"]
+
+
+def test_val_split_is_seeded_whole_clusters_and_disjoint(tmp_path):
+    train = [offer(i, cluster=i // 3) for i in range(300)]
+    root = write(tmp_path / "w", train, [offer(1000)])
+    ingest("wdc_pave", root, tmp_path / "p", tmp_path / "r", 0.0, seed=7)
+    tr, va = load_split(tmp_path / "p", "train"), load_split(tmp_path / "p", "val")
+    assert len(tr) + len(va) == 300 and not {r.id for r in tr} & {r.id for r in va}
+    val_clusters = {int(r.id) // 3 for r in va}
+    assert all(int(r.id) // 3 not in val_clusters for r in tr)  # a cluster never straddles the split
+    assert 0.08 < len(va) / 300 < 0.25
+    assert [wdc_val_cluster(c, 7, 0.15) for c in range(20)] == [wdc_val_cluster(c, 7, 0.15) for c in range(20)]
+    assert [wdc_val_cluster(c, 7, 0.15) for c in range(50)] != [wdc_val_cluster(c, 8, 0.15) for c in range(50)]
+    schema = json.loads((tmp_path / "p" / "schema.json").read_text())
+    assert schema["category_attributes"]["Jewelry"] == ["Metal"] and "Metal" in schema["attributes"]
+
+
+def test_authors_rule_outcomes_and_f1():
+    assert pave_scoring.outcome(None, []) == "NN" and pave_scoring.outcome("x", []) == "NV"
+    assert pave_scoring.outcome("", ["a"]) == "VN" and pave_scoring.outcome(" Red ", ["Red", "red"]) == "VC"
+    assert pave_scoring.outcome("RED", ["Red"]) == "VW" and pave_scoring.outcome("RED", ["Red"], True) == "VC"
+    recs = [Record("1", "t", "", "C", labels=[{"attribute": "A", "value": "x", "gold": ["x", "X"]}]),
+            Record("2", "t", "", "C", labels=[{"attribute": "B", "value": "y"}])]
+    cats = {"C": ["A", "B"]}
+    pred = {("1", "A"): ["X", "z"], ("1", "B"): ["q"], ("2", "B"): ["w"]}
+    s = pave_scoring.score(recs, pred, cats, n_boot=200)
+    assert s["counts"] == {"NN": 1, "NV": 1, "VN": 0, "VC": 1, "VW": 1}  # offer 2, A: NN; 1B: NV; 1A: VC; 2B: VW
+    assert (s["p"], s["r"]) == (33.33, 50.0) and s["f1"] == 40.0
+    assert s["per_category"]["C"]["f1"] == 40.0 and s["offers"] == 2
+    lo, hi = s["f1_ci95"]
+    assert 0 <= lo <= s["f1"] <= hi <= 100
+
+
+def test_bootstrap_interval_is_seeded_and_narrows_with_more_offers():
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 5, size=(30, 5))
+    big = np.tile(small, (30, 1))
+    a, b = pave_scoring.bootstrap_interval(small, seed=1), pave_scoring.bootstrap_interval(small, seed=1)
+    assert a == b and a[0] < a[1]
+    wide, narrow = a[1] - a[0], np.subtract(*pave_scoring.bootstrap_interval(big, seed=1)[::-1])
+    assert narrow < wide / 3
+
+
+def test_dictionary_takes_the_longest_known_value_found():
+    train = [Record("1", "a", "", "C", labels=[{"attribute": "T", "value": "tags", "gold": ["tags", "shipping tags"]}])]
+    d = Dictionary.fit(train)
+    test = [Record("2", "Avery shipping tags", "", "C"), Record("3", "Avery labels", "", "C"),
+            Record("4", "tags", "", "D")]
+    assert d.predict(test, {"C": ["T"], "D": ["T"]}) == {("2", "T"): ["shipping tags"]}
+
+
+def test_real_wdc_pave_ingests_cleanly(shared_data, tmp_path):
+    report = ingest("wdc_pave", shared_data / "wdc_pave", tmp_path / "p", tmp_path / "r", 0.0, seed=42)
+    kept = {s: v["kept"] for s, v in report["splits"].items()}
+    assert kept["train"] + kept["val"] == 1066 and kept["test"] == 113
+    assert all(v["rejected"] == 0 for v in report["splits"].values())
+    schema = json.loads((tmp_path / "p" / "schema.json").read_text())
+    assert len(schema["category_attributes"]) == 5
+
+
+def test_products_are_asked_their_categorys_attributes():
+    from deflate.inputs import validate
+    from deflate.questions import Question, all_questions, answer_questions
+
+    schema = {"attributes": ["A", "B", "M"], "category_attributes": {"C": ["A", "B"], "J": ["M"]}}
+    recs = [Record("1", "t", "", "C", labels=[{"attribute": "A", "value": "x"}]), Record("2", "t", "", "J"),
+            Record("3", "t", "", "other")]
+    assert all_questions(recs, schema) == [Question(0, "A"), Question(0, "B"), Question(1, "M"), Question(2, "A"),
+                                           Question(2, "B"), Question(2, "M")]
+    qs, ans = answer_questions(recs[:2], schema, "|", none_per_product=-1)
+    assert [(q.row, q.attribute, a) for q, a in zip(qs, ans)] == [(0, "A", "x"), (0, "B", "None"), (1, "M", "None")]
+    assert all_questions(recs, {"attributes": ["A"]}) == [Question(i, "A") for i in range(3)]  # no categories
+    cats = schema["category_attributes"]
+    assert validate({"id": 1, "name": "n", "category": "J"}, {"A", "B", "M"}, cats)[0]["attributes"] == ["M"]
+    assert validate({"id": 1, "name": "n", "category": "?"}, {"A", "B", "M"}, cats)[0]["attributes"] == ["A", "B", "M"]
+    assert validate({"id": 1, "name": "n", "category": 5}, {"A"}, cats)[1] == ["category must be a string"]
