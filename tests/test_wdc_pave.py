@@ -102,7 +102,8 @@ def test_dictionary_takes_the_longest_known_value_found():
     d = Dictionary.fit(train)
     test = [Record("2", "Avery shipping tags", "", "C"), Record("3", "Avery labels", "", "C"),
             Record("4", "tags", "", "D")]
-    assert d.predict(test, {"C": ["T"], "D": ["T"]}) == {("2", "T"): ["shipping tags"]}
+    schema = {"attributes": ["T"], "category_attributes": {"C": ["T"], "D": ["T"]}}
+    assert d.predict(test, schema) == {("2", "T"): ["shipping tags"]}
 
 
 def test_real_wdc_pave_ingests_cleanly(shared_data, tmp_path):

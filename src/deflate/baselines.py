@@ -1,17 +1,23 @@
 """The comparison systems of paper §5.1, trained and scored on the same tables, image tokens and
 metric code as DEFLATE: ``bilstm_crf`` and ``mjave`` (extractive, :mod:`deflate.taggers`) and
 ``jgave`` (Roy et al. 2022, word-sequence variant: a T5 of DEFLATE's size that writes every
-``attribute: value`` pair of a product as one sequence, in random order, from the text alone).
+``attribute: value`` pair of a product as one sequence, in random order, from the text alone),
+and ``dictionary`` (the WDC-PAVE reference: :mod:`deflate.dictionary`, nothing trained).
+Each writes its val and test predictions (:mod:`deflate.prediction_files`) beside its model.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import prediction_files
 from .batching import Batcher, Example, to_device
+from .data import Record, load_split
 from .dataset import Split, grouped_labels, image_spec, load_data, load_schema
+from .dictionary import Dictionary
 from .decoding import generate_values
 from .metrics import evaluate as compute_metrics
 from .metrics import gold_from_records
@@ -21,7 +27,18 @@ from .taggers import MJAVE, BiLSTMCRF, TagBatcher, char_vocab, decode_spans, enc
 from .text import QuestionBuilder, corpus, train_tokenizer
 from .train import config_hash, file_digest, fit
 
-SYSTEMS = ("bilstm_crf", "mjave", "jgave")
+SYSTEMS = ("bilstm_crf", "mjave", "jgave", "dictionary")
+
+
+@dataclass
+class Trained:
+    """A trained baseline's answers on val and test (``{(product id, attribute): [values]}``)."""
+    val: list[Record]
+    val_pred: dict
+    test: list[Record]
+    test_pred: dict
+    history: list[dict]
+    params: int
 
 
 def _score(records, pred: dict) -> dict:
@@ -97,7 +114,9 @@ def train_tagger(system: str, p: dict, processed: Path, tokens_dir: Path, out: P
                                   "params": sum(x.numel() for x in model.parameters())})
     test = load_data(processed, tokens_dir, "test")
     te = _Tagging(test, vocab, attributes, cfg["max_chars"])
-    return test.records, tagger_predict(model, te, te.batcher(use_image), device=device), history, model
+    return Trained(val.records, tagger_predict(model, va, va_b, device=device), test.records,
+                   tagger_predict(model, te, te.batcher(use_image), device=device), history,
+                   sum(x.numel() for x in model.parameters()))
 
 
 # --- JG-AVE ---------------------------------------------------------------------------------------
@@ -160,7 +179,17 @@ def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, 
                   device=device, name="jgave")
     save_model(gen.cpu(), out / "model", {"system": "jgave", "params": sum(x.numel() for x in gen.parameters())}, tok, gen.t5)
     test = load_data(processed, tokens_dir, "test")
-    return test.records, jgave_predict(gen, qb, test.records, attributes, decode, device, True), history, gen
+    return Trained(val.records, jgave_predict(gen, qb, val.records, attributes, decode, device, True), test.records,
+                   jgave_predict(gen, qb, test.records, attributes, decode, device, True), history,
+                   sum(x.numel() for x in gen.parameters()))
+
+
+def run_dictionary(processed: Path) -> Trained:
+    """The dictionary reference: nothing trained, nothing selected."""
+    schema = load_schema(processed)
+    train, val, test = (load_split(processed, s) for s in ("train", "val", "test"))
+    d = Dictionary.fit(train)
+    return Trained(val, d.predict(val, schema), test, d.predict(test, schema), [], sum(len(v) for v in d.values.values()))
 
 
 # --- one entry point ------------------------------------------------------------------------------
@@ -172,13 +201,18 @@ def run_baseline(system: str, p: dict, processed: Path, tokens_dir: Path, out: P
     ctx = StageContext.open(p, system, processed)
     device, tracker = ctx.device, ctx.tracker()
     if system == "jgave":
-        records, pred, history, model = train_jgave(p, processed, tokens_dir, out, tracker, device)
+        t = train_jgave(p, processed, tokens_dir, out, tracker, device)
+    elif system == "dictionary":
+        t = run_dictionary(processed)
     else:
-        records, pred, history, model = train_tagger(system, p, processed, tokens_dir, out, tracker, device)
-    m = _score(records, pred)
-    m["meta"] = {"system": system, "params": sum(x.numel() for x in model.parameters()),
-                 "epochs": len(history), "best_val_ave_f1": round(100 * max(h["val_score"] for h in history), 2)}
-    tracker.metrics({f"test_{k}_f1": m[k]["f1"] for k in ("ap", "ave", "ave_fuzzy")}, step=len(history))
+        t = train_tagger(system, p, processed, tokens_dir, out, tracker, device)
+    for split, records, pred in (("val", t.val, t.val_pred), ("test", t.test, t.test_pred)):
+        prediction_files.write(out / "predictions" / f"{split}.jsonl", records, pred)
+    m = _score(t.test, t.test_pred)
+    m["meta"] = {"system": system, "params": t.params, "epochs": len(t.history),
+                 "best_val_ave_f1": round(100 * max(h["val_score"] for h in t.history), 2) if t.history else
+                 _score(t.val, t.val_pred)["ave"]["f1"]}
+    tracker.metrics({f"test_{k}_f1": m[k]["f1"] for k in ("ap", "ave", "ave_fuzzy")}, step=len(t.history))
     tracker.artifacts(out, system)
     tracker.close()
     return m

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .data import Record
+from .dataset import attributes_of
 
 
 @dataclass
@@ -20,12 +21,13 @@ class Dictionary:
                 seen.setdefault((r.category, lab["attribute"]), set()).update(lab.get("gold") or [lab["value"]])
         return cls({k: sorted(v, key=lambda s: (-len(s), s)) for k, v in sorted(seen.items())})
 
-    def predict(self, records: list[Record], category_attributes: dict[str, list[str]]) -> dict:
-        """``{(offer id, attribute): [value]}`` for every attribute where a known value is found."""
+    def predict(self, records: list[Record], schema: dict) -> dict:
+        """``{(offer id, attribute): [value]}`` for every attribute (of the offer's category, see
+        :func:`deflate.dataset.attributes_of`) where a known value is found."""
         pred = {}
         for r in records:
             text = f"{r.name} {r.description}"
-            for attr in category_attributes.get(r.category, []):
+            for attr in attributes_of(schema, r.category):
                 hit = next((v for v in self.values.get((r.category, attr), []) if v in text), None)
                 if hit is not None:
                     pred[(r.id, attr)] = [hit]

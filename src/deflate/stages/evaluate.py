@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import prediction_files
 from ..config import Params
 from ..data import Record, load_split
 from ..dataset import Split, load_data
@@ -29,9 +30,9 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
                      decode=p["decode"], claim_batch_size=claim_bs, device=ctx.device)
     val, test = load_data(processed, tokens_dir, "val"), load_data(processed, tokens_dir, "test")
     thr = 0.5
+    val_ans = answer_split(engine, val, ctx.schema, "val")  # val predictions are written too (reported beside test)
     if use_disc and p["eval"]["threshold"] == "auto":  # chosen on validation, never on test
-        thr = best_threshold(answer_split(engine, val, ctx.schema, "val"), val.records, engine.sep,
-                             p["eval"]["threshold_metric"])
+        thr = best_threshold(val_ans, val.records, engine.sep, p["eval"]["threshold_metric"])
     elif use_disc:
         thr = float(p["eval"]["threshold"])
     engine.with_decisions(threshold=thr)
@@ -50,6 +51,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
                        "constrained_decoding": bool(p["decode"]["constrain_to_vocab"])}
     write_json(metrics_path, metrics, ensure_ascii=False, indent=1, sort_keys=True)
     write_predictions(predictions_path, test.records, ans, pred)
+    prediction_files.write(predictions_path.with_name("val.jsonl"), val.records,
+                           select(val_ans, val.records, thr, engine.sep))
     write_bundle(bundle_dir, engine.decisions, p["decode"], claim_bs, gen_dir, disc_dir if use_disc else None)
     # the bundle as an MLflow pyfunc (`mlflow models predict`, `deflate predict --model <uri>`)
     tracker = ctx.tracker()

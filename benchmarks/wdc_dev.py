@@ -1,0 +1,74 @@
+"""Development runs on WDC-PAVE that never touch its evaluation data: one system trained on train,
+selected and scored on val (the test split is replaced by val), with the dataset authors' rule.
+
+    python benchmarks/wdc_dev.py SYSTEM [-S key.path=value ...] [--work DIR]
+
+SYSTEM is deflate, d_minus or a baseline (bilstm_crf, mjave, jgave, dictionary). Params start from
+pipelines/wdc_pave/params.yaml. Prints val P/R/F1 (authors' rule, with the bootstrap interval),
+AP/AVE F1 and the wall time; appends one JSON line to DIR/results.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import yaml
+
+from deflate import pave_scoring, prediction_files
+from deflate.config import load_params
+from deflate.data import ingest, load_split
+from deflate.experiments import run_system
+
+ROOT = Path(__file__).resolve().parents[1]
+PIPE = ROOT / "pipelines" / "wdc_pave"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("system")
+    ap.add_argument("-S", dest="sets", action="append", default=[], help="key.path=value (YAML value)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/wdc_dev"))
+    ap.add_argument("--name", default="")
+    args = ap.parse_args()
+    p = load_params(PIPE / "params.yaml")
+    for s in args.sets:
+        key, _, val = s.partition("=")
+        *head, last = key.split(".")
+        node = p
+        for k in head:
+            node = node[k]
+        node[last] = yaml.safe_load(val)
+    p["tracking"]["enabled"] = False
+    work = args.work
+    full = work / "processed"
+    if not (full / "schema.json").exists():
+        ingest("wdc_pave", (PIPE / p["data"]["path"]).resolve(), full, work / "rejects", 0.01, seed=p["seed"],
+               val_fraction=p["data"]["val_fraction"])
+    dev = work / "dev"  # test := val, so nothing here ever reads eval_visible
+    if not (dev / "schema.json").exists():
+        dev.mkdir(parents=True, exist_ok=True)
+        for f in ("train.parquet", "val.parquet", "schema.json"):
+            shutil.copy(full / f, dev / f)
+        shutil.copy(full / "val.parquet", dev / "test.parquet")
+    name = args.name or "_".join([args.system, *[s.replace("/", "_") for s in args.sets]])[:120]
+    out = work / "runs" / name
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    m = run_system(args.system, p, dev, work / "no_tokens", out, "wdc_pave")
+    seconds = round(time.perf_counter() - t0, 1)
+    schema = json.loads((dev / "schema.json").read_text())
+    pred_file = out / "predictions" / "test.jsonl"
+    s = pave_scoring.score(load_split(dev, "test"), prediction_files.read(pred_file), schema["category_attributes"])
+    res = {"name": name, "system": args.system, "sets": args.sets, "val_f1": s["f1"], "val_p": s["p"],
+           "val_r": s["r"], "val_f1_ci95": s["f1_ci95"], "val_f1_ci": s["case_insensitive"]["f1"],
+           "counts": s["counts"], "ap_f1": m["ap"]["f1"], "ave_f1": m["ave"]["f1"], "seconds": seconds}
+    print(json.dumps(res))
+    with open(work / "results.jsonl", "a") as f:
+        f.write(json.dumps(res) + "\n")
+
+
+if __name__ == "__main__":
+    main()
