@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from deflate import pave_scoring
 from deflate.data import Record, Reject, WdcPaveAdapter, ingest, load_split, wdc_val_cluster
@@ -131,3 +132,93 @@ def test_products_are_asked_their_categorys_attributes():
     assert validate({"id": 1, "name": "n", "category": "J"}, {"A", "B", "M"}, cats)[0]["attributes"] == ["M"]
     assert validate({"id": 1, "name": "n", "category": "?"}, {"A", "B", "M"}, cats)[0]["attributes"] == ["A", "B", "M"]
     assert validate({"id": 1, "name": "n", "category": 5}, {"A"}, cats)[1] == ["category must be a string"]
+
+
+def fixture_offers(n: int, start: int = 0) -> list[str]:
+    brands, colors = ["Avery", "Xerox", "Bic", "Sharpie"], ["Red", "Blue", "Black"]
+    out = []
+    for i in range(start, start + n):
+        b, c = brands[i % 4], colors[i % 3]
+        scores = {"Brand": {b: {"pid": [0], "score": 1}},
+                  "Color(s)": {c: {"pid": [1], "score": 1}} if i % 2 else {"n/a": 1}}
+        out.append(offer(i, title=f"{b} shipping tags {i}", desc=f"{c} tags, pack of {i}" if i % 2 else "plain tags",
+                         scores=scores))
+    return out
+
+
+@pytest.fixture(scope="module")
+def wdc_run(tmp_path_factory):
+    """Every WDC-PAVE system, tiny, on 60 fixture offers; then the table."""
+    import sys
+
+    from deflate.config import load_params
+    from deflate.experiments import run_system
+    from deflate.wdc_table import SYSTEMS, build
+
+    root = tmp_path_factory.mktemp("wdc")
+    write(root / "raw", fixture_offers(60), fixture_offers(12, 100))
+    ingest("wdc_pave", root / "raw", root / "processed", root / "rejects", 0.0, seed=1, val_fraction=0.2)
+    p = load_params(Path(__file__).resolve().parents[1] / "pipelines" / "wdc_pave" / "params.yaml")
+    p["model"].update(d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=1, num_decoder_layers=1, device="cpu")
+    p["generator"].update(epochs=1, batch_size=16, val_max=40)
+    p["discriminator"].update(epochs=1, batch_size=16)
+    p["decode"].update(max_new_tokens=4, batch_size=64)
+    p["baselines"]["tagger"].update(epochs=1, emb=16, hidden=16)
+    p["baselines"]["jgave"].update(epochs=1, max_target_len=16, val_max=10)
+    p["text"].update(vocab_size=300, max_len=40)
+    p["tracking"]["enabled"] = False
+    p["scoring"].update(n_boot=50, n_boot_project=10)
+    (root / "metrics" / "systems").mkdir(parents=True)
+    for s in SYSTEMS:
+        m = run_system(s, p, root / "processed", root / "no_tokens", root / "models" / f"{s}-wdc_pave", "wdc_pave")
+        (root / "metrics" / "systems" / f"{s}-wdc_pave.json").write_text(json.dumps(m))
+    table = build(p, root / "processed", root / "models", root / "metrics", root / "metrics" / "wdc_pave.json")
+    assert "deflate" in sys.modules["deflate.wdc_table"].NAMES
+    return root, table
+
+
+def test_every_system_writes_predictions_and_the_table_scores_them(wdc_run):
+    from deflate.wdc_table import SYSTEMS, markdown
+
+    root, t = wdc_run
+    assert list(t["rows"]) == list(SYSTEMS)
+    for s, r in t["rows"].items():
+        assert (root / "models" / f"{s}-wdc_pave" / "predictions" / "val.jsonl").exists()
+        assert 0 <= r["f1_ci95"][0] <= r["f1"] <= r["f1_ci95"][1] <= 100 or r["f1"] == 0
+        assert sum(r["counts"].values()) == 12 * 2  # 12 offers x 2 attributes of their category
+        assert 0 <= r["gold_in_window"] <= 100
+    assert t["rows"]["dictionary"]["f1"] > 50  # brands and colours recur: the floor is high here
+    # constrain_to_spans: DEFLATE's answers are copies of its question's text (d-: or "None", dropped)
+    recs = {r.id: r for r in load_split(root / "processed", "test")}
+    for line in (root / "models" / "deflate-wdc_pave" / "predictions" / "test.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        r = recs[row["id"]]
+        for p in row["candidates"]:
+            assert p["value"] in f"The {p['attribute']} of {r.name} ({r.description}) is", p
+    assert set(t["checks"]) >= {"deflate_f1_at_least_70", "deflate_above_d_minus_ap_f1"}
+    assert "| DEFLATE |" in markdown(t)
+
+
+def test_predict_format_wdc_pave_scores_a_trained_model(wdc_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from deflate.cli import app
+
+    root, _ = wdc_run
+    bundle = root / "models" / "deflate-wdc_pave" / "deflate"
+    out = tmp_path / "pred.jsonl"
+    inp = root / "raw" / "eval_visible.jsonl"
+    inp.write_text(inp.read_text() + "{broken\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["predict", "--model", str(bundle), "--input", str(inp), "--output", str(out),
+                                 "--format", "wdc_pave"])
+    assert r.exit_code == 0, r.output
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(lines) == 13 and lines[-1]["errors"] and all(not x["errors"] for x in lines[:-1])
+    assert {p["attribute"] for x in lines for p in x["predictions"]} <= {"Brand", "Color(s)"}
+    scores = json.loads(out.with_suffix(".scores.json").read_text())
+    assert scores["offers"] == 12 and sum(scores["authors_rule"]["counts"].values()) == 24
+    # the same predictions scored by the pipeline's table give the same authors' F1
+    table = json.loads((root / "metrics" / "wdc_pave.json").read_text())
+    assert scores["authors_rule"]["f1"] == table["rows"]["deflate"]["f1"]
+    r = CliRunner().invoke(app, ["report", "--metrics", str(tmp_path), "--wdc-pave", str(root / "metrics" / "wdc_pave.json")])
+    assert r.exit_code == 0 and "WDC-PAVE" in r.output

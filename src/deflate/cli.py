@@ -109,10 +109,14 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
                                       "decisions made on validation), or an MLflow model URI (runs:/<run>/deflate, "
                                       "models:/<id>) logged by those stages."),
             input: Path = typer.Option(..., "--input", help="Products: .jsonl (one object per line) or .tsv with a "
-                                       "header; with --format implicitave, an ImplicitAVE .tsv or folder of them."),
+                                       "header; with --format implicitave, an ImplicitAVE .tsv or folder of them; "
+                                       "with --format wdc_pave, a WDC-PAVE .jsonl (e.g. eval_visible.jsonl)."),
             output: Path = typer.Option(..., help="Where to write one JSON line per input row."),
             fmt: str = typer.Option("products", "--format", help="products | implicitave (rows carry gold values; "
-                                    "every asked attribute is answered and an accuracy JSON is written too)."),
+                                    "every asked attribute is answered and an accuracy JSON is written too) | "
+                                    "wdc_pave (offers with target_scores: each is asked its category's attributes "
+                                    "and a scores JSON is written: the dataset authors' rule and the paper's "
+                                    "metrics, with bootstrap intervals)."),
             images: Path = typer.Option(None, help="The one folder the rows' image paths may point into, relative "
                                         "to it (default: the input file's folder; implicitave: the images/ folder "
                                         "beside the texts). Paths leaving it, symlinks included, are refused."),
@@ -127,7 +131,7 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
             threshold: float = typer.Option(None, help="Override the discriminator threshold (default: the bundle's, "
                                             "chosen on validation)."),
             metrics: Path = typer.Option(None, help="Accuracy JSON for rows with gold values (default: next to "
-                                         "--output, *.accuracy.json)."),
+                                         "--output, *.accuracy.json; wdc_pave: *.scores.json)."),
             batch_size: int = typer.Option(None, help="Questions (and claims) per batch (default: the bundle's)."),
             chunk_rows: int = typer.Option(10_000, min=1, help="Input rows answered (and held in memory) at a "
                                            "time; the input is read as a stream.")):
@@ -140,10 +144,10 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
 
     from .engine import MODES, BundleError
     from .files import atomic_writer, write_json
-    from .inputs import accuracy_of, iter_rows, read_implicitave, scored_answers
+    from .inputs import accuracy_of, iter_rows, iter_wdc_pave, read_implicitave, scored_answers
 
-    if fmt not in ("products", "implicitave"):
-        _fail(f"--format must be products or implicitave, not {fmt!r}")
+    if fmt not in ("products", "implicitave", "wdc_pave"):
+        _fail(f"--format must be products, implicitave or wdc_pave, not {fmt!r}")
     if not input.exists() or (fmt == "products" and not input.is_file()):
         _fail(f"input {input} not found")
     if mode is not None and mode not in MODES:
@@ -169,18 +173,24 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
     if d.mode == "fused":
         typer.echo(f"fused weights generator/discriminator/lexical {d.weights} "
                    f"({'--weights' if weights else 'the bundle'})")
+    if fmt == "wdc_pave" and not engine.meta.get("category_attributes"):
+        _fail(f"--format wdc_pave needs a model trained on WDC-PAVE (its per-category schema); {model} has none")
     if fmt == "implicitave":
         try:
             rows, pictures = read_implicitave(input)
         except FileNotFoundError as e:
             _fail(str(e))
         images = images or pictures
+    elif fmt == "wdc_pave":
+        rows = iter_wdc_pave(input)
+        images = images or input.parent
     else:
         rows = iter_rows(input)  # streamed: only one chunk of rows is held at a time
         images = images or input.parent
     t = time.perf_counter()
     counts = {"rows": 0, "with_errors": 0, "errors_only": 0, "kept_values": 0}
     scored: list[dict] = []
+    offers: list = []  # wdc_pave: (row, result) pairs to score
     seen: dict = {}  # duplicate questions across chunks
     with atomic_writer(output) as f:  # nothing at --output until every row is written
         for chunk in _chunks(rows, chunk_rows):
@@ -189,7 +199,10 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
                 if "gold" in row:
                     r["gold"] = row["gold"]
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            scored += scored_answers(results, chunk)
+            if fmt == "wdc_pave":
+                offers += [(row, r) for r, row in zip(results, chunk) if not r["errors"]]
+            else:
+                scored += scored_answers(results, chunk)
             counts["rows"] += len(results)
             counts["with_errors"] += sum(bool(r["errors"]) for r in results)
             counts["errors_only"] += sum(bool(r["errors"]) and not r["predictions"] for r in results)
@@ -201,6 +214,14 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
     rule = "every asked attribute answered" if d.keep_all else f"threshold {d.threshold:.3f}"
     typer.echo(f"{counts['rows']} rows, {counts['errors_only']} with errors only, {counts['kept_values']} "
                f"values kept (mode {d.mode}, {rule}), {dt:.1f}s -> {output}")
+    if offers:
+        scores = _wdc_scores(offers, engine.meta["category_attributes"])
+        scores["mode"], scores["model"] = d.mode, str(model)
+        metrics = metrics or output.with_suffix(".scores.json")
+        write_json(metrics, scores, ensure_ascii=False, indent=1, sort_keys=True)
+        typer.echo(f"WDC-PAVE: F1 {scores['authors_rule']['f1']} (authors' rule, 95% CI "
+                   f"{scores['authors_rule']['f1_ci95']}), AP F1 {scores['ap']['f1']}, AVE F1 {scores['ave']['f1']} "
+                   f"on {len(offers)} offers -> {metrics}")
     if scored:
         acc = accuracy_of(scored)
         acc["mode"], acc["model"] = d.mode, str(model)
@@ -208,6 +229,28 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
         write_json(metrics, acc, ensure_ascii=False, indent=1, sort_keys=True)
         typer.echo(f"accuracy: exact {acc['overall']['exact']}%, lenient {acc['overall']['lenient']}% "
                    f"on {acc['overall']['n']} rows -> {metrics}")
+
+
+def _wdc_scores(offers: list, category_attributes: dict) -> dict:
+    """The dataset authors' rule and the paper's metrics for answered WDC-PAVE offers."""
+    from . import pave_scoring
+    from .data import Record
+    from .intervals import bootstrap_f1
+    from .metrics import evaluate as compute_metrics
+    from .metrics import gold_from_records
+
+    records, pred = [], {}
+    for row, res in offers:
+        labels = [{"attribute": a, "value": g[0], "source": "explicit", "gold": g} for a, g in row["gold"].items()]
+        records.append(Record(res["id"], row["name"], row.get("description") or "", row["category"], labels=labels))
+        for p in res["predictions"]:
+            pred.setdefault((res["id"], p["attribute"]), []).append(p["value"])
+    authors = pave_scoring.score(records, pred, category_attributes)
+    gold, texts = gold_from_records(records)
+    m = compute_metrics(gold, pred, texts)
+    ci = bootstrap_f1(records, pred, 200)
+    return {"authors_rule": authors, **{k: {**m[k], "f1_ci95": ci[k]} for k in ("ap", "ave", "ave_fuzzy")},
+            "offers": len(records), "note": "ap/ave against the first gold spelling; the authors' rule against all"}
 
 
 @app.command()
@@ -228,16 +271,23 @@ def show(metrics: Path = typer.Argument(Path("metrics/deflate.json"), help="A me
 @app.command()
 def report(metrics: Path = typer.Option(Path("metrics"), help="Folder with table2..5.json and fig3.json "
                                         "(written by the `tables` stage of `dvc repro`)."),
-           digits: int = typer.Option(2, help="Decimals.")):
-    """Print every paper table as Markdown, our numbers beside the paper's published ones.
+           digits: int = typer.Option(2, help="Decimals."),
+           wdc_pave: Path = typer.Option(Path("pipelines/wdc_pave/metrics/wdc_pave.json"), help="The WDC-PAVE "
+                                         "table (dvc repro pipelines/wdc_pave/dvc.yaml); shown when it exists.")):
+    """Print every paper table as Markdown, our numbers beside the paper's published ones, then the
+    WDC-PAVE comparison on real offers.
 
     Ours come from the generated default data, not from DESIRE/MEPAVE (not public)."""
     from .tables import load_tables, markdown
+    from .wdc_table import markdown as wdc_markdown
 
     tables = load_tables(metrics)
-    if not tables:
-        _fail(f"no table JSON in {metrics}; run `dvc repro` first")
-    typer.echo(markdown(tables, digits))
+    if not tables and not wdc_pave.is_file():
+        _fail(f"no table JSON in {metrics} and no {wdc_pave}; run `dvc repro` first")
+    if tables:
+        typer.echo(markdown(tables, digits))
+    if wdc_pave.is_file():
+        typer.echo(wdc_markdown(json.loads(wdc_pave.read_text(encoding="utf-8"))))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """The generator's decoding: a value per question (greedy or beam), optionally inside a token trie
-of the attribute's known values, and the trie's top-k. Exact scoring is :mod:`deflate.scoring`."""
+of the attribute's known values (closed vocabularies) or of the spans of its own question (open,
+extractive values: the answer is a copy of input tokens), and the trie's top-k. Exact scoring is
+:mod:`deflate.scoring`."""
 from __future__ import annotations
 
 import torch
 from tqdm import tqdm
 
 from .batching import Batcher, Example, to_device
+from .text import NONE_VALUE
 
 
 class Trie:
@@ -25,6 +28,25 @@ class Trie:
             if node is None:
                 return []
         return list(node)
+
+
+def span_trie(question: list[int], max_len: int, extra: list[list[int]] = ()) -> Trie:
+    """Every contiguous span of ``question`` up to ``max_len`` tokens, plus the ``extra`` sequences
+    (e.g. d-'s "None" answer), as one trie (ends are not marked: any span may end anywhere)."""
+    trie = Trie(list(extra))
+    for i in range(len(question)):
+        node = trie.root
+        for t in question[i:i + max_len]:
+            node = node.setdefault(t, {})
+    return trie
+
+
+def _span_allowed(tries: list[Trie], end: int):
+    def allowed(batch_id, sent):
+        prefix = sent.tolist()[1:]  # drop the decoder start token
+        nxt = tries[batch_id].next_tokens(prefix)
+        return (nxt + [end] if prefix else nxt) or [end]
+    return allowed
 
 
 def build_tries(values_by_attr: dict[str, list[str]], qb) -> dict[str, Trie]:
@@ -47,8 +69,10 @@ def _allowed(tries: dict[str, Trie], attrs: list[str], qb):
 
 @torch.no_grad()
 def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: dict, device: str = "cpu",
-                    tries: dict[str, Trie] | None = None, desc: str = "generate", progress: bool = True) -> list[str]:
-    """One decoded string per example (its ``key`` Question's attribute picks the trie).
+                    tries: dict[str, Trie] | None = None, desc: str = "generate", progress: bool = True,
+                    spans: bool = False) -> list[str]:
+    """One decoded string per example (its ``key`` Question's attribute picks the trie; with
+    ``spans``, each answer is a span of its own question or d-'s "None").
     ``decode``: ``batch_size``, ``max_new_tokens``, ``num_beams`` (params.yaml's ``decode``)."""
     gen.eval().to(device)
     out: list[str] = [""] * len(examples)
@@ -59,6 +83,10 @@ def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: 
               "do_sample": False}
         if tries:
             kw["prefix_allowed_tokens_fn"] = _allowed(tries, [examples[i].key.attribute for i in idx], qb)
+        elif spans:
+            none = [qb.value(NONE_VALUE)[:-1]]
+            kw["prefix_allowed_tokens_fn"] = _span_allowed(
+                [span_trie(examples[i].ids, qb.max_value_len, none) for i in idx], qb.eos_id)
         seqs = gen.generate(batch, **kw)
         for i, s in zip(idx, seqs.tolist()):
             out[i] = qb.decode(s)

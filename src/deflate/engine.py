@@ -38,7 +38,7 @@ MODES = ("free", "constrained", "rerank", "fused")
 SOURCES = ("generator", "discriminator", "lexical")  # the order of fused weights
 PARTS = ("generator", "discriminator", "lexical")
 BUNDLE_FILE = "bundle.json"
-DECODE_KEYS = ("batch_size", "max_new_tokens", "num_beams", "constrain_to_vocab")
+DECODE_KEYS = ("batch_size", "max_new_tokens", "num_beams", "constrain_to_vocab", "constrain_to_spans")
 
 
 class BundleError(ValueError):
@@ -94,7 +94,7 @@ class Deflate:
     def __init__(self, generator: Path, *, discriminator: Path | None, lexical: Path | None, decisions: Decisions,
                  decode: dict, claim_batch_size: int, device: str = "cpu"):
         """The trained parts from their folders; ``decode``: params.yaml's ``decode`` keys
-        (batch_size, max_new_tokens, num_beams, constrain_to_vocab)."""
+        (batch_size, max_new_tokens, num_beams, constrain_to_vocab, constrain_to_spans)."""
         self.gen, tok, self.meta = load_generator(generator)
         self.qb = QuestionBuilder(tok, self.meta["language"], self.meta["max_len"], self.meta["max_value_len"])
         self.disc = load_discriminator(discriminator, self.gen)[0] if discriminator is not None else None
@@ -169,7 +169,8 @@ class Deflate:
     def generate(self, batcher: Batcher, exs: list[Example], constrained: bool = False, desc: str = "generate",
                  progress: bool = True) -> list[str]:
         return generate_values(self.gen, self.qb, batcher, exs, self.decode, self.device,
-                               self.tries() if constrained else None, desc, progress)
+                               self.tries() if constrained else None, desc, progress,
+                               spans=not constrained and self.decode["constrain_to_spans"])
 
     def topk(self, batcher: Batcher, exs: list[Example], k: int, desc: str = "top-k",
              progress: bool = True) -> list[list[tuple[str, float]]]:

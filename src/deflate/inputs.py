@@ -97,6 +97,28 @@ def iter_rows(path: Path) -> Iterator[dict]:
         yield obj
 
 
+def iter_wdc_pave(path: Path) -> Iterator[dict]:
+    """WDC-PAVE JSONL offers as product rows (title -> name, description, category) carrying their
+    gold: ``{"attribute": [correct spellings]}`` for stated attributes (``n/a`` ones are absent)."""
+    for row in iter_rows(path):
+        if "_error" in row:
+            yield row
+            continue
+        scores = row.get("target_scores")
+        gold: dict = {}
+        if isinstance(scores, dict):
+            for attr, vals in scores.items():
+                if isinstance(vals, dict):
+                    spellings = sorted({v.strip() for v in vals if isinstance(v, str) and v.strip() not in ("", "n/a")})
+                    if spellings:
+                        gold[attr] = spellings
+        elif scores is not None:
+            yield {"_line": row["_line"], "_error": "target_scores must be an object"}
+            continue
+        yield {"id": row.get("id"), "name": row.get("input_title"), "description": row.get("input_description"),
+               "category": row.get("category"), "gold": gold, "_line": row["_line"]}
+
+
 IMPLICITAVE_COLUMNS = ("id", "images", "category", "texts", "attribute_names", "attribute_values")
 
 

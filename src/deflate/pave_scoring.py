@@ -65,7 +65,10 @@ def count(records: list[Record], pred: dict, category_attributes: dict[str, list
 
 
 def bootstrap_interval(counts: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:
-    """Percentile interval of micro F1 over ``n`` resamples of the offers (rows), seeded."""
+    """Percentile interval of micro F1 over ``n`` resamples of the offers (rows), seeded (``n`` = 0:
+    no interval, an empty list)."""
+    if n <= 0:
+        return []
     if len(counts) == 0:
         return [0.0, 0.0]
     idx = np.random.default_rng(seed).integers(0, len(counts), size=(n, len(counts)))

@@ -32,12 +32,13 @@ class Claim:
 
 def question_examples(records: list[Record], qb: QuestionBuilder, questions: list[Question],
                       targets: list[str] | None = None) -> list[Example]:
-    """Generator input per question; with ``targets``, the answer to learn (decoder ids)."""
+    """Generator input per question; with ``targets``, the answer to learn (decoder ids, in the
+    form :meth:`QuestionBuilder.value` chooses)."""
     out = []
     for k, q in enumerate(questions):
         r = records[q.row]
-        target = qb.value(targets[k]) if targets is not None else None
-        out.append(Example(qb.question(r.name, r.description, q.attribute), q.row, target, q))
+        ids = qb.question(r.name, r.description, q.attribute)
+        out.append(Example(ids, q.row, qb.value(targets[k], ids) if targets is not None else None, q))
     return out
 
 

@@ -65,12 +65,22 @@ def corpus(records, schema: dict):
     yield NONE_VALUE
 
 
+TARGET_FORMS = ("standalone", "as_in_text")
+
+
+def _contains(seq: list[int], part: list[int]) -> bool:
+    n = len(part)
+    return n > 0 and any(seq[i:i + n] == part for i in range(len(seq) - n + 1))
+
+
 class QuestionBuilder:
     """Turns (product, attribute[, value]) into token ids with a length budget."""
 
-    def __init__(self, tokenizer, language: str, max_len: int, max_value_len: int):
+    def __init__(self, tokenizer, language: str, max_len: int, max_value_len: int, target_form: str = "standalone"):
+        if target_form not in TARGET_FORMS:
+            raise ValueError(f"text.target_form must be one of {TARGET_FORMS}, not {target_form!r}")
         self.tok, self.t = tokenizer, TEMPLATES["zh" if language == "zh" else "en"]
-        self.max_len, self.max_value_len = max_len, max_value_len
+        self.max_len, self.max_value_len, self.target_form = max_len, max_value_len, target_form
         self.img_id = tokenizer.convert_tokens_to_ids(IMG)
         self.cls_id = tokenizer.convert_tokens_to_ids(CLS)
         self.eos_id = tokenizer.eos_token_id
@@ -96,9 +106,16 @@ class QuestionBuilder:
                 d = d[: room - 1] + d[-1:]
         return head + d + tail
 
-    def value(self, value: str) -> list[int]:
-        """Decoder target: value tokens + </s>."""
-        return self.ids(value)[: self.max_value_len] + [self.eos_id]
+    def value(self, value: str, context: list[int] | None = None) -> list[int]:
+        """Decoder target: value tokens + </s>. With ``target_form`` ``as_in_text`` and the question's
+        ids as ``context``, the tokens the value has inside the question where they occur there (after
+        a space a word starts with the ``▁`` piece, alone it does not): the answer is then a copy of
+        input tokens. Both forms decode to the same string."""
+        ids = self.ids(value)
+        if self.target_form == "as_in_text" and context is not None and self.t["sep"]:
+            spaced = self.ids(self.t["sep"] + value)
+            ids = spaced if _contains(context, spaced) else ids
+        return ids[: self.max_value_len] + [self.eos_id]
 
     def claim(self, name: str, desc: str, attr: str, value: str) -> list[int]:
         """Discriminator text: <CLS> question value (paper: <CLS> The [a] of [T] is [v])."""

@@ -27,7 +27,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     tok_path = m["tokenizer_path"] or m["pretrained_path"]
     tok = load_tokenizer(tok_path) if tok_path else train_tokenizer(corpus(train.records, schema), t["vocab_size"])
     lang = schema["language"]
-    qb = QuestionBuilder(tok, lang, t["max_len"], t["max_value_len"])
+    qb = QuestionBuilder(tok, lang, t["max_len"], t["max_value_len"], t["target_form"])
     image_vocab, feature_dim = image_spec(train.meta)
     use_image = m["use_image"] and train.image is not None
     gen = build_generator(m, tok, image_vocab if use_image else 0, feature_dim if use_image else 0)
@@ -40,7 +40,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     targets = [qb.decode(e.target) for e in val_ex]
 
     def validate(model):
-        got = generate_values(model, qb, va_b, val_ex, p["decode"], device, progress=False)
+        got = generate_values(model, qb, va_b, val_ex, p["decode"], device, progress=False,
+                              spans=p["decode"]["constrain_to_spans"])
         return {"score": round(float(np.mean([a == b for a, b in zip(got, targets)])), 4)}
 
     tracker = ctx.tracker()
