@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from deflate import pave_scoring
 from deflate.data import Record, Reject, WdcPaveAdapter, ingest, load_split, wdc_val_cluster
@@ -222,3 +223,30 @@ def test_predict_format_wdc_pave_scores_a_trained_model(wdc_run, tmp_path):
     assert scores["authors_rule"]["f1"] == table["rows"]["deflate"]["f1"]
     r = CliRunner().invoke(app, ["report", "--metrics", str(tmp_path), "--wdc-pave", str(root / "metrics" / "wdc_pave.json")])
     assert r.exit_code == 0 and "WDC-PAVE" in r.output
+
+
+def test_targets_as_in_text_copy_question_tokens_and_decode_the_same():
+    from deflate.text import QuestionBuilder, train_tokenizer
+
+    tok = train_tokenizer(["Avery Dennison shipping tags", "The Brand of tags is", "Xerox toner"] * 20, 300)
+    qb = QuestionBuilder(tok, "en", 64, 16, "as_in_text")
+    q = qb.question("Avery Dennison shipping tags", "", "Brand")
+    spaced, alone = qb.value("Avery Dennison", q), QuestionBuilder(tok, "en", 64, 16).value("Avery Dennison", q)
+    n = len(spaced) - 1
+    assert any(q[i:i + n] == spaced[:-1] for i in range(len(q)))  # a copy of question tokens
+    assert spaced != alone and qb.decode(spaced) == qb.decode(alone) == "Avery Dennison"
+    assert qb.value("Xerox", q) == qb.value("Xerox")  # not in the question: the standalone form
+    with pytest.raises(ValueError, match="target_form"):
+        QuestionBuilder(tok, "en", 64, 16, "copy")
+
+
+def test_span_trie_allows_only_spans_of_the_question_and_none():
+    from deflate.decoding import _span_allowed, span_trie
+
+    trie = span_trie([5, 6, 7, 6, 8], 2, [[9, 10]])
+    allowed = _span_allowed([trie], end=1)
+    start = torch.tensor([0])
+    assert sorted(allowed(0, start)) == [5, 6, 7, 8, 9]  # any token of the question, or None's first
+    assert sorted(allowed(0, torch.tensor([0, 6]))) == [1, 7, 8]  # what followed a 6, or stop
+    assert allowed(0, torch.tensor([0, 6, 7])) == [1]  # max 2 tokens: only stop
+    assert allowed(0, torch.tensor([0, 9])) == [10, 1]
