@@ -370,14 +370,20 @@ class WdcPaveAdapter:
                 gold = sorted({v.strip() for v in vals if v.strip() and v.strip() != "n/a"})
                 if not gold:
                     continue
-                found = [(text.find(v), -len(v), v) for v in gold if v in text]
-                target = min(found)[2] if found else gold[0]
-                labels.append({"attribute": attr, "value": target, "source": "explicit" if found else "implicit",
-                               "gold": gold})
+                target = wdc_target(gold, text)
+                labels.append({"attribute": attr, "value": target, "source": "explicit" if target in text
+                               else "implicit", "gold": gold})
             return Record(str(oid), title, desc, cat, "", None, labels, line=n)
 
         for path in self.files(split):
             yield from _rows(split, path, parse, False, f"{path.name}: ")
+
+
+def wdc_target(gold: list[str], text: str) -> str:
+    """The training target among correct spellings: the one found earliest in ``text`` (longest on
+    ties), else the first in sorted order."""
+    found = [(text.find(v), -len(v), v) for v in gold if v in text]
+    return min(found)[2] if found else sorted(gold)[0]
 
 
 def wdc_val_cluster(cluster, seed: int, val_fraction: float) -> bool:
