@@ -223,6 +223,8 @@ def test_predict_format_wdc_pave_scores_a_trained_model(wdc_run, tmp_path):
     assert scores["authors_rule"]["f1"] == table["rows"]["deflate"]["f1"]
     r = CliRunner().invoke(app, ["report", "--metrics", str(tmp_path), "--wdc-pave", str(root / "metrics" / "wdc_pave.json")])
     assert r.exit_code == 0 and "WDC-PAVE" in r.output
+    r = CliRunner().invoke(app, ["report", "--metrics", str(tmp_path), "--wdc-pave", str(tmp_path / "none.json")])
+    assert r.exit_code == 1 and "pipelines/wdc_pave" in r.output
 
 
 def test_targets_as_in_text_copy_question_tokens_and_decode_the_same():

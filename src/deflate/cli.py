@@ -275,8 +275,9 @@ def show(metrics: Path = typer.Argument(Path("metrics/deflate.json"), help="A me
 def report(metrics: Path = typer.Option(Path("metrics"), help="Folder with table2..5.json and fig3.json "
                                         "(written by the `tables` stage of `dvc repro`)."),
            digits: int = typer.Option(2, help="Decimals."),
-           wdc_pave: Path = typer.Option(Path("pipelines/wdc_pave/metrics/wdc_pave.json"), help="The WDC-PAVE "
-                                         "table (dvc repro pipelines/wdc_pave/dvc.yaml); shown when it exists.")):
+           wdc_pave: Path = typer.Option(None, help="The WDC-PAVE table to show (default: "
+                                         "pipelines/wdc_pave/metrics/wdc_pave.json, after the paper's tables, when "
+                                         "it exists; given explicitly, it alone is enough).")):
     """Print every paper table as Markdown, our numbers beside the paper's published ones, then the
     WDC-PAVE comparison on real offers.
 
@@ -285,12 +286,15 @@ def report(metrics: Path = typer.Option(Path("metrics"), help="Folder with table
     from .wdc_table import markdown as wdc_markdown
 
     tables = load_tables(metrics)
-    if not tables and not wdc_pave.is_file():
-        _fail(f"no table JSON in {metrics} and no {wdc_pave}; run `dvc repro` first")
+    if wdc_pave is not None and not wdc_pave.is_file():
+        _fail(f"no WDC-PAVE table at {wdc_pave}; run `dvc repro pipelines/wdc_pave/dvc.yaml` first")
+    if not tables and wdc_pave is None:
+        _fail(f"no table JSON in {metrics}; run `dvc repro` first")
     if tables:
         typer.echo(markdown(tables, digits))
-    if wdc_pave.is_file():
-        typer.echo(wdc_markdown(json.loads(wdc_pave.read_text(encoding="utf-8"))))
+    wdc = wdc_pave or Path("pipelines/wdc_pave/metrics/wdc_pave.json")
+    if wdc.is_file():
+        typer.echo(wdc_markdown(json.loads(wdc.read_text(encoding="utf-8"))))
 
 
 if __name__ == "__main__":
