@@ -367,7 +367,7 @@ class WdcPaveAdapter:
                 vals = scores.get(attr, {"n/a": 1})
                 if not isinstance(vals, dict) or not vals or not all(isinstance(v, str) for v in vals):
                     raise RowError(f"target_scores[{attr!r}] must map value strings to scores")
-                gold = sorted({v.strip() for v in vals if v.strip() and v.strip() != "n/a"})
+                gold = wdc_spellings(vals)
                 if not gold:
                     continue
                 target = wdc_target(gold, text)
@@ -377,6 +377,11 @@ class WdcPaveAdapter:
 
         for path in self.files(split):
             yield from _rows(split, path, parse, False, f"{path.name}: ")
+
+
+def wdc_spellings(values: dict) -> list[str]:
+    """The correct spellings among one attribute's ``target_scores`` keys (``n/a`` and blanks dropped)."""
+    return sorted({v.strip() for v in values if isinstance(v, str)} - {"", "n/a"})
 
 
 def wdc_target(gold: list[str], text: str) -> str:

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from .data import wdc_spellings
 from .metrics import accuracy_report
 
 MAX_FIELD = 20_000
@@ -109,7 +110,7 @@ def iter_wdc_pave(path: Path) -> Iterator[dict]:
         if isinstance(scores, dict):
             for attr, vals in scores.items():
                 if isinstance(vals, dict):
-                    spellings = sorted({v.strip() for v in vals if isinstance(v, str) and v.strip() not in ("", "n/a")})
+                    spellings = wdc_spellings(vals)
                     if spellings:
                         gold[attr] = spellings
         elif scores is not None:

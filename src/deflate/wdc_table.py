@@ -20,8 +20,19 @@ NAMES = {"deflate": "DEFLATE", "d_minus": "d−", "bilstm_crf": "BiLSTM-CRF", "m
          "jgave": "JG-AVE", "dictionary": "dictionary (reference)"}
 
 
-def _visible(r: Record, lab: dict, window: str) -> bool:
+def _visible(lab: dict, window: str) -> bool:
     return any(g in window for g in lab.get("gold") or [lab["value"]])
+
+
+def score_offers(records: list[Record], pred: dict, category_attributes: dict, n_boot: int, n_boot_project: int,
+                 seed: int) -> dict:
+    """The authors' rule (with its interval, per category, case-insensitive) and the paper's
+    AP / AVE / fuzzy F1 with theirs, for one system's answers to ``records``."""
+    gold, texts = gold_from_records(records)
+    m = compute_metrics(gold, pred, texts)
+    ci = bootstrap_f1(records, pred, n_boot_project, seed)
+    return {"authors_rule": pave_scoring.score(records, pred, category_attributes, n_boot, seed),
+            **{k: {**m[k], "f1_ci95": ci[k]} for k in ("ap", "ave", "ave_fuzzy")}}
 
 
 def window_share(system: str, run_dir: Path, records: list[Record], p: dict) -> float:
@@ -45,7 +56,7 @@ def window_share(system: str, run_dir: Path, records: list[Record], p: dict) -> 
     for r in records:
         w = window(r)
         for lab in r.labels:
-            hits += _visible(r, lab, w)
+            hits += _visible(lab, w)
             total += 1
     return round(100 * hits / max(total, 1), 2)
 
@@ -60,19 +71,17 @@ def build(p: dict, processed: Path, systems_dir: Path, metrics_dir: Path, out: P
         run = systems_dir / f"{s}-wdc_pave"
         pred_test = prediction_files.read(run / "predictions" / "test.jsonl")
         pred_val = prediction_files.read(run / "predictions" / "val.jsonl")
-        authors = pave_scoring.score(test, pred_test, cats, sc["n_boot"], p["seed"])
-        gold, texts = gold_from_records(test)
-        proj = compute_metrics(gold, pred_test, texts)
+        scored = score_offers(test, pred_test, cats, sc["n_boot"], sc["n_boot_project"], p["seed"])
+        authors = scored["authors_rule"]
         val_gold, val_texts = gold_from_records(val)
-        ci = bootstrap_f1(test, pred_test, sc["n_boot_project"], p["seed"])
         m = json.loads((metrics_dir / "systems" / f"{s}-wdc_pave.json").read_text(encoding="utf-8"))
         rows[s] = {
             "f1": authors["f1"], "p": authors["p"], "r": authors["r"], "f1_ci95": authors["f1_ci95"],
             "val_f1": pave_scoring.score(val, pred_val, cats, 0)["f1"],
             "f1_case_insensitive": authors["case_insensitive"]["f1"], "counts": authors["counts"],
             "per_category_f1": {c: v["f1"] for c, v in authors["per_category"].items()},
-            **{f"{k}_f1": proj[k]["f1"] for k in ("ap", "ave", "ave_fuzzy")},
-            **{f"{k}_f1_ci95": ci[k] for k in ("ap", "ave", "ave_fuzzy")},
+            **{f"{k}_f1": scored[k]["f1"] for k in ("ap", "ave", "ave_fuzzy")},
+            **{f"{k}_f1_ci95": scored[k]["f1_ci95"] for k in ("ap", "ave", "ave_fuzzy")},
             "val_ap_f1": compute_metrics(val_gold, pred_val, val_texts)["ap"]["f1"],
             "gold_in_window": window_share(s, run, test, p),
             "seconds": m.get("efficiency", {}).get("seconds")}
