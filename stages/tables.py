@@ -8,5 +8,5 @@ p = load_params()
 t = p["tables"]
 tables = build(Path("metrics"), {"generator": Path("models/generator"), "discriminator": Path("models/discriminator"),
                                  "patches": Path("models/systems/patches-desire")},
-               p["seed"], t["digits"], t["plot_metric"])
+               p["seed"], t["digits"], t["plot_metric"], seed_spread=Path("benchmarks/results/seed_spread.json"))
 print(Path("metrics/report.md").read_text(encoding="utf-8"))

@@ -224,3 +224,56 @@ def test_a_model_trained_on_patch_features_encodes_new_pictures_with_patches(tmp
     assert isinstance(tok, Patches)
     feats = tok.encode([np.zeros((cfg["resize"], cfg["resize"], 3), np.uint8)])
     assert feats.shape == (1, cfg["grid"] ** 2, 192)
+
+
+def _pinned_images(n=24, size=16):
+    """Blocky pictures from a seeded generator: a fixed input whose tokens are pinned below."""
+    rng = np.random.default_rng(123)
+    small = rng.integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)
+    return [np.kron(s, np.ones((size // 4, size // 4, 1), np.uint8)) + rng.integers(0, 8, (size, size, 3), dtype=np.uint8)
+            for s in small]
+
+
+def test_visual_words_tokens_are_pinned_whatever_the_threads():
+    """The codebook and tokens of a fixed input are exact integers, so their checksum is the same on
+    any machine; one thread or two (a different BLAS partition) must not change a bit."""
+    import hashlib
+
+    imgs = _pinned_images()
+    digests = set()
+    for threads in (1, 2):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            vw = VisualWords(grid=4, vocab_size=32, resize=16, seed=7).fit(imgs[:16], progress=False)
+            tok = vw.encode(imgs)
+        finally:
+            torch.set_num_threads(before)
+        assert vw.codebook.dtype == np.uint8 and tok.shape == (24, 16) and tok.max() < 32
+        digests.add(hashlib.sha256(vw.codebook.tobytes() + tok.tobytes()).hexdigest())
+    assert digests == {PINNED_TOKENS_SHA256}
+
+
+PINNED_TOKENS_SHA256 = "740042ad1311647b390ae17ba9329edd0804956460e11a84f8d07db35943a3a5"
+
+
+def test_nearest_code_is_exact_with_lowest_index_on_ties():
+    from deflate.image_tokenizers import nearest_code
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (500, 48), dtype=np.uint8)
+    cb = rng.integers(0, 256, (40, 48), dtype=np.uint8)
+    cb[7] = cb[3]  # a duplicated codeword: the lower index wins
+    x[:5] = cb[3]
+    ref = ((x.astype(np.int64)[:, None, :] - cb.astype(np.int64)[None]) ** 2).sum(-1)  # exact integers
+    got = nearest_code(x, cb, chunk=128)
+    assert (ref[np.arange(len(x)), got] == ref.min(1)).all()
+    assert (got == ref.argmin(1)).all() and (got[:5] == 3).all()
+
+
+def test_old_float_codebooks_are_refused_with_a_clear_message(tmp_path):
+    from safetensors.numpy import save_file
+
+    save_file({"codebook": np.zeros((4, 12), np.float32)}, str(tmp_path / "cb.safetensors"))
+    with pytest.raises(ValueError, match="re-run the image_tokens stage"):
+        VisualWords(grid=2, vocab_size=4, resize=4).load(tmp_path / "cb.safetensors")

@@ -388,7 +388,10 @@ def test_predict_command_line_answers_the_same_from_any_directory(world, trained
     from typer.testing import CliRunner
     from deflate.cli import app
     run, m = trained
-    rows = [{"id": r.id, "name": r.name, "description": r.description} for r in load_split(world / "processed", "test")]
+    # the same inputs as the stage saw: text and picture (images allowed from the world's folder only)
+    recs = load_split(world / "processed", "test")
+    images = Path(recs[0].image).resolve().parent
+    rows = [{"id": r.id, "name": r.name, "description": r.description, "image": Path(r.image).name} for r in recs]
     (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in rows + [{"id": "b"}]) + "\n",
                                        encoding="utf-8")
     outputs = []
@@ -399,18 +402,18 @@ def test_predict_command_line_answers_the_same_from_any_directory(world, trained
             (tmp_path / "b" / "metrics").mkdir()
             (tmp_path / "b" / "metrics" / "deflate.json").write_text(json.dumps({"threshold": 0.999}))
         r = CliRunner().invoke(app, ["predict", "--model", str(run / "bundle"), "--input", str(tmp_path / "in.jsonl"),
-                                     "--output", "out/pred.jsonl"])
+                                     "--output", "out/pred.jsonl", "--images", str(images)])
         assert r.exit_code == 0, r.output
         assert f"{len(rows) + 1} rows, 1 with errors only" in r.output and f"threshold {m['threshold']:.3f}" in r.output
         outputs.append((tmp_path / where / "out" / "pred.jsonl").read_text(encoding="utf-8"))
         done = json.loads((tmp_path / where / "out" / "pred.jsonl.done.json").read_text())  # written last
-        assert done["rows"] == len(rows) + 1 and done["with_errors"] == 1
+        assert done["rows"] == len(rows) + 1 and done["with_errors"] == 1, outputs[-1][:600]
     assert outputs[0] == outputs[1]
     # answered 3 rows at a time (the input streamed): the same file, and a repeat is still caught across chunks
     with open(tmp_path / "in.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(rows[0], ensure_ascii=False) + "\n")
     r = CliRunner().invoke(app, ["predict", "--model", str(run / "bundle"), "--input", str(tmp_path / "in.jsonl"),
-                                 "--output", "chunked.jsonl", "--chunk-rows", "3"])
+                                 "--output", "chunked.jsonl", "--chunk-rows", "3", "--images", str(images)])
     assert r.exit_code == 0, r.output
     chunked = (tmp_path / "b" / "chunked.jsonl").read_text(encoding="utf-8").splitlines()
     assert chunked[:-1] == outputs[0].splitlines() and "duplicate of line 1" in json.loads(chunked[-1])["errors"][0]

@@ -18,6 +18,10 @@ def fake_metrics(ave, ap, image_only=None, eav=None, system="x", params=1000, tr
          "eav_only": {"ave": prf(eav if eav is not None else ave), "ave_fuzzy": prf((eav or ave) + 1)},
          "by_source": {"image_only": prf(image_only if image_only is not None else 0.0)},
          "n": {"products": 200, "gold_values": 700},
+         "intervals": {"ap": [ap - 2, ap + 2], "ave": [ave - 2, ave + 2], "ave_fuzzy": [ave - 1, ave + 3],
+                       "eav_only.ave": [(eav or ave) - 2, (eav or ave) + 2],
+                       "eav_only.ave_fuzzy": [(eav or ave) - 1, (eav or ave) + 3],
+                       "by_source.image_only": [max((image_only or 0) - 2, 0), (image_only or 0) + 2]},
          "meta": {"system": system, "params": params, "train_products": train},
          "efficiency": {"seconds": 1.0, "peak_memory_mb": 10.0}}
     return m
@@ -59,31 +63,40 @@ def test_tables_have_the_documented_shape_and_checks(metrics_dir):
     assert set(t2["rows"]["deflate"]) == {"ave_f1", "fuzzy_f1", "ap_f1", "eav_ave_f1", "eav_fuzzy_f1", "image_only_ave_f1"}
     assert t2["paper"]["deflate"]["ave_f1"] == 40.10 and t2["meta"]["seed"] == 42
     assert "synthetic" in t2["meta"]["source"]
+    assert t2["ci95"]["deflate"]["ave_f1"] == [75.0, 79.0] and t2["ci95"]["jgave"]["image_only_ave_f1"] == [38.0, 42.0]
     c = t2["checks"]
-    assert c["deflate_ave_above_jgave"] is True and c["jgave_ave_above_extractive"] is True
-    assert c["extractive_within_15_of_deflate_on_eav"] is True and c["extractive_near_zero_on_image_only"] is True
+    # 77 [75-79] vs 70 [68-72]: beyond the intervals; 70 [68-72] vs 66 [64-68]: the intervals touch
+    assert c["deflate_ave_above_jgave"] == {"holds": True, "beyond_intervals": True}
+    assert c["jgave_ave_above_extractive"] == {"holds": True, "beyond_intervals": False}
+    assert c["extractive_within_15_of_deflate_on_eav"] == {"holds": True, "beyond_intervals": True}
+    assert c["extractive_near_zero_on_image_only"] == {"holds": True, "beyond_intervals": True}
+    t3 = json.loads((d / "table3.json").read_text())
+    assert t3["checks"]["deflate_ave_above_jgave"] == {"holds": False, "beyond_intervals": False}
     t4 = json.loads((d / "table4.json").read_text())
     assert list(t4["rows"]) == ["dv_minus", "d_minus", "v_minus", "deflate"]
-    assert t4["checks"]["image_only_gain_over_v_minus"] == 53.0 and t4["checks"]["ap_above_d_minus"] is False
+    assert t4["checks"]["image_only_gain_over_v_minus"] == 53.0
+    assert t4["checks"]["ap_above_d_minus"] == {"holds": False, "beyond_intervals": False}
+    assert t4["checks"]["ave_above_v_minus"] == {"holds": True, "beyond_intervals": True}
     t5 = json.loads((d / "table5.json").read_text())
-    assert set(t5["rows"]["patches"]) == {"ave_f1", "ap_f1"}
+    assert set(t5["rows"]["patches"]) == set(t5["ci95"]["patches"]) == {"ave_f1", "ap_f1"}
     eff = json.loads((d / "table5_efficiency.json").read_text())
     assert eff["rows"]["deflate"] == {"train_seconds": 20.0, "peak_memory_mb": 500.0}
     f3 = json.loads((d / "fig3.json").read_text())
     assert [x["proportion"] for x in f3["points"]["deflate"]] == [0.1, 0.5, 1.0]  # 100% from Table 3
-    assert f3["points"]["deflate"][-1]["ave_f1"] == 80.0
+    assert f3["points"]["deflate"][-1]["ave_f1"] == 80.0 and f3["points"]["deflate"][-1]["ave_f1_ci95"] == [78.0, 82.0]
     csv = pd.read_csv(d / "fig3.csv")
-    assert len(csv) == 12 and set(csv.columns) == {"system", "proportion", "ave_f1", "ap_f1"}
+    assert len(csv) == 12 and {"system", "proportion", "ave_f1", "ave_f1_lo", "ave_f1_hi", "ap_f1"} <= set(csv.columns)
     assert (d / "fig3.png").read_bytes()[:4] == b"\x89PNG"
     md = markdown(load_tables(d))
-    assert "| DEFLATE | 77.00 / 40.10" in md and "Figure 3" in md and "train seconds" in md
+    assert "| DEFLATE | 77.00 [75.00–79.00] / 40.10" in md and "Figure 3" in md and "train seconds" in md
+    assert "- deflate_ave_above_jgave: True; True" in md and "80.00 [78.00–82.00] / 90.00" in md
 
 
 def test_report_command(metrics_dir):
     d, models = metrics_dir
     build(d, models, seed=42)
     r = CliRunner().invoke(app, ["report", "--metrics", str(d), "--digits", "1"])
-    assert r.exit_code == 0 and "| JG-AVE | 70.0 / 23.7" in r.output
+    assert r.exit_code == 0 and "| JG-AVE | 70.0 [68.0–72.0] / 23.7" in r.output
     r = CliRunner().invoke(app, ["report", "--metrics", str(d / "nope")])
     assert r.exit_code == 1 and "dvc repro" in r.output
 
@@ -122,3 +135,19 @@ def test_subsample_is_nested_and_keeps_val_test(tmp_path):
     assert (small / "schema.json").exists() and len(pd.read_parquet(small / "test.parquet")) == 1
     with pytest.raises(ValueError):
         subsample(src, tmp_path / "none", 0.0, 7, tmp_path / "c")
+
+
+def test_seed_spread_goes_into_the_tables_meta_and_report(metrics_dir, tmp_path):
+    d, models = metrics_dir
+    spread = {"seeds": [1, 2, 3], "systems": {
+        "deflate": {"summary": {"ave_f1": {"mean": 76.5, "sd": 1.25, "min": 75.0, "max": 78.0}}},
+        "d_minus": {"summary": {"ave_f1": {"mean": 83.0, "sd": 0.5, "min": 82.5, "max": 83.5}}}}}
+    (tmp_path / "spread.json").write_text(json.dumps(spread))
+    build(d, models, seed=42, seed_spread=tmp_path / "spread.json")
+    t2, t4 = (json.loads((d / f"{n}.json").read_text()) for n in ("table2", "table4"))
+    assert t2["meta"]["seed_spread"]["systems"] == {"deflate": spread["systems"]["deflate"]["summary"]}
+    assert set(t4["meta"]["seed_spread"]["systems"]) == {"deflate", "d_minus"}
+    md = markdown(load_tables(d))
+    assert "DEFLATE 76.50 ± 1.25 [75.00–78.00]" in md and "DEFLATE d− 83.00 ± 0.50" in md
+    build(d, models, seed=42, seed_spread=tmp_path / "absent.json")  # optional: no spread, no meta entry
+    assert "seed_spread" not in json.loads((d / "table2.json").read_text())["meta"]

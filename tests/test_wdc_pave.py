@@ -168,7 +168,7 @@ def wdc_run(tmp_path_factory):
     p["baselines"]["jgave"].update(epochs=1, max_target_len=16, val_max=10)
     p["text"].update(vocab_size=300, max_len=40)
     p["tracking"]["enabled"] = False
-    p["scoring"].update(n_boot=50, n_boot_project=10)
+    p["eval"]["n_boot"] = 50
     (root / "metrics" / "systems").mkdir(parents=True)
     for s in SYSTEMS:
         m = run_system(s, p, root / "processed", root / "no_tokens", root / "models" / f"{s}-wdc_pave", "wdc_pave")

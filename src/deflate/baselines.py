@@ -17,8 +17,9 @@ from . import prediction_files
 from .batching import Batcher, Example, to_device
 from .data import Record, load_split
 from .dataset import Split, grouped_labels, image_spec, load_data, load_schema
-from .dictionary import Dictionary
 from .decoding import generate_values
+from .dictionary import Dictionary
+from .intervals import bootstrap_f1
 from .metrics import evaluate as compute_metrics
 from .metrics import gold_from_records
 from .model import build_generator, save_model
@@ -209,6 +210,7 @@ def run_baseline(system: str, p: dict, processed: Path, tokens_dir: Path, out: P
     for split, records, pred in (("val", t.val, t.val_pred), ("test", t.test, t.test_pred)):
         prediction_files.write(out / "predictions" / f"{split}.jsonl", records, pred)
     m = _score(t.test, t.test_pred)
+    m["intervals"] = bootstrap_f1(t.test, t.test_pred, p["eval"]["n_boot"], p["seed"])
     m["meta"] = {"system": system, "params": t.params, "epochs": len(t.history),
                  "best_val_ave_f1": round(100 * max(h["val_score"] for h in t.history), 2) if t.history else
                  _score(t.val, t.val_pred)["ave"]["f1"]}

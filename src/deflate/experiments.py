@@ -86,6 +86,7 @@ def learning_curve(system: str, p: dict, processed: Path, tokens_dir: Path, work
         sub, no_tokens = subsample(processed, tokens_dir, frac, p["seed"], work / f"p{frac:g}")
         m = run_system(system, p, sub, no_tokens, work / f"p{frac:g}" / "run", dataset)
         points.append({"system": system, "proportion": frac, "train_products": m["meta"]["train_products"],
-                       "ave_f1": m["ave"]["f1"], "ap_f1": m["ap"]["f1"], "seconds": m["efficiency"]["seconds"]})
+                       "ave_f1": m["ave"]["f1"], "ap_f1": m["ap"]["f1"], "ave_f1_ci95": m["intervals"]["ave"],
+                       "ap_f1_ci95": m["intervals"]["ap"], "seconds": m["efficiency"]["seconds"]})
         print(f"[learning_curve] {system} {frac:.0%}: AVE F1 {m['ave']['f1']}, AP F1 {m['ap']['f1']}")
     return points

@@ -49,57 +49,97 @@ def load_images(paths: list, size: int, desc: str, progress: bool = True):
             yield i, None, str(e)
 
 
-def to_patches(img: np.ndarray, grid: int) -> np.ndarray:
-    """(S, S, 3) uint8 -> (grid*grid, p*p*3) float32 in [0, 1], row-major over the grid."""
+def to_patches_u8(img: np.ndarray, grid: int) -> np.ndarray:
+    """(S, S, 3) uint8 -> (grid*grid, p*p*3) uint8, row-major over the grid."""
     s = img.shape[0]
     p = s // grid
     x = img[: p * grid, : p * grid].reshape(grid, p, grid, p, 3).transpose(0, 2, 1, 3, 4)
-    return x.reshape(grid * grid, p * p * 3).astype(np.float32) / 255.0
+    return np.ascontiguousarray(x.reshape(grid * grid, p * p * 3))
+
+
+def to_patches(img: np.ndarray, grid: int) -> np.ndarray:
+    """(S, S, 3) uint8 -> (grid*grid, p*p*3) float32 in [0, 1], row-major over the grid."""
+    return to_patches_u8(img, grid).astype(np.float32) / 255.0
 
 
 # --- visual words ---------------------------------------------------------------------------------
+def nearest_code(x: np.ndarray | torch.Tensor, codebook: np.ndarray, chunk: int = 16384) -> np.ndarray:
+    """Index of the nearest codeword (squared distance, lowest index on ties) for each row of
+    integer pixels (uint8 array, or the same values as a float64 tensor).
+
+    Exact on every CPU: pixels and codewords are integers in [0, 255], so every product and partial
+    sum of ``x @ codebook.T`` is an integer far below 2**53 and float64 holds it exactly whatever the
+    BLAS kernel's summation order. ``argmin`` then sees identical numbers everywhere.
+    """
+    cb = torch.from_numpy(codebook.astype(np.float64))
+    c2 = (cb * cb).sum(-1)
+    out = np.empty(len(x), dtype=np.int64)
+    for i in range(0, len(x), chunk):
+        xi = x[i:i + chunk]
+        xi = xi if isinstance(xi, torch.Tensor) else torch.from_numpy(xi.astype(np.float64))
+        # ||x - c||^2 - ||x||^2: the dropped term is the same for every codeword
+        out[i:i + chunk] = np.argmin((c2 - 2.0 * (xi @ cb.T)).numpy(), axis=1)  # numpy: first index on ties
+    return out
+
+
 class VisualWords:
+    """A k-means codebook of uint8 image patches; a patch's token is its nearest codeword.
+
+    Lloyd's k-means in integer arithmetic so that the same images give the same codebook and tokens
+    on any machine: seeded initial codewords drawn from distinct patches, exact distances
+    (:func:`nearest_code`), codewords rounded to integer pixel values, empty clusters keep their
+    codeword, and it stops when no assignment changes (or after ``max_iter`` rounds).
+    """
     name = "visual_words"
 
-    def __init__(self, grid: int = 8, vocab_size: int = 512, resize: int = 64, seed: int = 0):
+    def __init__(self, grid: int = 8, vocab_size: int = 512, resize: int = 64, seed: int = 0, max_iter: int = 30):
         if resize % grid:
             raise ValueError(f"image.resize ({resize}) must be a multiple of image.grid ({grid})")
-        self.grid, self.vocab_size, self.resize, self.seed = grid, vocab_size, resize, seed
-        self.codebook: np.ndarray | None = None
+        self.grid, self.vocab_size, self.resize, self.seed, self.max_iter = grid, vocab_size, resize, seed, max_iter
+        self.codebook: np.ndarray | None = None   # (k <= vocab_size, p*p*3) uint8
 
-    def fit(self, train_images: list[np.ndarray], max_patches: int = 200_000) -> "VisualWords":
+    def fit(self, train_images: list[np.ndarray], max_patches: int = 200_000, progress: bool = True) -> "VisualWords":
         """Fit the codebook on training images only (never val/test)."""
-        from sklearn.cluster import MiniBatchKMeans
-
         if not train_images:
             raise ValueError("no usable training image to fit the visual-words codebook")
-        x = np.concatenate([to_patches(im, self.grid) for im in train_images])
+        x = np.concatenate([to_patches_u8(im, self.grid) for im in train_images])
         rng = np.random.default_rng(self.seed)
         if len(x) > max_patches:
             x = x[np.sort(rng.choice(len(x), max_patches, replace=False))]
-        k = min(self.vocab_size, len(x))
-        km = MiniBatchKMeans(n_clusters=k, random_state=self.seed, batch_size=4096, n_init=1, max_iter=50,
-                             max_no_improvement=10)
-        km.fit(x)
-        cb = km.cluster_centers_.astype(np.float32)
-        if k < self.vocab_size:  # tiny data: unused codes stay far away
-            cb = np.concatenate([cb, np.full((self.vocab_size - k, cb.shape[1]), 1e3, np.float32)])
-        self.codebook = cb
+        distinct = np.unique(x, axis=0)  # sorted rows: the draw below does not depend on patch order
+        k = min(self.vocab_size, len(distinct))
+        cb = distinct[np.sort(rng.choice(len(distinct), k, replace=False))].astype(np.int64)
+        xf, xl = torch.from_numpy(x.astype(np.float64)), torch.from_numpy(x.astype(np.int64))
+        assign = None
+        for _ in tqdm(range(self.max_iter), desc="visual-words k-means", disable=not progress, mininterval=1.0):
+            new = nearest_code(xf, cb)
+            if assign is not None and np.array_equal(new, assign):
+                break
+            assign = new
+            counts = np.bincount(assign, minlength=k)
+            sums = torch.zeros(cb.shape, dtype=torch.int64).index_add_(0, torch.from_numpy(assign), xl).numpy()
+            used = counts > 0
+            # round(sum / count) in integers: the same on every machine
+            cb[used] = (2 * sums[used] + counts[used, None]) // (2 * counts[used, None])
+        self.codebook = cb.astype(np.uint8)
         return self
 
     def encode(self, images: list[np.ndarray]) -> np.ndarray:
         assert self.codebook is not None, "fit or load the codebook first"
-        x = torch.from_numpy(np.stack([to_patches(im, self.grid) for im in images]))  # (B, P, D)
-        cb = torch.from_numpy(self.codebook)
-        d = (x * x).sum(-1, keepdim=True) - 2 * x @ cb.T + (cb * cb).sum(-1)
-        return d.argmin(-1).numpy().astype(np.int64)
+        x = np.stack([to_patches_u8(im, self.grid) for im in images])  # (B, P, D)
+        return nearest_code(x.reshape(-1, x.shape[-1]), self.codebook).reshape(x.shape[:2])
 
     def save(self, path: Path) -> str:
         save_file({"codebook": self.codebook}, str(path))
         return hashlib.sha256(self.codebook.tobytes()).hexdigest()[:16]
 
     def load(self, path: Path) -> "VisualWords":
-        self.codebook = load_file(str(path))["codebook"]
+        cb = load_file(str(path))["codebook"]
+        if cb.dtype != np.uint8 or cb.ndim != 2 or len(cb) > self.vocab_size:
+            raise ValueError(f"{path}: not a uint8 visual-words codebook of at most {self.vocab_size} codewords "
+                             f"(got {cb.dtype} {tuple(cb.shape)}); codebooks made before the integer k-means held float "
+                             "centres: re-run the image_tokens stage and retrain")
+        self.codebook = cb
         return self
 
 
@@ -255,7 +295,7 @@ def run_stage(records_by_split: dict, cfg: dict, out: Path, seed: int, progress:
             meta.update(text_only=True, splits={s: {"n": len(r), "with_image": 0} for s, r in records_by_split.items()})
             (out / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True))
             return meta
-        tok.fit(train_imgs)
+        tok.fit(train_imgs, progress=progress)
         meta["codebook_sha256"] = tok.save(out / "codebook.safetensors")
     for split, recs in records_by_split.items():
         pic = [r.pic_tokens for r in recs] if tok.name == "dalle" else None

@@ -38,7 +38,8 @@ def fuzzy_match(pred: str, label: str) -> bool:
     return longest_common_substring(pred, label) > len(label) / 2
 
 
-def _ave(gold: dict, pred: dict, match) -> dict:
+def _ave_counts(gold: dict, pred: dict, match) -> tuple[int, int, int]:
+    """(true positives, predicted values, gold values)."""
     n_gold = sum(len(v) for v in gold.values())
     n_pred = sum(len(v) for v in pred.values())
     tp = 0
@@ -50,31 +51,46 @@ def _ave(gold: dict, pred: dict, match) -> dict:
             if j is not None:
                 used.add(j)
                 tp += 1
-    return prf(tp, n_pred, n_gold)
+    return tp, n_pred, n_gold
 
 
 def exact(v: str, lab: str) -> bool:
     return v == lab
 
 
-def evaluate(gold: dict, pred: dict, texts: dict) -> dict:
+def counts(gold: dict, pred: dict, texts: dict) -> dict[str, tuple[int, int, int]]:
+    """(true positives, predicted, gold) of every score :func:`evaluate` reports, keyed by its path
+    (``ap``, ``ave``, ``ave_fuzzy``, ``eav_only.ave``, ``eav_only.ave_fuzzy``, ``by_source.<s>``).
+    Every score is micro-averaged, so counts add up over products (what bootstrap intervals use)."""
     pred = {k: v for k, v in pred.items() if v}
     gp, pp = set(gold), set(pred)
-    out = {"ap": prf(len(gp & pp), len(pp), len(gp)),
-           "ave": _ave(gold, pred, exact),
-           "ave_fuzzy": _ave(gold, pred, fuzzy_match)}
+    out = {"ap": (len(gp & pp), len(pp), len(gp)),
+           "ave": _ave_counts(gold, pred, exact),
+           "ave_fuzzy": _ave_counts(gold, pred, fuzzy_match)}
     g_eav = {k: [(v, s) for v, s in vs if v in texts[k[0]]] for k, vs in gold.items()}
     p_eav = {k: [v for v in vs if v in texts[k[0]]] for k, vs in pred.items()}
     g_eav = {k: v for k, v in g_eav.items() if v}
     p_eav = {k: v for k, v in p_eav.items() if v}
-    out["eav_only"] = {"ave": _ave(g_eav, p_eav, exact), "ave_fuzzy": _ave(g_eav, p_eav, fuzzy_match)}
-    sources = sorted({s for vs in gold.values() for _, s in vs})
-    out["by_source"] = {}
-    for s in sources:
+    out["eav_only.ave"] = _ave_counts(g_eav, p_eav, exact)
+    out["eav_only.ave_fuzzy"] = _ave_counts(g_eav, p_eav, fuzzy_match)
+    for s in sorted({s for vs in gold.values() for _, s in vs}):
         g_s = {k: [(v, src) for v, src in vs if src == s] for k, vs in gold.items()}
         g_s = {k: v for k, v in g_s.items() if v}
         p_s = {k: v for k, v in pred.items() if k in g_s}
-        out["by_source"][s] = _ave(g_s, p_s, exact)
+        out[f"by_source.{s}"] = _ave_counts(g_s, p_s, exact)
+    return out
+
+
+def evaluate(gold: dict, pred: dict, texts: dict) -> dict:
+    out: dict = {"eav_only": {}, "by_source": {}}
+    for path, c in counts(gold, pred, texts).items():
+        head, _, tail = path.partition(".")
+        if tail:
+            out[head][tail] = prf(*c)
+        else:
+            out[head] = prf(*c)
+    pred = {k: v for k, v in pred.items() if v}
+    gp, pp = set(gold), set(pred)
     out["n"] = {"products": len({k[0] for k in gold} | {k[0] for k in pred}), "gold_pairs": len(gp),
                 "gold_values": sum(len(v) for v in gold.values()), "pred_pairs": len(pp),
                 "gold_by_source": dict(sorted(Counter(s for vs in gold.values() for _, s in vs).items()))}
@@ -106,6 +122,14 @@ def normalise(v: str) -> str:
     return " ".join(v.lower().split())
 
 
+def exact_hit(row: dict) -> bool:
+    return normalise(row["pred"]) == normalise(row["gold"])
+
+
+def lenient_hit(row: dict) -> bool:
+    return row["gold"].lower() in row["pred"].lower()
+
+
 def accuracy_report(rows: list[dict]) -> tuple[dict, dict]:
     """rows: {"domain", "attribute", "gold", "pred"}. Exact match of normalised values and
     ImplicitAVE's lenient score (gold, lower-cased, contained in the prediction), in percent,
@@ -113,8 +137,8 @@ def accuracy_report(rows: list[dict]) -> tuple[dict, dict]:
     def score(sub):
         if not sub:
             return {"exact": 0.0, "lenient": 0.0, "n": 0}
-        ex = sum(normalise(r["pred"]) == normalise(r["gold"]) for r in sub)
-        le = sum(r["gold"].lower() in r["pred"].lower() for r in sub)
+        ex = sum(exact_hit(r) for r in sub)
+        le = sum(lenient_hit(r) for r in sub)
         return {"exact": round(100 * ex / len(sub), 2), "lenient": round(100 * le / len(sub), 2), "n": len(sub)}
     by = lambda key: {k: score([r for r in rows if r[key] == k]) for k in sorted({r[key] for r in rows})}  # noqa: E731
     return {"overall": score(rows), "by_domain": by("domain")}, by("attribute")

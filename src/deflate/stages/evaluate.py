@@ -13,6 +13,7 @@ from ..data import Record, load_split
 from ..dataset import Split, load_data
 from ..engine import Answers, Decisions, Deflate, keep, write_bundle
 from ..files import write_json, write_jsonl, write_text
+from ..intervals import bootstrap_f1
 from ..metrics import evaluate as compute_metrics
 from ..metrics import gold_from_records, majority_baseline
 from ..questions import all_questions
@@ -40,6 +41,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     pred = select(ans, test.records, thr, engine.sep)
     gold, texts = gold_from_records(test.records)
     metrics = compute_metrics(gold, pred, texts)
+    metrics["intervals"] = bootstrap_f1(test.records, pred, p["eval"]["n_boot"], p["seed"])
     train_records = load_split(processed, "train")
     metrics["threshold"] = round(thr, 4)
     metrics["majority_baseline"] = {k: majority_baseline(train_records, test.records)[k] for k in ("ave",)}

@@ -18,7 +18,8 @@ from ..config import Params
 from ..dataset import grouped_labels, load_data
 from ..engine import SOURCES, Decisions, Deflate, best_candidates, write_bundle
 from ..files import write_json
-from ..metrics import accuracy_report
+from ..intervals import bootstrap_accuracy
+from ..metrics import accuracy_report, exact_hit, lenient_hit
 from ..questions import gold_questions
 from ..scoring import combine, fuse, pick_alpha, pick_weights
 from .context import StageContext
@@ -110,9 +111,11 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
                  "seed": p["seed"], "generator_params": engine.meta["params"]}
     breakdown: dict = {}
     for name, preds in variants.items():
-        rows = [{"domain": t.records[q.row].category.split("/")[0], "attribute": q.attribute, "gold": g, "pred": v}
-                for q, g, v in zip(t.questions, t.gold, preds)]
+        rows = [{"id": t.records[q.row].id, "domain": t.records[q.row].category.split("/")[0],
+                 "attribute": q.attribute, "gold": g, "pred": v} for q, g, v in zip(t.questions, t.gold, preds)]
         out[name], breakdown[name] = accuracy_report(rows)
+        for metric, hit in (("exact", exact_hit), ("lenient", lenient_hit)):  # products resampled, seeded
+            out[name]["overall"][f"{metric}_ci95"] = bootstrap_accuracy(rows, hit, p["eval"]["n_boot"], p["seed"])
         print(f"[evaluate_candidates] {name}: exact {out[name]['overall']['exact']}%, "
               f"lenient {out[name]['overall']['lenient']}%")
     write_json(metrics_path, out, ensure_ascii=False, indent=1, sort_keys=True)
