@@ -6,13 +6,11 @@ token files; all must be equal. Needs the default pipeline's data/processed (dvc
     python benchmarks/image_token_determinism.py [--processed data/processed]
 """
 import argparse
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 SETTINGS = [
     {"threads": 2},
