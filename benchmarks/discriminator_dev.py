@@ -1,0 +1,122 @@
+"""Why does the discriminator lose to d-? Variants of negatives and discriminator training on the
+pipeline's trained generator, scored on **val only** (never test), beside d-'s val answers.
+
+For each variant: harvest negatives, train the discriminator, answer every val question, then
+* AUC: how well P(true) separates attributes the product has from those it lacks (threshold-free);
+* AP / AVE F1 with a two-fold threshold (chosen on one half of the val products, applied to the
+  other half, and the other way round), so no variant is scored at a threshold fit to its own data.
+d- (models/systems/d_minus-desire, its val predictions) is the reference. Needs the default
+pipeline's outputs (dvc repro).
+
+    python benchmarks/discriminator_dev.py [--variants base epochs6 all_absent ...]
+"""
+import argparse
+import copy
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from deflate import prediction_files
+from deflate.config import load_params
+from deflate.dataset import load_data, load_schema
+from deflate.engine import Deflate
+from deflate.metrics import evaluate, gold_from_records
+from deflate.stages import harvest_negatives, train_discriminator
+from deflate.stages.evaluate import FREE, answer_split, select
+
+VARIANTS = {  # name: overrides of params.yaml
+    "base": {},
+    "epochs6": {"discriminator.epochs": 6},
+    "all_absent": {"negatives.per_product": -1},
+    "all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6},
+    "neg6_epochs4": {"negatives.per_product": 6, "discriminator.epochs": 4},
+    "frozen_epochs6": {"discriminator.freeze_encoder": True, "discriminator.epochs": 6},
+}
+
+
+def override(p, changes: dict):
+    p = copy.deepcopy(p)
+    for key, v in changes.items():
+        *head, last = key.split(".")
+        d = p
+        for h in head:
+            d = d[h]
+        d[last] = v
+    return p
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Probability that a present attribute scores above an absent one (ties count half)."""
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    s = scores[order]
+    i = 0
+    while i < len(s):  # average ranks over ties
+        j = i
+        while j + 1 < len(s) and s[j + 1] == s[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    pos = labels.astype(bool)
+    n1, n0 = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def two_fold(ans, records, sep, metric="ave") -> dict:
+    """AP/AVE F1 on val with each half's threshold chosen on the other half."""
+    gold, texts = gold_from_records(records)
+    halves = [{r.id for k, r in enumerate(records) if k % 2 == h} for h in (0, 1)]
+    grid = sorted(set(np.round(np.quantile(ans.probs, np.linspace(0, 1, 101)), 4).tolist()) | {0.5})
+
+    def sub(d, ids):
+        return {k: v for k, v in d.items() if k[0] in ids}
+
+    pred, thresholds = {}, []
+    for fit, apply in ((0, 1), (1, 0)):
+        best = max(grid, key=lambda t: (evaluate(sub(gold, halves[fit]), sub(select(ans, records, t, sep), halves[fit]),
+                                                 texts)[metric]["f1"], -abs(t - 0.5)))
+        thresholds.append(best)
+        pred.update(sub(select(ans, records, best, sep), halves[apply]))
+    m = evaluate(gold, pred, texts)
+    return {"ap_f1": m["ap"]["f1"], "ap_p": m["ap"]["p"], "ap_r": m["ap"]["r"], "ave_f1": m["ave"]["f1"],
+            "thresholds": thresholds}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--out", default="benchmarks/results/discriminator_dev.json")
+    a = ap.parse_args()
+    base = load_params()
+    base["tracking"]["enabled"] = False
+    processed, tokens, gen = Path("data/processed"), Path("data/tokens"), Path("models/generator")
+    val = load_data(processed, tokens, "val")
+    schema = load_schema(processed)
+    gold, texts = gold_from_records(val.records)
+    dm = evaluate(gold, prediction_files.read(Path("models/systems/d_minus-desire/predictions/val.jsonl")), texts)
+    rows = {"d_minus (reference)": {"ap_f1": dm["ap"]["f1"], "ap_p": dm["ap"]["p"], "ap_r": dm["ap"]["r"],
+                                    "ave_f1": dm["ave"]["f1"]}}
+    print(json.dumps(rows), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in a.variants:
+            p, w = override(base, VARIANTS[name]), Path(tmp) / name
+            harvest_negatives.run(p, processed, tokens, gen, w / "neg")
+            info = train_discriminator.run(p, processed, tokens, gen, w / "neg", w / "disc", w / "ckpt")
+            engine = Deflate(gen, discriminator=w / "disc", lexical=None, decisions=FREE, decode=p["decode"],
+                             claim_batch_size=p["discriminator"]["eval_batch_size"], device="cpu")
+            ans = answer_split(engine, val, schema, "val")
+            present = np.array([(val.records[q.row].id, q.attribute) in gold for q in ans.questions])
+            rows[name] = {**two_fold(ans, val.records, engine.sep), "auc": round(auc(ans.probs, present), 4),
+                          "claims": info["examples"], "overrides": VARIANTS[name]}
+            print(json.dumps({name: rows[name]}), flush=True)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+    print("| variant | AUC | AP F1 (P / R) | AVE F1 |\n|---|---:|---:|---:|")
+    for n, r in rows.items():
+        print(f"| {n} | {r.get('auc', '–')} | {r['ap_f1']} ({r['ap_p']} / {r['ap_r']}) | {r['ave_f1']} |")
+
+
+if __name__ == "__main__":
+    main()
