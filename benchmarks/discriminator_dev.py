@@ -33,6 +33,7 @@ VARIANTS = {  # name: overrides of params.yaml
     "all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6},
     "neg6_epochs4": {"negatives.per_product": 6, "discriminator.epochs": 4},
     "frozen_epochs6": {"discriminator.freeze_encoder": True, "discriminator.epochs": 6},
+    "all_absent_epochs12": {"negatives.per_product": -1, "discriminator.epochs": 12},
 }
 
 
@@ -88,6 +89,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--out", default="benchmarks/results/discriminator_dev.json")
+    ap.add_argument("--answers", default="", help="folder to keep each variant's val answers in (for analysis)")
     a = ap.parse_args()
     base = load_params()
     base["tracking"]["enabled"] = False
@@ -108,6 +110,11 @@ def main():
                              claim_batch_size=p["discriminator"]["eval_batch_size"], device="cpu")
             ans = answer_split(engine, val, schema, "val")
             present = np.array([(val.records[q.row].id, q.attribute) in gold for q in ans.questions])
+            if a.answers:
+                Path(a.answers).mkdir(parents=True, exist_ok=True)
+                Path(a.answers, f"{name}.jsonl").write_text("".join(json.dumps(
+                    {"id": val.records[q.row].id, "attribute": q.attribute, "value": v, "p": float(s), "present": bool(t)},
+                    ensure_ascii=False) + "\n" for q, v, s, t in zip(ans.questions, ans.values, ans.probs, present)))
             rows[name] = {**two_fold(ans, val.records, engine.sep), "auc": round(auc(ans.probs, present), 4),
                           "claims": info["examples"], "overrides": VARIANTS[name]}
             print(json.dumps({name: rows[name]}), flush=True)

@@ -1,0 +1,119 @@
+"""Hypothesis test for #17, val only: does a discriminator that *shares* the generator's encoder
+(the paper's "shared encoder", trained jointly: generator loss + discriminator loss on one encoder)
+separate present from absent attributes better than the pipeline's discriminator, which trains a
+*copy* of the encoder after the generator is done?
+
+Starts from the pipeline's trained generator (models/generator), harvests negatives for every
+absent attribute, then trains generator + discriminator head together for ``--epochs`` epochs
+(one QA batch and one claim batch per step). The control is the copy design with the same
+negatives and epochs. Both are scored like benchmarks/discriminator_dev.py (AUC, two-fold-threshold
+AP/AVE F1 on val), beside d-'s val answers. A prototype to decide what to build, not product code.
+
+    python benchmarks/joint_discriminator_dev.py [--epochs 6]
+"""
+import argparse
+import itertools
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deflate import prediction_files
+from deflate.batching import Batcher
+from deflate.config import load_params, seed_everything
+from deflate.dataset import load_data, load_schema, value_sep
+from deflate.engine import Deflate
+from deflate.files import read_jsonl
+from deflate.metrics import evaluate, gold_from_records
+from deflate.model import Discriminator, load_generator, save_model
+from deflate.questions import claim_examples, qa_examples, training_claims
+from deflate.stages import harvest_negatives, train_discriminator
+from deflate.stages.evaluate import FREE, answer_split
+from deflate.text import QuestionBuilder
+from deflate.train import make_optimizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from discriminator_dev import auc, override, two_fold  # noqa: E402
+
+
+def joint(p, processed, tokens, gen_dir: Path, neg_dir: Path, out: Path, epochs: int) -> None:
+    """Generator + discriminator head on one shared encoder, trained together."""
+    seed_everything(p["seed"])
+    gen, tok, meta = load_generator(gen_dir)
+    qb = QuestionBuilder(tok, meta["language"], meta["max_len"], meta["max_value_len"], p["text"]["target_form"])
+    train = load_data(processed, tokens, "train")
+    schema, sep = load_schema(processed), value_sep(meta["language"])
+    qa = qa_examples(train.records, qb, schema, sep, 0, p["seed"])
+    claims = claim_examples(train.records, qb, *training_claims(train.records, read_jsonl(neg_dir / "train.jsonl"), sep))
+    disc = Discriminator(gen.t5.get_encoder(), gen.embed)  # shared, not copied
+    model = torch.nn.ModuleDict({"gen": gen, "head": disc.head})
+    opt = make_optimizer(model, p["discriminator"])
+    b = Batcher(train.image, train.has_image, meta["use_image"], qb.img_id)
+    bce = torch.nn.BCEWithLogitsLoss()
+    bs = p["discriminator"]["batch_size"]
+    for epoch in range(epochs):
+        model.train()
+        g_order = b.batches(qa, bs, shuffle=True, bucket=True, seed=p["seed"] * 1000 + epoch)
+        c_order = b.batches(claims, bs, shuffle=True, bucket=True, seed=p["seed"] * 1000 + epoch + 500)
+        total = 0.0
+        for gi, ci in zip(itertools.cycle(g_order) if len(c_order) > len(g_order) else g_order,
+                          itertools.cycle(c_order) if len(g_order) >= len(c_order) else c_order):
+            gb, cb = b.collate([qa[i] for i in gi]), b.collate([claims[i] for i in ci])
+            loss = gen(gb).loss + bce(disc(cb).float(), cb["labels"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total += loss.item()
+        print(f"[joint] epoch {epoch + 1}: loss {total / max(len(g_order), len(c_order)):.4f}", flush=True)
+    gen.eval()
+    save_model(gen, out / "gen", meta, tok, gen.t5)
+    for f in ("image.json", "codebook.safetensors"):
+        if (gen_dir / f).exists():
+            shutil.copy(gen_dir / f, out / "gen" / f)
+    save_model(disc.eval(), out / "disc", {"enabled": True, "device": "cpu", "freeze_encoder": False})
+
+
+def score(p, gen_dir, disc_dir, val, schema, gold) -> dict:
+    engine = Deflate(gen_dir, discriminator=disc_dir, lexical=None, decisions=FREE, decode=p["decode"],
+                     claim_batch_size=p["discriminator"]["eval_batch_size"], device="cpu")
+    ans = answer_split(engine, val, schema, "val")
+    present = np.array([(val.records[q.row].id, q.attribute) in gold for q in ans.questions])
+    return {**two_fold(ans, val.records, engine.sep), "auc": round(auc(ans.probs, present), 4)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--out", default="benchmarks/results/joint_discriminator_dev.json")
+    a = ap.parse_args()
+    p = override(load_params(), {"negatives.per_product": -1, "discriminator.epochs": a.epochs})
+    p["tracking"]["enabled"] = False
+    processed, tokens, gen_dir = Path("data/processed"), Path("data/tokens"), Path("models/generator")
+    val, schema = load_data(processed, tokens, "val"), load_schema(processed)
+    gold, texts = gold_from_records(val.records)
+    dm = evaluate(gold, prediction_files.read(Path("models/systems/d_minus-desire/predictions/val.jsonl")), texts)
+    rows = {"d_minus (reference)": {"ap_f1": dm["ap"]["f1"], "ap_p": dm["ap"]["p"], "ap_r": dm["ap"]["r"],
+                                    "ave_f1": dm["ave"]["f1"]}}
+    with tempfile.TemporaryDirectory() as tmp:
+        w = Path(tmp)
+        harvest_negatives.run(p, processed, tokens, gen_dir, w / "neg")
+        train_discriminator.run(p, processed, tokens, gen_dir, w / "neg", w / "copy", w / "ckpt")
+        rows[f"copy encoder, {a.epochs} epochs"] = score(p, gen_dir, w / "copy", val, schema, gold)
+        print(json.dumps(rows), flush=True)
+        joint(p, processed, tokens, gen_dir, w / "neg", w / "joint", a.epochs)
+        rows[f"shared encoder, joint, {a.epochs} epochs"] = score(p, w / "joint" / "gen", w / "joint" / "disc", val,
+                                                                  schema, gold)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
+    print("| variant | AUC | AP F1 (P / R) | AVE F1 |\n|---|---:|---:|---:|")
+    for n, r in rows.items():
+        print(f"| {n} | {r.get('auc', '–')} | {r['ap_f1']} ({r['ap_p']} / {r['ap_r']}) | {r['ave_f1']} |")
+
+
+if __name__ == "__main__":
+    main()
