@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deflate import prediction_files
 from deflate.batching import Batcher
 from deflate.config import load_params, seed_everything
 from deflate.dataset import load_data, load_schema, value_sep
 from deflate.engine import Deflate
 from deflate.files import read_jsonl
-from deflate.metrics import evaluate, gold_from_records
+from deflate.metrics import gold_from_records
 from deflate.model import Discriminator, load_generator, save_model
 from deflate.questions import claim_examples, qa_examples, training_claims
 from deflate.stages import harvest_negatives, train_discriminator
@@ -37,7 +36,7 @@ from deflate.text import QuestionBuilder
 from deflate.train import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from discriminator_dev import auc, override, two_fold  # noqa: E402
+from discriminator_dev import auc, d_minus_reference, override, report, two_fold  # noqa: E402
 
 
 def joint(p, processed, tokens, gen_dir: Path, neg_dir: Path, out: Path, epochs: int) -> None:
@@ -96,9 +95,7 @@ def main():
     processed, tokens, gen_dir = Path("data/processed"), Path("data/tokens"), Path("models/generator")
     val, schema = load_data(processed, tokens, "val"), load_schema(processed)
     gold, texts = gold_from_records(val.records)
-    dm = evaluate(gold, prediction_files.read(Path("models/systems/d_minus-desire/predictions/val.jsonl")), texts)
-    rows = {"d_minus (reference)": {"ap_f1": dm["ap"]["f1"], "ap_p": dm["ap"]["p"], "ap_r": dm["ap"]["r"],
-                                    "ave_f1": dm["ave"]["f1"]}}
+    rows = d_minus_reference(gold, texts)
     with tempfile.TemporaryDirectory() as tmp:
         w = Path(tmp)
         harvest_negatives.run(p, processed, tokens, gen_dir, w / "neg")
@@ -108,11 +105,7 @@ def main():
         joint(p, processed, tokens, gen_dir, w / "neg", w / "joint", a.epochs)
         rows[f"shared encoder, joint, {a.epochs} epochs"] = score(p, w / "joint" / "gen", w / "joint" / "disc", val,
                                                                   schema, gold)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
-    print("| variant | AUC | AP F1 (P / R) | AVE F1 |\n|---|---:|---:|---:|")
-    for n, r in rows.items():
-        print(f"| {n} | {r.get('auc', '–')} | {r['ap_f1']} ({r['ap_p']} / {r['ap_r']}) | {r['ave_f1']} |")
+    report(rows, Path(a.out))
 
 
 if __name__ == "__main__":
