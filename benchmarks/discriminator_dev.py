@@ -17,14 +17,18 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from deflate import model as model_lib
 from deflate import prediction_files
 from deflate.config import load_params
 from deflate.dataset import load_data, load_schema
 from deflate.engine import Deflate
 from deflate.metrics import evaluate, gold_from_records
+from deflate.questions import Claim, gold_questions
 from deflate.stages import harvest_negatives, train_discriminator
 from deflate.stages.evaluate import FREE, answer_split, select
+from deflate.text import QuestionBuilder
 
 VARIANTS = {  # name: overrides of params.yaml
     "base": {},
@@ -34,12 +38,78 @@ VARIANTS = {  # name: overrides of params.yaml
     "neg6_epochs4": {"negatives.per_product": 6, "discriminator.epochs": 4},
     "frozen_epochs6": {"discriminator.freeze_encoder": True, "discriminator.epochs": 6},
     "all_absent_epochs12": {"negatives.per_product": -1, "discriminator.epochs": 12},
+    # not a param: the head reads an attention-weighted mean of every encoder state instead of <CLS>
+    "attention_pool_all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6,
+                                          "_pooling": "attention"},
+    # not a param: claims without their value ("<CLS> question"), to see whether the value helps or misleads
+    "no_value_all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6, "_value": False},
+    # not a param: positives also carry the generator's own answer (what evaluation asks D about)
+    "generated_positives_all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6,
+                                               "_generated_positives": True},
 }
+
+
+class AttentionPooled(model_lib.Discriminator):
+    """Diagnostic only: one learned query scores every encoder state; the head reads their weighted mean."""
+
+    def __init__(self, encoder, embed, freeze_encoder: bool = False):
+        super().__init__(encoder, embed, freeze_encoder)
+        self.query = torch.nn.Linear(embed.text.embedding_dim, 1)
+
+    def forward(self, batch):
+        emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
+        h = self.encoder(inputs_embeds=emb, attention_mask=batch["attention_mask"]).last_hidden_state
+        w = self.query(h).squeeze(-1).masked_fill(batch["attention_mask"] == 0, float("-inf")).softmax(-1)
+        return self.head((w.unsqueeze(-1) * h).sum(1)).squeeze(-1)
+
+
+def use_pooling(kind: str) -> None:
+    """Swap the discriminator class the stage trains and the engine loads (this process only)."""
+    cls = AttentionPooled if kind == "attention" else ORIGINAL
+    model_lib.Discriminator = train_discriminator.Discriminator = cls
+
+
+ORIGINAL = model_lib.Discriminator
+ORIGINAL_CLAIM = QuestionBuilder.claim
+
+
+ORIGINAL_CLAIMS = train_discriminator.training_claims
+
+
+def use_generated_positives(p, gen_dir: Path, on: bool) -> None:
+    """Positives: every true pair with its gold values, plus (when the answer differs) the same pair
+    with the generator's own answer, so training claims look like the claims evaluation scores."""
+    if not on:
+        train_discriminator.training_claims = ORIGINAL_CLAIMS
+        return
+    engine = harvest_negatives.generator_only(p, gen_dir, "cpu")
+    generated = {}
+    for split in ("train", "val"):
+        data = load_data(Path("data/processed"), Path("data/tokens"), split)
+        qs = gold_questions(data.records)
+        for q, v in zip(qs, harvest_negatives.answers(engine, data, qs, split)):
+            generated[(data.records[q.row].id, q.attribute)] = v
+
+    def claims(records, negatives, sep):
+        out, labels = ORIGINAL_CLAIMS(records, negatives, sep)
+        extra = [Claim(c.question, generated[(records[c.question.row].id, c.question.attribute)])
+                 for c, y in zip(out, labels) if y == 1.0]
+        extra = [c for c, o in zip(extra, out) if c.value and c.value != o.value]
+        return out + extra, labels + [1.0] * len(extra)
+    train_discriminator.training_claims = claims
+
+
+def use_value(on: bool) -> None:
+    """Claims with or without their value (this process only)."""
+    QuestionBuilder.claim = ORIGINAL_CLAIM if on else (lambda self, name, desc, attr, value:
+                                                       ORIGINAL_CLAIM(self, name, desc, attr, ""))
 
 
 def override(p, changes: dict):
     p = copy.deepcopy(p)
     for key, v in changes.items():
+        if key.startswith("_"):
+            continue
         *head, last = key.split(".")
         d = p
         for h in head:
@@ -102,6 +172,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.variants:
             p, w = override(base, VARIANTS[name]), Path(tmp) / name
+            use_pooling(VARIANTS[name].get("_pooling", "cls"))
+            use_value(VARIANTS[name].get("_value", True))
+            use_generated_positives(p, gen, VARIANTS[name].get("_generated_positives", False))
             harvest_negatives.run(p, processed, tokens, gen, w / "neg")
             info = train_discriminator.run(p, processed, tokens, gen, w / "neg", w / "disc", w / "ckpt")
             engine = Deflate(gen, discriminator=w / "disc", lexical=None, decisions=FREE, decode=p["decode"],
