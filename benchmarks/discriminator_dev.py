@@ -46,6 +46,9 @@ VARIANTS = {  # name: overrides of params.yaml
     # not a param: positives also carry the generator's own answer (what evaluation asks D about)
     "generated_positives_all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6,
                                                "_generated_positives": True},
+    # not a param: half of the *training* claims lose their value (scored with values, as the paper)
+    "value_dropout50_all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6,
+                                           "_value_dropout": 0.5},
 }
 
 
@@ -97,6 +100,22 @@ def use_generated_positives(p, gen_dir: Path, on: bool) -> None:
         extra = [c for c, o in zip(extra, out) if c.value and c.value != o.value]
         return out + extra, labels + [1.0] * len(extra)
     train_discriminator.training_claims = claims
+
+
+ORIGINAL_EXAMPLES = train_discriminator.claim_examples
+
+
+def use_value_dropout(rate: float, seed: int) -> None:
+    """The stage's first claim_examples call (the training claims) blanks the value of ``rate`` of them."""
+    calls = []
+
+    def examples(records, qb, claims, labels=None):
+        if not calls and rate:
+            drop = np.random.default_rng(seed).random(len(claims)) < rate
+            claims = [Claim(c.question, "") if d else c for c, d in zip(claims, drop)]
+        calls.append(1)
+        return ORIGINAL_EXAMPLES(records, qb, claims, labels)
+    train_discriminator.claim_examples = examples if rate else ORIGINAL_EXAMPLES
 
 
 def use_value(on: bool) -> None:
@@ -175,6 +194,7 @@ def main():
             use_pooling(VARIANTS[name].get("_pooling", "cls"))
             use_value(VARIANTS[name].get("_value", True))
             use_generated_positives(p, gen, VARIANTS[name].get("_generated_positives", False))
+            use_value_dropout(VARIANTS[name].get("_value_dropout", 0.0), p["seed"])
             harvest_negatives.run(p, processed, tokens, gen, w / "neg")
             info = train_discriminator.run(p, processed, tokens, gen, w / "neg", w / "disc", w / "ckpt")
             engine = Deflate(gen, discriminator=w / "disc", lexical=None, decisions=FREE, decode=p["decode"],
