@@ -62,6 +62,7 @@ def test_intervals_contain_the_score_are_seeded_and_narrow_with_more_products():
     perfect = {k: [v for v, _ in vs] for k, vs in gold.items()}
     assert bootstrap_f1(recs, perfect, n=100)["ave"] == [100.0, 100.0]
     assert bootstrap_f1(recs, {}, n=100)["ap"] == [0.0, 0.0]
+    assert bootstrap_f1([], {}, n=100) == {"ap": [0.0, 0.0], "ave": [0.0, 0.0], "ave_fuzzy": [0.0, 0.0]}
 
 
 def test_accuracy_interval_resamples_products():

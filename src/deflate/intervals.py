@@ -22,9 +22,9 @@ def bootstrap_f1(records: list[Record], pred: dict, n: int = 1000, seed: int = 0
     g_by, p_by = _by_product(gold), _by_product(pred)
     per = [counts(g_by.get(r.id, {}), p_by.get(r.id, {}), {r.id: texts[r.id]}) for r in records]
     keys = sorted({k for c in per for k in c} | {"ap", "ave", "ave_fuzzy"})
-    c = np.array([[c.get(k, (0, 0, 0)) for k in keys] for c in per], dtype=np.int64).reshape(len(per), -1)
-    if not len(per) or n <= 0:
+    if not per or n <= 0:  # nothing to resample (e.g. a predict input whose every row was rejected)
         return {k: [0.0, 0.0] for k in keys}
+    c = np.array([[c.get(k, (0, 0, 0)) for k in keys] for c in per], dtype=np.int64).reshape(len(per), -1)
     return dict(zip(keys, _percentiles(_resampled_sums(c, n, seed).reshape(n, len(keys), 3), level)))
 
 
