@@ -22,9 +22,10 @@ from pathlib import Path
 from deflate.config import load_params
 from deflate.experiments import run_system
 from deflate.files import write_json
+from deflate.tables import CI_KEYS
 
-METRICS = {"ave_f1": ("ave",), "ap_f1": ("ap",), "fuzzy_f1": ("ave_fuzzy",), "eav_ave_f1": ("eav_only", "ave"),
-           "image_only_ave_f1": ("by_source", "image_only")}
+# table column -> its path in a metrics file (the tables' own mapping)
+METRICS = {c: tuple(CI_KEYS[c].split(".")) for c in ("ave_f1", "ap_f1", "fuzzy_f1", "eav_ave_f1", "image_only_ave_f1")}
 
 
 def scores(m: dict) -> dict:
