@@ -3,10 +3,12 @@ best candidate, candidates re-ranked by the discriminator, and (in pipelines wit
 lexical scorer alone and fused with both; the val-chosen decisions become the bundle models/deflate."""
 from pathlib import Path
 
+from deflate import distributed
 from deflate.config import load_params, stage_timer
 from deflate.stages import evaluate_candidates
 
 p = load_params()
+distributed.relaunch(p["distributed"])  # accelerate launch when distributed.processes > 1
 name = p["eval"]["metrics_name"]
 with stage_timer("evaluate_candidates"):
     evaluate_candidates.run(p, Path("data/processed"), Path("data/tokens"), Path("models/generator"),

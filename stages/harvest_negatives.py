@@ -1,9 +1,12 @@
 """DVC stage: the generator's answers for attributes a product lacks become negatives."""
 from pathlib import Path
 
+from deflate import distributed
 from deflate.config import load_params, stage_timer
 from deflate.stages import harvest_negatives
 
+p = load_params()
+distributed.relaunch(p["distributed"])  # accelerate launch when distributed.processes > 1
 with stage_timer("harvest_negatives"):
-    print(harvest_negatives.run(load_params(), Path("data/processed"), Path("data/tokens"), Path("models/generator"),
+    print(harvest_negatives.run(p, Path("data/processed"), Path("data/tokens"), Path("models/generator"),
                             Path("data/negatives")))

@@ -3,13 +3,16 @@ MEPAVE-shaped training products.  Usage: python stages/learning_curve.py SYSTEM"
 import sys
 from pathlib import Path
 
+from deflate import distributed
 from deflate.config import load_params, stage_timer
 from deflate.experiments import learning_curve
 from deflate.files import write_json
 
 system = sys.argv[1]
 p = load_params()
+distributed.relaunch(p["distributed"])  # accelerate launch when distributed.processes > 1
 with stage_timer(f"learning_curve@{system}"):
     points = learning_curve(system, p, Path("data/mepave/processed"), Path("data/mepave"),
                             Path("models/learning_curve") / system, p["experiments"]["fig3_proportions"], "mepave")
-write_json(Path("metrics/fig3") / f"{system}.json", points, indent=1, sort_keys=True)
+if distributed.is_main():
+    write_json(Path("metrics/fig3") / f"{system}.json", points, indent=1, sort_keys=True)

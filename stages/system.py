@@ -3,13 +3,17 @@ dataset.  Usage: python stages/system.py SYSTEM TABLES_DIR TOKENS_DIR NAME"""
 import sys
 from pathlib import Path
 
+from deflate import distributed
 from deflate.config import load_params, stage_timer
 from deflate.experiments import run_system
 from deflate.files import write_json
 
 system, processed, tokens, name = sys.argv[1:5]
+p = load_params()
+distributed.relaunch(p["distributed"])  # accelerate launch when distributed.processes > 1
 with stage_timer(f"system@{name}"):
-    m = run_system(system, load_params(), Path(processed), Path(tokens), Path("models/systems") / name,
+    m = run_system(system, p, Path(processed), Path(tokens), Path("models/systems") / name,
                    dataset=name.rsplit("-", 1)[-1])
-write_json(Path("metrics/systems") / f"{name}.json", m, ensure_ascii=False, indent=1, sort_keys=True)
-print(f"[system] {name}: AVE F1 {m['ave']['f1']}, AP F1 {m['ap']['f1']}, {m['efficiency']['seconds']}s")
+if distributed.is_main():
+    write_json(Path("metrics/systems") / f"{name}.json", m, ensure_ascii=False, indent=1, sort_keys=True)
+    print(f"[system] {name}: AVE F1 {m['ave']['f1']}, AP F1 {m['ap']['f1']}, {m['efficiency']['seconds']}s")

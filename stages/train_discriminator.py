@@ -1,10 +1,13 @@
 """DVC stage: train the discriminator on true pairs and harvested negatives."""
 from pathlib import Path
 
+from deflate import distributed
 from deflate.config import load_params, stage_timer
 from deflate.stages import train_discriminator
 
+p = load_params()
+distributed.relaunch(p["distributed"])  # accelerate launch when distributed.processes > 1
 with stage_timer("train_discriminator"):
-    print(train_discriminator.run(load_params(), Path("data/processed"), Path("data/tokens"), Path("models/generator"),
+    print(train_discriminator.run(p, Path("data/processed"), Path("data/tokens"), Path("models/generator"),
                               Path("data/negatives"), Path("models/discriminator"),
                               Path("models/checkpoints/discriminator")))

@@ -1,9 +1,12 @@
 """DVC stage: train the Mul-T5 generator (QA over text + image tokens)."""
 from pathlib import Path
 
+from deflate import distributed
 from deflate.config import load_params, stage_timer
 from deflate.stages import train_generator
 
+p = load_params()
+distributed.relaunch(p["distributed"])  # accelerate launch when distributed.processes > 1
 with stage_timer("train_generator"):
-    print(train_generator.run(load_params(), Path("data/processed"), Path("data/tokens"), Path("models/generator"),
+    print(train_generator.run(p, Path("data/processed"), Path("data/tokens"), Path("models/generator"),
                           Path("models/checkpoints/generator")))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed as dist
 from . import prediction_files
 from .batching import Batcher, Example, to_device
 from .data import Record, load_split
@@ -91,7 +92,8 @@ def tagger_predict(model: BiLSTMCRF, tagging: _Tagging, batcher: TagBatcher, bat
     return pred
 
 
-def train_tagger(system: str, p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, device: str):
+def train_tagger(system: str, p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, train_kw: dict):
+    device = train_kw["device"]
     cfg = p["baselines"]["tagger"]
     attributes = load_schema(processed)["attributes"]
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
@@ -109,10 +111,12 @@ def train_tagger(system: str, p: dict, processed: Path, tokens_dir: Path, out: P
         return {"score": _score(val.records, tagger_predict(m, va, va_b, device=device))["ave"]["f1"] / 100}
 
     run_hash = config_hash(system, cfg, p["seed"], file_digest(processed / "train.parquet", processed / "val.parquet"))
-    history = fit(model, tr.examples, tr.batcher(use_image), cfg, loss_fn=lambda m, b: m.loss(b), validate=validate,
-                  ckpt_dir=out / "ckpt", run_hash=run_hash, seed=p["seed"], tracker=tracker, device=device, name=system)
-    save_model(model.cpu(), out / "model", {"system": system, "vocab": vocab, "tags": tr.names, "use_image": use_image,
-                                  "params": sum(x.numel() for x in model.parameters())})
+    history = fit(model, tr.examples, tr.batcher(use_image), cfg, loss_fn=lambda m, b: m(b), validate=validate,
+                  ckpt_dir=out / "ckpt", run_hash=run_hash, seed=p["seed"], tracker=tracker, name=system, **train_kw)
+    if dist.is_main():
+        save_model(model.cpu(), out / "model", {"system": system, "vocab": vocab, "tags": tr.names,
+                                                "use_image": use_image,
+                                                "params": sum(x.numel() for x in model.parameters())})
     test = load_data(processed, tokens_dir, "test")
     te = _Tagging(test, vocab, attributes, cfg["max_chars"])
     return Trained(val.records, tagger_predict(model, va, va_b, device=device), test.records,
@@ -157,12 +161,14 @@ def jgave_predict(gen, qb, records, attributes, decode: dict, device: str, progr
     return pred
 
 
-def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, device: str):
+def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, train_kw: dict):
+    device = train_kw["device"]
     cfg = p["baselines"]["jgave"]
     schema = load_schema(processed)
     attributes = schema["attributes"]
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
-    tok = train_tokenizer(list(corpus(train.records, schema)) + [PAIR, SEP, "|"], p["text"]["vocab_size"])
+    tok = dist.from_main(lambda: train_tokenizer(list(corpus(train.records, schema)) + [PAIR, SEP, "|"],
+                                                 p["text"]["vocab_size"]))
     qb = QuestionBuilder(tok, schema["language"], p["text"]["max_len"], cfg["max_target_len"])
     gen = build_generator(p["model"], tok, 0, 0)  # text only, DEFLATE's backbone size
     examples = [Example(_jg_input(qb, r, qb.max_len), -1, qb.value(jgave_target(r, p["seed"], i)))
@@ -177,8 +183,10 @@ def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, 
                            file_digest(processed / "train.parquet", processed / "val.parquet"))
     history = fit(gen, examples, Batcher(None, None, False, qb.img_id), cfg, loss_fn=lambda m, b: m(b).loss,
                   validate=validate, ckpt_dir=out / "ckpt", run_hash=run_hash, seed=p["seed"], tracker=tracker,
-                  device=device, name="jgave")
-    save_model(gen.cpu(), out / "model", {"system": "jgave", "params": sum(x.numel() for x in gen.parameters())}, tok, gen.t5)
+                  name="jgave", **train_kw)
+    if dist.is_main():
+        save_model(gen.cpu(), out / "model", {"system": "jgave", "params": sum(x.numel() for x in gen.parameters())},
+                   tok, gen.t5)
     test = load_data(processed, tokens_dir, "test")
     return Trained(val.records, jgave_predict(gen, qb, val.records, attributes, decode, device, True), test.records,
                    jgave_predict(gen, qb, test.records, attributes, decode, device, True), history,
@@ -200,15 +208,16 @@ def run_baseline(system: str, p: dict, processed: Path, tokens_dir: Path, out: P
     if system not in SYSTEMS:
         raise ValueError(f"unknown baseline {system!r}; choose one of {SYSTEMS}")
     ctx = StageContext.open(p, system, processed)
-    device, tracker = ctx.device, ctx.tracker()
+    tracker = ctx.tracker()
     if system == "jgave":
-        t = train_jgave(p, processed, tokens_dir, out, tracker, device)
+        t = train_jgave(p, processed, tokens_dir, out, tracker, ctx.train_kw)
     elif system == "dictionary":
         t = run_dictionary(processed)
     else:
-        t = train_tagger(system, p, processed, tokens_dir, out, tracker, device)
-    for split, records, pred in (("val", t.val, t.val_pred), ("test", t.test, t.test_pred)):
-        prediction_files.write(out / "predictions" / f"{split}.jsonl", records, pred)
+        t = train_tagger(system, p, processed, tokens_dir, out, tracker, ctx.train_kw)
+    if dist.is_main():
+        for split, records, pred in (("val", t.val, t.val_pred), ("test", t.test, t.test_pred)):
+            prediction_files.write(out / "predictions" / f"{split}.jsonl", records, pred)
     m = _score(t.test, t.test_pred)
     m["intervals"] = bootstrap_f1(t.test, t.test_pred, p["eval"]["n_boot"], p["seed"])
     m["meta"] = {"system": system, "params": t.params, "epochs": len(t.history),
@@ -217,4 +226,5 @@ def run_baseline(system: str, p: dict, processed: Path, tokens_dir: Path, out: P
     tracker.metrics({f"test_{k}_f1": m[k]["f1"] for k in ("ap", "ave", "ave_fuzzy")}, step=len(t.history))
     tracker.artifacts(out, system)
     tracker.close()
+    dist.barrier()
     return m

@@ -47,7 +47,7 @@ def ingest(fmt: str = typer.Option("desire", "--format", help="desire | mepave |
     typer.echo(json.dumps(report, ensure_ascii=False, indent=1))
 
 
-def _load_engine(model: str):
+def _load_engine(model: str, device: str = "cpu"):
     """The answering engine from a bundle folder, or from an MLflow model URI (runs:/..., models:/...)
     that carries one."""
     from .engine import BundleError, Deflate
@@ -63,7 +63,7 @@ def _load_engine(model: str):
         except Exception as e:
             _fail(f"cannot load MLflow model {model}: {str(e)[:300]}")
     try:
-        return Deflate.load(Path(model))
+        return Deflate.load(Path(model), device=device)
     except (BundleError, FileNotFoundError) as e:
         _fail(str(e))
 
@@ -134,14 +134,24 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
                                          "--output, *.accuracy.json; wdc_pave: *.scores.json)."),
             batch_size: int = typer.Option(None, help="Questions (and claims) per batch (default: the bundle's)."),
             chunk_rows: int = typer.Option(10_000, min=1, help="Input rows answered (and held in memory) at a "
-                                           "time; the input is read as a stream.")):
+                                           "time; the input is read as a stream."),
+            device: str = typer.Option("auto", help="auto (a GPU when there is one) | cpu | cuda | cuda:N."),
+            processes: int = typer.Option(1, min=1, help="Processes answering together (accelerate launch; one "
+                                          "per GPU, or CPU processes sharing the cores): each answers whole "
+                                          "batches and the files written are the one-process files, byte for "
+                                          "byte.")):
     """Predict attribute values for new products (fields: id, name, and optionally description, image, attributes).
 
     Rows with bad fields get an error record and no predictions; every other row is predicted.
     Everything the answers depend on comes from the bundle; the options override it.
     """
+    import contextlib
+    import io
+    import sys
     import time
 
+    from . import distributed as dist
+    from .config import resolve_device
     from .engine import MODES, BundleError
     from .files import atomic_writer, write_json
     from .inputs import accuracy_of, iter_rows, iter_wdc_pave, read_implicitave, scored_answers
@@ -153,7 +163,9 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
     if mode is not None and mode not in MODES:
         _fail(f"--mode must be one of {', '.join(MODES)}")
     _check_output(output, input)  # before any compute
-    engine = _load_engine(model)
+    dist.relaunch({"processes": processes, "mixed_precision": "auto", "config_file": ""},
+                  ["-m", "deflate.cli", *sys.argv[1:]])
+    engine = _load_engine(model, dist.device(resolve_device(device)))
     if batch_size is not None:
         engine.decode["batch_size"] = engine.claim_batch_size = batch_size
     d = engine.decisions
@@ -192,7 +204,9 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
     scored: list[dict] = []
     offers: list = []  # wdc_pave: (row, result) pairs to score
     seen: dict = {}  # duplicate questions across chunks
-    with atomic_writer(output) as f:  # nothing at --output until every row is written
+    # nothing at --output until every row is written; several processes: the main one writes
+    sink = atomic_writer(output) if dist.is_main() else contextlib.nullcontext(io.StringIO())
+    with sink as f:
         for chunk in _chunks(rows, chunk_rows):
             results = engine.answer_rows(chunk, images, seen=seen)
             for r, row in zip(results, chunk):
@@ -208,6 +222,8 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
             counts["errors_only"] += sum(bool(r["errors"]) and not r["predictions"] for r in results)
             counts["kept_values"] += sum(len(r["predictions"]) for r in results)
     dt = time.perf_counter() - t
+    if not dist.is_main():
+        return
     # written last: a consumer that finds it knows the predictions file is complete
     write_json(output.with_name(output.name + ".done.json"),
                {k: counts[k] for k in ("rows", "with_errors", "kept_values")} | {"output": output.name}, indent=1)

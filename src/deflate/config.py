@@ -74,6 +74,8 @@ def stage_timer(stage: str, log: str | Path = "logs/timings.jsonl"):
     t0 = time.perf_counter()
     yield
     dt = time.perf_counter() - t0
+    if os.environ.get("RANK", "0") != "0":  # several processes (deflate.distributed): the main one logs
+        return
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as f:
         f.write(json.dumps({"stage": stage, "seconds": round(dt, 2), "peak_memory_mb": peak_memory_mb(),

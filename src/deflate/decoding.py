@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from . import distributed as dist
 from .batching import Batcher, Example, to_device
 from .text import NONE_VALUE
 
@@ -77,7 +78,8 @@ def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: 
     gen.eval().to(device)
     out: list[str] = [""] * len(examples)
     order = batcher.batches(examples, decode["batch_size"], shuffle=False, bucket=True)
-    for idx in tqdm(order, desc=desc, unit="batch", disable=not progress, mininterval=2.0):
+    for idx in tqdm(dist.share(order), desc=desc, unit="batch", disable=not progress or not dist.is_main(),
+                    mininterval=2.0):
         batch = to_device(batcher.collate([examples[i] for i in idx]), device)
         kw = {"max_new_tokens": decode["max_new_tokens"], "num_beams": decode["num_beams"],
               "do_sample": False}
@@ -90,7 +92,7 @@ def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: 
         seqs = gen.generate(batch, **kw)
         for i, s in zip(idx, seqs.tolist()):
             out[i] = qb.decode(s)
-    return out
+    return dist.complete(out, order)
 
 
 @torch.no_grad()
@@ -102,7 +104,8 @@ def topk_values(gen, qb, batcher: Batcher, examples: list[Example], tries: dict[
     gen.eval().to(device)
     out: list[list[tuple[str, float]]] = [[] for _ in examples]
     order = batcher.batches(examples, max(1, decode["batch_size"] // k), shuffle=False, bucket=True)
-    for idx in tqdm(order, desc=desc, unit="batch", disable=not progress, mininterval=2.0):
+    for idx in tqdm(dist.share(order), desc=desc, unit="batch", disable=not progress or not dist.is_main(),
+                    mininterval=2.0):
         batch = to_device(batcher.collate([examples[i] for i in idx]), device)
         res = gen.generate(batch, max_new_tokens=decode["max_new_tokens"], num_beams=k,
                            num_return_sequences=k, do_sample=False, length_penalty=0.0, early_stopping="never",
@@ -116,4 +119,4 @@ def topk_values(gen, qb, batcher: Batcher, examples: list[Example], tries: dict[
                 if v > -1e8 and text not in seen:  # beams beyond the last candidate carry a -1e9 score
                     seen[text] = float(v)
             out[i] = sorted(seen.items(), key=lambda t: -t[1])
-    return out
+    return dist.complete(out, order)

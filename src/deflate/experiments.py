@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import distributed as dist
 from .baselines import SYSTEMS as BASELINES
 from .baselines import run_baseline
 from .config import peak_memory_mb
@@ -69,12 +70,14 @@ def subsample(processed: Path, tokens_dir: Path, fraction: float, seed: int, out
     if (tokens_dir / "train.safetensors").exists():
         raise ValueError("learning curves run on text-only data (image-token rows would need subsetting too)")
     dst = out / "processed"
-    dst.mkdir(parents=True, exist_ok=True)
-    train = pd.read_parquet(processed / "train.parquet")
-    keep = np.sort(np.random.default_rng(seed).permutation(len(train))[: max(1, round(fraction * len(train)))])
-    train.iloc[keep].reset_index(drop=True).to_parquet(dst / "train.parquet")
-    for f in ("val.parquet", "test.parquet", "schema.json"):
-        shutil.copy(processed / f, dst / f)
+    if dist.is_main():  # the others wait for the files
+        dst.mkdir(parents=True, exist_ok=True)
+        train = pd.read_parquet(processed / "train.parquet")
+        keep = np.sort(np.random.default_rng(seed).permutation(len(train))[: max(1, round(fraction * len(train)))])
+        train.iloc[keep].reset_index(drop=True).to_parquet(dst / "train.parquet")
+        for f in ("val.parquet", "test.parquet", "schema.json"):
+            shutil.copy(processed / f, dst / f)
+    dist.barrier()
     return dst, out / "no_tokens"
 
 

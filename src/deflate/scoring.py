@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import distributed as dist
 from .batching import Batcher, Example, to_device
 
 
@@ -27,11 +28,12 @@ def claim_probs(disc, batcher: Batcher, examples: list[Example], batch_size: int
     """P(claim is true) per claim example."""
     disc.eval().to(device)
     out = np.zeros(len(examples), dtype=np.float32)
-    for idx in tqdm(batcher.batches(examples, batch_size, shuffle=False, bucket=True), desc=desc, unit="batch",
-                    disable=not progress, mininterval=2.0):
+    order = batcher.batches(examples, batch_size, shuffle=False, bucket=True)
+    for idx in tqdm(dist.share(order), desc=desc, unit="batch", disable=not progress or not dist.is_main(),
+                    mininterval=2.0):
         batch = to_device(batcher.collate([examples[i] for i in idx]), device)
         out[idx] = torch.sigmoid(disc(batch).float()).cpu().numpy()
-    return out
+    return dist.complete(out, order)
 
 
 def per_candidate(examples: list[Example], candidates: dict[str, list[str]]) -> list[np.ndarray]:
@@ -49,18 +51,19 @@ def candidate_logprobs(gen, qb, batcher: Batcher, examples: list[Example], candi
         for j, c in enumerate(candidates.get(e.key.attribute, [])):
             pairs.append(Example(e.ids, e.row, qb.value(c), e.key))  # the same question, this value as answer
             where.append((k, j))
-    out = per_candidate(examples, candidates)
-    for idx in tqdm(batcher.batches(pairs, batch_size, shuffle=False, bucket=True), desc="score candidates",
-                    unit="batch", disable=not progress, mininterval=2.0):
+    flat = np.zeros(len(pairs), dtype=np.float32)
+    order = batcher.batches(pairs, batch_size, shuffle=False, bucket=True)
+    for idx in tqdm(dist.share(order), desc="score candidates", unit="batch",
+                    disable=not progress or not dist.is_main(), mininterval=2.0):
         batch = to_device(batcher.collate([pairs[i] for i in idx]), device)
         logits = gen(batch).logits.float()
         labels = batch["labels"]
         mask = labels != -100
         lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        mean = ((lp * mask).sum(1) / mask.sum(1)).cpu().numpy()
-        for i, s in zip(idx, mean):
-            k, j = where[i]
-            out[k][j] = s
+        flat[idx] = ((lp * mask).sum(1) / mask.sum(1)).cpu().numpy()
+    out = per_candidate(examples, candidates)
+    for (k, j), s in zip(where, dist.complete(flat, order)):
+        out[k][j] = s
     return out
 
 

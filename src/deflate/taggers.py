@@ -128,6 +128,9 @@ class BiLSTMCRF(nn.Module):
         """(emissions, attribute logits or None)."""
         return self.emit(self.encode(batch)), None
 
+    def forward(self, batch) -> torch.Tensor:  # the training loss: what DDP wraps
+        return self.loss(batch)
+
     def loss(self, batch) -> torch.Tensor:
         emissions, attr_logits = self.heads(batch)
         loss = -self.crf(emissions, batch["tags"], mask=batch["mask"], reduction="mean") / emissions.shape[1]

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed as dist
 from ..config import Params, resolve_device, seed_everything
 from ..dataset import load_schema
 from ..tracking import Tracker
 
 TRACKED = ("seed", "data", "image", "text", "model", "generator", "negatives", "discriminator", "lexical",
-           "decode", "eval")  # the params sections an MLflow run records
+           "decode", "eval", "distributed")  # the params sections an MLflow run records
 
 
 @dataclass
@@ -25,9 +26,18 @@ class StageContext:
     @classmethod
     def open(cls, p: Params, name: str, processed: Path) -> "StageContext":
         seed_everything(p["seed"])
-        torch.set_num_threads(p["model"]["num_threads"])
-        return cls(p, name, load_schema(processed), resolve_device(p["model"]["device"]))
+        # several processes on one machine share its threads instead of each taking them all
+        torch.set_num_threads(max(1, p["model"]["num_threads"] // dist.world_size()))
+        return cls(p, name, load_schema(processed), dist.device(resolve_device(p["model"]["device"])))
+
+    @property
+    def train_kw(self) -> dict:
+        """How :func:`deflate.train.fit` runs here: device, mixed precision, gradient accumulation."""
+        d = self.params["distributed"]
+        return {"device": self.device, "precision": d["mixed_precision"], "grad_accum": d["grad_accum"]}
 
     def tracker(self, name: str | None = None) -> Tracker:
+        """This stage's MLflow run (the main process's alone: the others log nothing)."""
         kept = {k: v for k, v in self.params.items() if k in TRACKED}
-        return Tracker(self.params["tracking"], name or self.name, kept, self.device)
+        cfg = self.params["tracking"] if dist.is_main() else {**self.params["tracking"], "enabled": False}
+        return Tracker(cfg, name or self.name, kept, self.device)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import prediction_files
+from .. import distributed as dist
 from ..config import Params
 from ..data import Record, load_split
 from ..dataset import Split, load_data
@@ -51,6 +52,9 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
                        "use_image": engine.meta["use_image"], "use_discriminator": use_disc,
                        "generator_params": engine.meta["params"],
                        "constrained_decoding": bool(p["decode"]["constrain_to_vocab"])}
+    if not dist.is_main():  # the main process writes; the others wait until it has
+        dist.barrier()
+        return metrics
     write_json(metrics_path, metrics, ensure_ascii=False, indent=1, sort_keys=True)
     write_predictions(predictions_path, test.records, ans, pred)
     prediction_files.write(predictions_path.with_name("val.jsonl"), val.records,
@@ -63,6 +67,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     tracker.close()
     if uri:
         write_text(predictions_path.parent / "mlflow_model.txt", uri + "\n")
+    dist.barrier()
     return metrics
 
 

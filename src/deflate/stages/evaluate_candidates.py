@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import distributed as dist
 from ..config import Params
 from ..dataset import grouped_labels, load_data
 from ..engine import SOURCES, Decisions, Deflate, best_candidates, write_bundle
@@ -118,6 +119,9 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
             out[name]["overall"][f"{metric}_ci95"] = bootstrap_accuracy(rows, hit, p["eval"]["n_boot"], p["seed"])
         print(f"[evaluate_candidates] {name}: exact {out[name]['overall']['exact']}%, "
               f"lenient {out[name]['overall']['lenient']}%")
+    if not dist.is_main():  # the main process writes; the others wait until it has
+        dist.barrier()
+        return out
     write_json(metrics_path, out, ensure_ascii=False, indent=1, sort_keys=True)
     write_json(breakdown_path, breakdown, ensure_ascii=False, indent=1, sort_keys=True)
     write_bundle(bundle_dir, decisions, p["decode"], claim_bs, gen_dir, disc_dir if has_disc else None, lexical_dir)
@@ -128,4 +132,5 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     tracker.close()
     if uri:
         print(f"[evaluate_candidates] MLflow model: {uri} (deflate predict --model {uri} ...)")
+    dist.barrier()
     return {**out, "mlflow_model": uri}  # the URI differs per run: not part of the metrics file

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import distributed as dist
 from ..config import Params
 from ..dataset import Split, attributes_of, candidate_vocab, grouped_labels, load_data
 from ..engine import Decisions, Deflate
@@ -25,7 +26,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, out: Path) 
     out.mkdir(parents=True, exist_ok=True)
     summary = {"enabled": p["model"]["use_discriminator"], "splits": {}}
     if not p["model"]["use_discriminator"]:  # d-: no discriminator, nothing to harvest
-        write_json(out / "summary.json", summary, indent=1)
+        _write(out / "summary.json", summary)
         return summary
     k, mode = p["negatives"]["per_product"], p["negatives"]["mode"]
     if mode not in MODES:
@@ -43,12 +44,20 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, out: Path) 
             values = answers(engine, data, questions, split)
             rows = [{"row": q.row, "id": data.records[q.row].id, "attribute": q.attribute, "value": v}
                     for q, v in zip(questions, values)]
-        write_jsonl(out / f"{split}.jsonl", rows)
+        if dist.is_main():
+            write_jsonl(out / f"{split}.jsonl", rows)
         summary["splits"][split] = {"negatives": len(rows), "products": len(data.records),
                                     "empty_values": sum(not r["value"] for r in rows)}
         print(f"[harvest_negatives] {split}: {len(rows)} negatives")
-    write_json(out / "summary.json", summary, indent=1)
+    _write(out / "summary.json", summary)
     return summary
+
+
+def _write(path: Path, summary: dict) -> None:
+    """The summary, written last and by the main process; the others wait until the folder is complete."""
+    if dist.is_main():
+        write_json(path, summary, indent=1)
+    dist.barrier()
 
 
 def generator_only(p: Params, gen_dir: Path, device: str) -> Deflate:

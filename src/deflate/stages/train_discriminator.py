@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import distributed as dist
 from ..batching import Batcher
 from ..config import Params, peak_memory_mb
 from ..dataset import load_data
@@ -25,7 +26,9 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Pa
     device = ctx.device
     out.mkdir(parents=True, exist_ok=True)
     if not p["model"]["use_discriminator"]:
-        write_json(out / "deflate.json", {"enabled": False})
+        if dist.is_main():
+            write_json(out / "deflate.json", {"enabled": False})
+        dist.barrier()
         return {"enabled": False}
     d = p["discriminator"]
     gen, tok, meta = load_generator(gen_dir)
@@ -52,12 +55,14 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Pa
     print(f"[train_discriminator] {len(ex)} claims ({int(sum(e.target for e in ex))} positive), device {device}")
     t0 = time.perf_counter()
     history = fit(disc, ex, tr_b, d, loss_fn=lambda mdl, b: bce(mdl(b).float(), b["labels"]), validate=validate,
-                  ckpt_dir=ckpt_dir, run_hash=run_hash, seed=p["seed"], tracker=tracker, device=device,
-                  name="discriminator")
+                  ckpt_dir=ckpt_dir, run_hash=run_hash, seed=p["seed"], tracker=tracker, name="discriminator",
+                  **ctx.train_kw)
     cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
-    save_model(disc.cpu(), out, {"enabled": True, "device": device, "freeze_encoder": d["freeze_encoder"],
-                                 "cost": cost})
-    write_json(out / "history.json", history, indent=1)
-    tracker.artifacts(out, "discriminator")
+    if dist.is_main():
+        save_model(disc.cpu(), out, {"enabled": True, "device": device, "freeze_encoder": d["freeze_encoder"],
+                                     "cost": cost})
+        write_json(out / "history.json", history, indent=1)
+        tracker.artifacts(out, "discriminator")
     tracker.close()
+    dist.barrier()
     return {"examples": len(ex), "best_val_accuracy": max(h["val_accuracy"] for h in history)}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import distributed as dist
 from ..batching import Batcher
 from ..config import Params, peak_memory_mb
 from ..dataset import candidate_vocab, image_spec, load_data, value_sep
@@ -25,7 +26,9 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     m, g, t = p["model"], p["generator"], p["text"]
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
     tok_path = m["tokenizer_path"] or m["pretrained_path"]
-    tok = load_tokenizer(tok_path) if tok_path else train_tokenizer(corpus(train.records, schema), t["vocab_size"])
+    # trained once, by the main process, so that every process holds the very same tokenizer
+    tok = load_tokenizer(tok_path) if tok_path else dist.from_main(
+        lambda: train_tokenizer(corpus(train.records, schema), t["vocab_size"]))
     lang = schema["language"]
     qb = QuestionBuilder(tok, lang, t["max_len"], t["max_value_len"], t["target_form"])
     image_vocab, feature_dim = image_spec(train.meta)
@@ -52,7 +55,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
           f"params, device {device}, image {'on' if use_image else 'off'}, none targets {none}")
     t0 = time.perf_counter()
     history = fit(gen, examples, tr_b, g, loss_fn=lambda mdl, b: mdl(b).loss, validate=validate, ckpt_dir=ckpt_dir,
-                  run_hash=run_hash, seed=p["seed"], tracker=tracker, device=device, name="generator")
+                  run_hash=run_hash, seed=p["seed"], tracker=tracker, name="generator", **ctx.train_kw)
     cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
     meta = {"image_vocab": gen.image_vocab, "feature_dim": gen.feature_dim, "use_image": use_image,
             "use_discriminator": m["use_discriminator"], "language": lang, "value_sep": sep,
@@ -62,10 +65,12 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
             "cost": cost}  # measured (varies run to run): Table 5's efficiency columns
     if "category_attributes" in schema:  # per-category schemas: what predict asks a product of a category
         meta["category_attributes"] = schema["category_attributes"]
-    save_model(gen.cpu(), out, meta, tok, gen.t5)
-    if use_image:
-        save_for_inference(tokens_dir, p["image"], out)
-    write_json(out / "history.json", history, indent=1)
-    tracker.artifacts(out, "generator")
+    if dist.is_main():
+        save_model(gen.cpu(), out, meta, tok, gen.t5)
+        if use_image:
+            save_for_inference(tokens_dir, p["image"], out)
+        write_json(out / "history.json", history, indent=1)
+        tracker.artifacts(out, "generator")
     tracker.close()
+    dist.barrier()  # the folder is complete before any process reads it
     return {"examples": len(examples), "best_val_accuracy": max(h["val_score"] for h in history)}

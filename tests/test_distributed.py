@@ -1,0 +1,124 @@
+"""Several processes, one result (deflate.distributed): 2 CPU processes (gloo) train the weights one
+process trains at the same global batch, and write byte-identical answers."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from deflate import distributed
+from deflate.stages import train_discriminator
+from test_pipeline import build_world, tiny_params
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).with_name("distributed_worker.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _params(path: Path, processes: int) -> Path:
+    p = tiny_params()
+    p["generator"].update(epochs=4, batch_size=8)  # >= 20 optimiser steps on the tiny world
+    p["tracking"]["enabled"] = False
+    p["distributed"].update(processes=processes, grad_accum=1, mixed_precision="no", config_file="",
+                            port=_free_port())
+    path.write_text(json.dumps(p))  # JSON is YAML
+    return path
+
+
+def _work(tmp: Path, processes: int, world: Path, out: Path, *extra: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("WORLD_SIZE", None)
+    args = [sys.executable, str(WORKER), str(_params(tmp / f"params{processes}.yaml", processes)), str(world),
+            str(out), *extra]
+    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dist")
+    world = build_world(tmp / "world", 3)
+    one, two = tmp / "one", tmp / "two"
+    _work(tmp, 1, world, one, "train")
+    _work(tmp, 2, world, two, "train")
+    # the discriminator of the one-process generator, trained here, for the answering check
+    train_discriminator_inputs(tmp, world, one)
+    _work(tmp, 1, world, one, "answer", str(one / "gen"), str(one / "disc"))
+    _work(tmp, 2, world, two, "answer", str(one / "gen"), str(one / "disc"))
+    return one, two
+
+
+def train_discriminator_inputs(tmp: Path, world: Path, one: Path) -> None:
+    from deflate.stages import harvest_negatives
+
+    p = tiny_params()
+    p["tracking"]["enabled"] = False
+    harvest_negatives.run(p, world / "processed", world / "tokens", one / "gen", tmp / "neg")
+    train_discriminator.run(p, world / "processed", world / "tokens", one / "gen", tmp / "neg", one / "disc",
+                            tmp / "ckpt_disc")
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_one_process_weights(runs):
+    one, two = runs
+    examples = json.loads((one / "train.json").read_text())["examples"]
+    assert 4 * -(-examples // 8) >= 20  # optimiser steps
+    h1 = json.loads((one / "gen" / "history.json").read_text())
+    h2 = json.loads((two / "gen" / "history.json").read_text())
+    assert len(h1) == len(h2) == 4
+    for x, y in zip(h1, h2):  # the same global loss, epoch by epoch
+        assert abs(x["train_loss"] - y["train_loss"]) < 1e-4
+    a, b = load_file(str(one / "gen" / "model.safetensors")), load_file(str(two / "gen" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert diff <= 1e-4, f"largest weight difference {diff}"
+
+
+@pytest.mark.slow
+def test_two_processes_write_byte_identical_answers(runs):
+    one, two = runs
+    for rel in ("neg/train.jsonl", "neg/val.jsonl", "neg/summary.json", "pred.jsonl", "val.jsonl", "metrics.json",
+                "bundle/bundle.json"):
+        assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
+    assert (two / "pred.jsonl").stat().st_size > 0
+
+
+def test_one_process_changes_nothing(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    distributed.relaunch({"processes": 1, "config_file": ""})  # returns: runs here
+    order = [[0, 1], [2], [3, 4]]
+    assert distributed.share(order) == order
+    out = ["a", "b", "c", "d", "e"]
+    assert distributed.complete(out, order) is out
+    assert distributed.from_main(lambda: 7) == 7 and distributed.all_sum(2.5) == 2.5
+
+
+def test_batch_slices_cover_the_batch_once():
+    idx = list(range(7))
+    for n in (1, 2, 3, 8):
+        parts = [distributed.slice_of(idx, k, n) for k in range(n)]
+        assert sum(parts, []) == idx
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_launch_command_follows_params():
+    cmd = distributed.launch_command({"processes": 2, "mixed_precision": "bf16", "config_file": "", "port": 29511},
+                                     ["stages/evaluate.py"])
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and cmd[-1] == "stages/evaluate.py"
+    assert cmd[cmd.index("--num_processes") + 1] == "2" and cmd[cmd.index("--mixed_precision") + 1] == "bf16"
+    cmd = distributed.launch_command({"processes": 2, "mixed_precision": "auto", "config_file": "multi_node.yaml"},
+                                     ["x.py"])
+    assert cmd[cmd.index("--config_file") + 1] == "multi_node.yaml" and "--num_processes" not in cmd
+    with pytest.raises(ValueError, match="processes"):
+        distributed.relaunch({"processes": 0, "config_file": ""})
+    with pytest.raises(ValueError, match="mixed_precision"):
+        distributed.autocast("fp16", "cpu")
