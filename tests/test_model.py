@@ -128,3 +128,19 @@ def test_trie_constrained_decoding_only_emits_candidates(tok):
         assert all(v in cands[e.key.attribute] for e, v in zip(exs, out)), out
     t = Trie([[5, 6, 1], [5, 7, 1]])
     assert sorted(t.next_tokens([5])) == [6, 7] and t.next_tokens([9]) == []
+
+
+def test_pretrained_path_takes_a_folder_or_a_model_id_and_says_in_one_line_when_neither_loads(tmp_path):
+    from deflate.config import load_pretrained
+
+    assert load_pretrained(lambda src: src, str(tmp_path), "model.pretrained_path") == str(tmp_path)
+    assert load_pretrained(lambda src: src, "google-t5/t5-base", "model.pretrained_path") == "google-t5/t5-base"
+
+    def offline(src):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nmore detail")
+
+    with pytest.raises(OSError, match=r"^model.pretrained_path 'google-t5/t5-base' is no local folder .*connect") as e:
+        load_pretrained(offline, "google-t5/t5-base", "model.pretrained_path")
+    assert "\n" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        load_pretrained(offline, str(tmp_path / "missing"), "model.pretrained_path")

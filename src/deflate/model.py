@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
 
+from .config import load_pretrained
 from .files import atomic_dir, write_text
 from .text import load_tokenizer
 from .weights import load_weights, save_weights
@@ -105,11 +106,9 @@ def t5_config(cfg: dict, vocab_size: int) -> T5Config:
 
 def build_generator(cfg: dict, tokenizer, image_vocab: int, feature_dim: int) -> MulT5:
     """From scratch (sizes from params) or from ``model.pretrained_path`` (e.g. a local T5-pegasus)."""
-    if cfg["pretrained_path"]:
-        path = Path(cfg["pretrained_path"])
-        if not path.is_dir():
-            raise FileNotFoundError(f"model.pretrained_path {path} is not a folder with a T5 checkpoint")
-        t5 = T5ForConditionalGeneration.from_pretrained(str(path))
+    if cfg["pretrained_path"]:  # a local folder, or a model id when online
+        t5 = load_pretrained(T5ForConditionalGeneration.from_pretrained, cfg["pretrained_path"],
+                             "model.pretrained_path")
         if t5.config.decoder_start_token_id is None:
             t5.config.decoder_start_token_id = t5.config.pad_token_id
     else:

@@ -15,6 +15,8 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from .config import load_pretrained
+
 PAD, EOS, UNK, IMG, CLS = "<pad>", "</s>", "<unk>", "<IMG>", "<CLS>"
 SPECIALS = [PAD, EOS, UNK, IMG, CLS]  # ids 0..4: T5 wants pad=0 (decoder start) and eos=1
 NONE_VALUE = "None"  # the d- generator's answer for an attribute the product lacks (paper §5.4)
@@ -40,7 +42,7 @@ def train_tokenizer(texts, vocab_size: int) -> PreTrainedTokenizerFast:
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """Our saved tokenizer, or a pretrained one (e.g. T5-pegasus); <IMG>/<CLS> are added if missing."""
-    tok = AutoTokenizer.from_pretrained(str(path))
+    tok = load_pretrained(AutoTokenizer.from_pretrained, str(path), "model.tokenizer_path")
     missing = [t for t in (IMG, CLS) if t not in tok.get_vocab()]
     if missing:
         tok.add_special_tokens({"additional_special_tokens": missing})
