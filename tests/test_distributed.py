@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from deflate import distributed
@@ -34,13 +35,13 @@ def _params(path: Path, processes: int) -> Path:
     return path
 
 
-def _work(tmp: Path, processes: int, world: Path, out: Path, *extra: str) -> None:
+def _work(tmp: Path, processes: int, world: Path, out: Path, *extra: str, rc: int = 0) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     env.pop("WORLD_SIZE", None)
     args = [sys.executable, str(WORKER), str(_params(tmp / f"params{processes}.yaml", processes)), str(world),
             str(out), *extra]
     r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (r.returncode == 0) == (rc == 0), r.stdout[-3000:] + r.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,8 @@ def runs(tmp_path_factory):
     train_discriminator_inputs(tmp, world, one)
     _work(tmp, 1, world, one, "answer", str(one / "gen"), str(one / "disc"))
     _work(tmp, 2, world, two, "answer", str(one / "gen"), str(one / "disc"))
+    _work(tmp, 2, world, tmp / "resumed", "train_killed", rc=1)
+    _work(tmp, 2, world, tmp / "resumed", "train")
     return one, two
 
 
@@ -84,10 +87,22 @@ def test_two_processes_train_the_one_process_weights(runs):
 
 
 @pytest.mark.slow
+def test_a_killed_two_process_run_resumes_to_the_same_weights(runs):
+    _, two = runs
+    resumed = two.parent / "resumed"
+    hist = json.loads((resumed / "gen" / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4]
+    a, b = load_file(str(two / "gen" / "model.safetensors")), load_file(str(resumed / "gen" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for x, y in zip(json.loads((two / "gen" / "history.json").read_text()), hist):
+        assert x["train_loss"] == y["train_loss"] and x["val_score"] == y["val_score"]
+
+
+@pytest.mark.slow
 def test_two_processes_write_byte_identical_answers(runs):
     one, two = runs
     for rel in ("neg/train.jsonl", "neg/val.jsonl", "neg/summary.json", "pred.jsonl", "val.jsonl", "metrics.json",
-                "bundle/bundle.json"):
+                "bundle/bundle.json", "cand.json", "cand_attr.json", "cand_bundle/bundle.json"):
         assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
     assert (two / "pred.jsonl").stat().st_size > 0
 
@@ -122,3 +137,39 @@ def test_launch_command_follows_params():
         distributed.relaunch({"processes": 0, "config_file": ""})
     with pytest.raises(ValueError, match="mixed_precision"):
         distributed.autocast("fp16", "cpu")
+
+
+@pytest.mark.slow
+def test_predict_on_two_processes_writes_the_one_process_file(runs, tmp_path):
+    from deflate.data import load_split
+
+    one, _ = runs
+    world = one.parent / "world"
+    rows = [{"id": r.id, "name": r.name, "description": r.description} for r in load_split(world / "processed", "test")]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    env.pop("WORLD_SIZE", None)
+    for n in (1, 2):
+        r = subprocess.run([sys.executable, "-m", "deflate.cli", "predict", "--model", str(one / "bundle"),
+                            "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / f"out{n}.jsonl"),
+                            "--processes", str(n), "--device", "cpu", "--batch-size", "4"],
+                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    out1 = (tmp_path / "out1.jsonl").read_bytes()
+    assert out1 == (tmp_path / "out2.jsonl").read_bytes() and out1.count(b"\n") == len(rows)
+
+
+def test_the_paper_setting_names_only_real_params():
+    import re
+
+    import yaml
+
+    doc = (ROOT / "docs" / "scale_out.md").read_text()
+    keys = re.findall(r"-S ([\w.]+)=", doc)
+    assert len(keys) >= 10
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key in keys:
+        d = params
+        for part in key.split("."):
+            assert isinstance(d, dict) and part in d, f"docs/scale_out.md sets {key}, which params.yaml lacks"
+            d = d[part]
