@@ -6,6 +6,8 @@
 #   4. distributed inference: the evaluate stage again with distributed.processes=2 (two processes
 #      sharing the GPU through gloo; one per GPU, NCCL, where there are several), byte-compared with 1.
 # Usage: bash benchmarks/gpu_check.sh [RESULTS_DIR]      (default: $OUT, else benchmarks/results/gpu_check)
+#   Writes six files there: device.json, throughput.json, pipeline.json (seconds per stage, process
+#   start included), deflate_f1.json, distributed_inference.json and logs.txt.
 #   GPU_CHECK_SMOKE=1: a small default dataset and 1 epoch (checks this script on a CPU machine).
 # Runs in a temporary copy of src/, stages/ and params.yaml; plain python3 with the project's
 # requirements (MLflow is switched off; dvc is not needed).
@@ -64,7 +66,8 @@ say "3. default main chain"
 echo '{' > "$RES/pipeline.json"
 for stage in synth ingest image_tokens train_generator harvest_negatives train_discriminator evaluate; do
   s=$(date +%s%N)
-  timeout 300 $PY "stages/$stage.py" > "$RES/$stage.log" 2>&1
+  echo "=== $stage" >> "$RES/logs.txt"
+  timeout 300 $PY "stages/$stage.py" >> "$RES/logs.txt" 2>&1
   rc=$?
   ms=$(( ($(date +%s%N) - s) / 1000000 ))
   say "$stage rc=$rc ${ms}ms"
@@ -78,7 +81,8 @@ echo "\"done\": true}" >> "$RES/pipeline.json"
 say "4. distributed inference (evaluate, 2 processes vs 1)"
 mkdir -p one && cp -r data/predictions metrics/deflate.json one/ 2>/dev/null
 set_params distributed.processes=2
-timeout 240 $PY stages/evaluate.py > "$RES/evaluate_2proc.log" 2>&1
+echo "=== evaluate, 2 processes" >> "$RES/logs.txt"
+timeout 240 $PY stages/evaluate.py >> "$RES/logs.txt" 2>&1
 rc=$?
 same=true
 for f in predictions/test.jsonl predictions/val.jsonl; do cmp -s "one/$f" "data/$f" || same=false; done
