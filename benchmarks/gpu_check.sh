@@ -4,10 +4,11 @@
 #   2. training throughput and peak memory of a T5-base-size generator from scratch (gpu_throughput.py);
 #   3. the default pipeline's main chain (synth -> ... -> evaluate) on the GPU, stage by stage;
 #   4. distributed inference: the evaluate stage again with distributed.processes=2 (two processes
-#      sharing the GPU through gloo; one per GPU, NCCL, where there are several), byte-compared with 1.
+#      sharing the GPU through gloo; one per GPU, NCCL, where there are several), byte-compared with 1;
+#   5. DDP training of the tests' tiny generator on 2 processes vs 1, and its answers (ddp_check.py).
 # Usage: bash benchmarks/gpu_check.sh [RESULTS_DIR]      (default: $OUT, else benchmarks/results/gpu_check)
-#   Writes six files there: device.json, throughput.json, pipeline.json (seconds per stage, process
-#   start included), deflate_f1.json, distributed_inference.json and logs.txt.
+#   Writes seven files there: device.json, throughput.json, pipeline.json (seconds per stage, process
+#   start included), deflate_f1.json, distributed_inference.json, ddp.json and logs.txt.
 #   GPU_CHECK_SMOKE=1: a small default dataset and 1 epoch (checks this script on a CPU machine).
 # Runs in a temporary copy of src/, stages/ and params.yaml; plain python3 with the project's
 # requirements (MLflow is switched off; dvc is not needed).
@@ -88,4 +89,8 @@ same=true
 for f in predictions/test.jsonl predictions/val.jsonl; do cmp -s "one/$f" "data/$f" || same=false; done
 cmp -s one/deflate.json metrics/deflate.json || same=false
 echo "{\"rc\": $rc, \"byte_identical\": $same}" | tee "$RES/distributed_inference.json"
+
+say "5. DDP training and answering on the tiny world: 2 processes vs 1 on this device"
+timeout 200 $PY "$ROOT/benchmarks/ddp_check.py" --device "$($PY -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')" \
+  --out "$RES/ddp.json" >> "$RES/logs.txt" 2>&1 && cat "$RES/ddp.json" || say "ddp_check FAILED"
 say "done"

@@ -2,6 +2,7 @@
 again under ``accelerate launch`` when ``distributed.processes`` > 1 (what a stage script does).
 
 Usage: python tests/distributed_worker.py PARAMS WORLD OUT train|train_killed
+       python tests/distributed_worker.py PARAMS WORLD OUT discriminator GENERATOR
        python tests/distributed_worker.py PARAMS WORLD OUT answer GENERATOR DISCRIMINATOR"""
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 from deflate import distributed
 from deflate.config import load_params
 from deflate.files import write_json
-from deflate.stages import evaluate, evaluate_candidates, harvest_negatives, train_generator
+from deflate.stages import (evaluate, evaluate_candidates, harvest_negatives, train_discriminator,
+                            train_generator)
 
 params, world, out, what = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 p = load_params(params)
@@ -27,6 +29,10 @@ elif what == "train":
     result = train_generator.run(p, proc, tok, out / "gen", out / "ckpt_gen")
     if distributed.is_main():
         write_json(out / "train.json", result)
+elif what == "discriminator":  # negatives and a discriminator for GENERATOR
+    gen = Path(sys.argv[5])
+    harvest_negatives.run(p, proc, tok, gen, out / "neg_d")
+    train_discriminator.run(p, proc, tok, gen, out / "neg_d", out / "disc", out / "ckpt_disc")
 else:
     gen, disc = Path(sys.argv[5]), Path(sys.argv[6])
     harvest_negatives.run(p, proc, tok, gen, out / "neg")

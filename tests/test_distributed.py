@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import load_file
 
 from deflate import distributed
-from deflate.stages import train_discriminator
 from test_pipeline import build_world, tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,23 +50,12 @@ def runs(tmp_path_factory):
     one, two = tmp / "one", tmp / "two"
     _work(tmp, 1, world, one, "train")
     _work(tmp, 2, world, two, "train")
-    # the discriminator of the one-process generator, trained here, for the answering check
-    train_discriminator_inputs(tmp, world, one)
+    _work(tmp, 1, world, one, "discriminator", str(one / "gen"))  # for the answering check
     _work(tmp, 1, world, one, "answer", str(one / "gen"), str(one / "disc"))
     _work(tmp, 2, world, two, "answer", str(one / "gen"), str(one / "disc"))
     _work(tmp, 2, world, tmp / "resumed", "train_killed", rc=1)
     _work(tmp, 2, world, tmp / "resumed", "train")
     return one, two
-
-
-def train_discriminator_inputs(tmp: Path, world: Path, one: Path) -> None:
-    from deflate.stages import harvest_negatives
-
-    p = tiny_params()
-    p["tracking"]["enabled"] = False
-    harvest_negatives.run(p, world / "processed", world / "tokens", one / "gen", tmp / "neg")
-    train_discriminator.run(p, world / "processed", world / "tokens", one / "gen", tmp / "neg", one / "disc",
-                            tmp / "ckpt_disc")
 
 
 @pytest.mark.slow
