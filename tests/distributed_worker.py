@@ -2,6 +2,7 @@
 again under ``accelerate launch`` when ``distributed.processes`` > 1 (what a stage script does).
 
 Usage: python tests/distributed_worker.py PARAMS WORLD OUT train|train_killed
+       python tests/distributed_worker.py PARAMS WORLD OUT system NAME
        python tests/distributed_worker.py PARAMS WORLD OUT discriminator GENERATOR
        python tests/distributed_worker.py PARAMS WORLD OUT answer GENERATOR DISCRIMINATOR"""
 import sys
@@ -29,6 +30,12 @@ elif what == "train":
     result = train_generator.run(p, proc, tok, out / "gen", out / "ckpt_gen")
     if distributed.is_main():
         write_json(out / "train.json", result)
+elif what == "system":  # one compared system end to end (experiments.run_system), e.g. a baseline
+    from deflate.experiments import run_system
+
+    m = run_system(sys.argv[5], p, proc, tok, out / sys.argv[5])
+    if distributed.is_main():
+        write_json(out / f"{sys.argv[5]}.json", m)
 elif what == "discriminator":  # negatives and a discriminator for GENERATOR
     gen = Path(sys.argv[5])
     harvest_negatives.run(p, proc, tok, gen, out / "neg_d")

@@ -28,6 +28,8 @@ def _params(path: Path, processes: int) -> Path:
     p = tiny_params()
     p["generator"].update(epochs=4, batch_size=8)  # >= 20 optimiser steps on the tiny world
     p["tracking"]["enabled"] = False
+    p["baselines"]["tagger"].update(epochs=1, emb=16, hidden=16, batch_size=8)
+    p["baselines"]["jgave"].update(epochs=1, batch_size=8, max_target_len=16, val_max=8)
     p["distributed"].update(processes=processes, grad_accum=1, mixed_precision="no", config_file="",
                             port=_free_port())
     path.write_text(json.dumps(p))  # JSON is YAML
@@ -93,6 +95,17 @@ def test_two_processes_write_byte_identical_answers(runs):
                 "bundle/bundle.json", "cand.json", "cand_attr.json", "cand_bundle/bundle.json"):
         assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
     assert (two / "pred.jsonl").stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("system", ["jgave", "mjave"])
+def test_baselines_train_on_two_processes(runs, system):
+    one, _ = runs
+    tmp, world = one.parent, one.parent / "world"
+    _work(tmp, 2, world, tmp / "systems", "system", system)
+    m = json.loads((tmp / "systems" / f"{system}.json").read_text())
+    assert 0 <= m["ave"]["f1"] <= 100 and m["meta"]["epochs"] >= 1
+    assert (tmp / "systems" / system / "predictions" / "test.jsonl").stat().st_size > 0
 
 
 def test_one_process_changes_nothing(monkeypatch):
