@@ -1,5 +1,6 @@
 """Several processes, one result (deflate.distributed): 2 CPU processes (gloo) train the weights one
 process trains at the same global batch, and write byte-identical answers."""
+import itertools
 import json
 import os
 import socket
@@ -174,3 +175,34 @@ def test_the_paper_setting_names_only_real_params():
         for part in key.split("."):
             assert isinstance(d, dict) and part in d, f"docs/scale_out.md sets {key}, which params.yaml lacks"
             d = d[part]
+
+
+@pytest.mark.slow
+def test_gradient_accumulation_gives_the_whole_batch_update(runs, tmp_path):
+    from deflate.batching import Batcher
+    from deflate.dataset import load_data
+    from deflate.model import build_generator
+    from deflate.questions import qa_examples
+    from deflate.text import QuestionBuilder, corpus, train_tokenizer
+    from deflate.train import fit
+
+    world = runs[0].parent / "world"
+    p = tiny_params()
+    schema = json.loads((world / "processed" / "schema.json").read_text())
+    data = load_data(world / "processed", world / "tokens", "train")
+    tok = train_tokenizer(corpus(data.records, schema), 500)
+    qb = QuestionBuilder(tok, "zh", 32, 8)
+    ex = qa_examples(data.records, qb, schema, "、")
+    b = Batcher(data.image, data.has_image, True, qb.img_id)
+    cfg = dict(p["generator"], epochs=2, batch_size=8)
+    weights = []
+    for accum in (1, 3):  # 3 micro-batches of a batch of 8: sizes 3, 3, 2
+        torch.manual_seed(0)
+        gen = build_generator(p["model"], tok, 16, 0)
+        ticks = itertools.count()  # a rising score: the last epoch is the best, and stays loaded
+        fit(gen, ex, b, cfg, loss_fn=lambda m, batch: m(batch).loss, validate=lambda m: {"score": next(ticks)},
+            ckpt_dir=tmp_path / f"a{accum}", run_hash="h", seed=0, grad_accum=accum)
+        weights.append({k: v.clone() for k, v in gen.state_dict().items()})
+    assert 2 * -(-len(ex) // 8) >= 20
+    diff = max(float((weights[0][k] - weights[1][k]).abs().max()) for k in weights[0])
+    assert diff <= 1e-4, f"largest weight difference {diff}"
