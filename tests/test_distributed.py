@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from deflate import distributed
-from test_pipeline import build_world, tiny_params
+from test_pipeline import build_world, qa_setup, tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -179,21 +179,11 @@ def test_the_paper_setting_names_only_real_params():
 
 @pytest.mark.slow
 def test_gradient_accumulation_gives_the_whole_batch_update(runs, tmp_path):
-    from deflate.batching import Batcher
-    from deflate.dataset import load_data
     from deflate.model import build_generator
-    from deflate.questions import qa_examples
-    from deflate.text import QuestionBuilder, corpus, train_tokenizer
     from deflate.train import fit
 
-    world = runs[0].parent / "world"
     p = tiny_params()
-    schema = json.loads((world / "processed" / "schema.json").read_text())
-    data = load_data(world / "processed", world / "tokens", "train")
-    tok = train_tokenizer(corpus(data.records, schema), 500)
-    qb = QuestionBuilder(tok, "zh", 32, 8)
-    ex = qa_examples(data.records, qb, schema, "、")
-    b = Batcher(data.image, data.has_image, True, qb.img_id)
+    tok, ex, b = qa_setup(runs[0].parent / "world")
     cfg = dict(p["generator"], epochs=2, batch_size=8)
     weights = []
     for accum in (1, 3):  # 3 micro-batches of a batch of 8: sizes 3, 3, 2

@@ -170,21 +170,26 @@ def test_tracking_outage_does_not_stop_training(world, tmp_path, monkeypatch):
     t.close()
 
 
-def test_killed_training_resumes_to_the_same_weights(world, tmp_path):
+def qa_setup(world: Path):
+    """A tokenizer, QA examples and a batcher for the world's training products (the loop's inputs)."""
     from deflate.batching import Batcher
-    from deflate.model import build_generator
     from deflate.dataset import load_data
     from deflate.questions import qa_examples
     from deflate.text import QuestionBuilder, corpus, train_tokenizer
-    from deflate.train import fit
 
-    p = tiny_params()
     schema = json.loads((world / "processed" / "schema.json").read_text())
     data = load_data(world / "processed", world / "tokens", "train")
     tok = train_tokenizer(corpus(data.records, schema), 500)
     qb = QuestionBuilder(tok, "zh", 32, 8)
-    ex = qa_examples(data.records, qb, schema, "、")
-    b = Batcher(data.image, data.has_image, True, qb.img_id)
+    return tok, qa_examples(data.records, qb, schema, "、"), Batcher(data.image, data.has_image, True, qb.img_id)
+
+
+def test_killed_training_resumes_to_the_same_weights(world, tmp_path):
+    from deflate.model import build_generator
+    from deflate.train import fit
+
+    p = tiny_params()
+    tok, ex, b = qa_setup(world)
     cfg = dict(p["generator"], epochs=3)
     val = lambda m: {"score": 0.0}  # noqa: E731  (keep the first epoch as "best" is irrelevant here)
 

@@ -59,6 +59,7 @@ def test_tables_have_the_documented_shape_and_checks(metrics_dir):
     d, models = metrics_dir
     t = build(d, models, seed=42)
     t2 = json.loads((d / "table2.json").read_text())
+    assert t["table2"] == t2  # what build returns is what it wrote
     assert set(t2["rows"]) == {"bilstm_crf", "mjave", "jgave", "deflate"}
     assert set(t2["rows"]["deflate"]) == {"ave_f1", "fuzzy_f1", "ap_f1", "eav_ave_f1", "eav_fuzzy_f1", "image_only_ave_f1"}
     assert t2["paper"]["deflate"]["ave_f1"] == 40.10 and t2["meta"]["seed"] == 42
