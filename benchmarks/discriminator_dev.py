@@ -43,6 +43,10 @@ VARIANTS = {  # name: overrides of params.yaml
                                           "_pooling": "attention"},
     # not a param: claims without their value ("<CLS> question"), to see whether the value helps or misleads
     "no_value_all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6, "_value": False},
+    "no_value_all_absent_epochs12": {"negatives.per_product": -1, "discriminator.epochs": 12, "_value": False},
+    # the same with another training seed (generator unchanged): is the no-value gain more than noise?
+    "no_value_all_absent_epochs6_seed43": {"negatives.per_product": -1, "discriminator.epochs": 6, "_value": False,
+                                           "seed": 43},
     # not a param: positives also carry the generator's own answer (what evaluation asks D about)
     "generated_positives_all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6,
                                                "_generated_positives": True},
