@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,28 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 from safetensors.torch import load_file  # noqa: E402
-from test_pipeline import build_world, tiny_params  # noqa: E402
-
-WORKER = ROOT / "tests" / "distributed_worker.py"
-ANSWERS = ("neg/train.jsonl", "neg/val.jsonl", "pred.jsonl", "val.jsonl", "metrics.json", "cand.json",
-           "cand_attr.json")
+from test_distributed import ANSWER_FILES, run_worker  # noqa: E402
+from test_pipeline import build_world  # noqa: E402
 
 
 def work(tmp: Path, device: str, processes: int, world: Path, out: Path, *extra: str) -> float:
-    p = tiny_params()
-    p["generator"].update(epochs=4, batch_size=8)
-    p["model"]["device"] = device
-    p["tracking"]["enabled"] = False
-    p["distributed"].update(processes=processes, mixed_precision="no", port=29600 + processes)
-    params = tmp / f"params{processes}.yaml"
-    params.write_text(json.dumps(p))
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    """Seconds of one worker run (the tests' runner; accelerate launch included)."""
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, str(WORKER), str(params), str(world), str(out), *extra], env=env,
-                       capture_output=True, text=True)
-    if r.returncode:
-        sys.exit(r.stdout[-2000:] + r.stderr[-4000:])
+    run_worker(tmp, processes, world, out, *extra, device=device)
     return round(time.perf_counter() - t0, 1)
 
 
@@ -63,10 +47,10 @@ def main() -> None:
         work(tmp, a.device, 1, world, one, "discriminator", str(one / "gen"))
         secs["answer_1"] = work(tmp, a.device, 1, world, one, "answer", str(one / "gen"), str(one / "disc"))
         secs["answer_2"] = work(tmp, a.device, 2, world, two, "answer", str(one / "gen"), str(one / "disc"))
-        same = {f: (one / f).read_bytes() == (two / f).read_bytes() for f in ANSWERS}
+        same = {f: (one / f).read_bytes() == (two / f).read_bytes() for f in ANSWER_FILES}
         steps = 4 * -(-json.loads((one / "train.json").read_text())["examples"] // 8)
-    res = {"device": a.device, "optimiser_steps": steps, "max_weight_diff": diff, "epoch_losses_1_vs_2": loss, "answers_byte_identical": same,
-           "seconds_incl_launch": secs}
+    res = {"device": a.device, "optimiser_steps": steps, "max_weight_diff": diff, "epoch_losses_1_vs_2": loss,
+           "answers_byte_identical": same, "seconds_incl_launch": secs}
     print(json.dumps(res, indent=1))
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1))

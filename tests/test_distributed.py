@@ -17,6 +17,8 @@ from test_pipeline import build_world, qa_setup, tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")
+ANSWER_FILES = ("neg/train.jsonl", "neg/val.jsonl", "neg/summary.json", "pred.jsonl", "val.jsonl", "metrics.json",
+                "bundle/bundle.json", "cand.json", "cand_attr.json", "cand_bundle/bundle.json")  # the worker's "answer"
 
 
 def _free_port() -> int:
@@ -25,9 +27,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _params(path: Path, processes: int) -> Path:
+def _params(path: Path, processes: int, device: str = "cpu") -> Path:
     p = tiny_params()
     p["generator"].update(epochs=4, batch_size=8)  # >= 20 optimiser steps on the tiny world
+    p["model"]["device"] = device
     p["tracking"]["enabled"] = False
     p["baselines"]["tagger"].update(epochs=1, emb=16, hidden=16, batch_size=8)
     p["baselines"]["jgave"].update(epochs=1, batch_size=8, max_target_len=16, val_max=8)
@@ -37,11 +40,13 @@ def _params(path: Path, processes: int) -> Path:
     return path
 
 
-def _work(tmp: Path, processes: int, world: Path, out: Path, *extra: str, rc: int = 0) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    env.pop("WORLD_SIZE", None)
-    args = [sys.executable, str(WORKER), str(_params(tmp / f"params{processes}.yaml", processes)), str(world),
-            str(out), *extra]
+def run_worker(tmp: Path, processes: int, world: Path, out: Path, *extra: str, rc: int = 0,
+               device: str = "cpu") -> None:
+    """tests/distributed_worker.py on ``processes`` processes (also used by benchmarks/ddp_check.py)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}  # not launched yet
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    args = [sys.executable, str(WORKER), str(_params(tmp / f"params{processes}.yaml", processes, device)),
+            str(world), str(out), *extra]
     r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert (r.returncode == 0) == (rc == 0), r.stdout[-3000:] + r.stderr[-3000:]
 
@@ -51,13 +56,13 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     world = build_world(tmp / "world", 3)
     one, two = tmp / "one", tmp / "two"
-    _work(tmp, 1, world, one, "train")
-    _work(tmp, 2, world, two, "train")
-    _work(tmp, 1, world, one, "discriminator", str(one / "gen"))  # for the answering check
-    _work(tmp, 1, world, one, "answer", str(one / "gen"), str(one / "disc"))
-    _work(tmp, 2, world, two, "answer", str(one / "gen"), str(one / "disc"))
-    _work(tmp, 2, world, tmp / "resumed", "train_killed", rc=1)
-    _work(tmp, 2, world, tmp / "resumed", "train")
+    run_worker(tmp, 1, world, one, "train")
+    run_worker(tmp, 2, world, two, "train")
+    run_worker(tmp, 1, world, one, "discriminator", str(one / "gen"))  # for the answering check
+    run_worker(tmp, 1, world, one, "answer", str(one / "gen"), str(one / "disc"))
+    run_worker(tmp, 2, world, two, "answer", str(one / "gen"), str(one / "disc"))
+    run_worker(tmp, 2, world, tmp / "resumed", "train_killed", rc=1)
+    run_worker(tmp, 2, world, tmp / "resumed", "train")
     return one, two
 
 
@@ -92,8 +97,7 @@ def test_a_killed_two_process_run_resumes_to_the_same_weights(runs):
 @pytest.mark.slow
 def test_two_processes_write_byte_identical_answers(runs):
     one, two = runs
-    for rel in ("neg/train.jsonl", "neg/val.jsonl", "neg/summary.json", "pred.jsonl", "val.jsonl", "metrics.json",
-                "bundle/bundle.json", "cand.json", "cand_attr.json", "cand_bundle/bundle.json"):
+    for rel in ANSWER_FILES:
         assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
     assert (two / "pred.jsonl").stat().st_size > 0
 
@@ -103,7 +107,7 @@ def test_two_processes_write_byte_identical_answers(runs):
 def test_baselines_train_on_two_processes(runs, system):
     one, _ = runs
     tmp, world = one.parent, one.parent / "world"
-    _work(tmp, 2, world, tmp / "systems", "system", system)
+    run_worker(tmp, 2, world, tmp / "systems", "system", system)
     m = json.loads((tmp / "systems" / f"{system}.json").read_text())
     assert 0 <= m["ave"]["f1"] <= 100 and m["meta"]["epochs"] >= 1
     assert (tmp / "systems" / system / "predictions" / "test.jsonl").stat().st_size > 0
