@@ -13,6 +13,7 @@ pipeline's outputs (dvc repro).
 import argparse
 import copy
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -28,10 +29,14 @@ from deflate.metrics import evaluate, gold_from_records
 from deflate.questions import Claim, gold_questions
 from deflate.stages import harvest_negatives, train_discriminator
 from deflate.stages.evaluate import FREE, answer_split, select
-from deflate.text import QuestionBuilder
 
+# every variant starts from the pre-#17 default (params.yaml then): the paper's claim with its value,
+# 3 absent attributes per product as negatives, 2 epochs
+BASE = {"negatives.per_product": 3, "discriminator.epochs": 2, "discriminator.claim_value": True}
+# claims without their value, every absent attribute a negative
+NO_VALUE = {"negatives.per_product": -1, "discriminator.claim_value": False}
 VARIANTS = {  # name: overrides of params.yaml
-    "base": {},
+    "base": {},  # = BASE
     "epochs6": {"discriminator.epochs": 6},
     "all_absent": {"negatives.per_product": -1},
     "all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6},
@@ -41,12 +46,18 @@ VARIANTS = {  # name: overrides of params.yaml
     # not a param: the head reads an attention-weighted mean of every encoder state instead of <CLS>
     "attention_pool_all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6,
                                           "_pooling": "attention"},
-    # not a param: claims without their value ("<CLS> question"), to see whether the value helps or misleads
-    "no_value_all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6, "_value": False},
-    "no_value_all_absent_epochs12": {"negatives.per_product": -1, "discriminator.epochs": 12, "_value": False},
+    # claims without their value ("<CLS> question"): discriminator.claim_value false (a param since #17)
+    "no_value_all_absent_epochs6": {**NO_VALUE, "discriminator.epochs": 6},
+    "no_value_all_absent_epochs12": {**NO_VALUE, "discriminator.epochs": 12},
     # the same with another training seed (generator unchanged): is the no-value gain more than noise?
-    "no_value_all_absent_epochs6_seed43": {"negatives.per_product": -1, "discriminator.epochs": 6, "_value": False,
-                                           "seed": 43},
+    "no_value_all_absent_epochs6_seed43": {**NO_VALUE, "discriminator.epochs": 6, "seed": 43},
+    # a gentler fine-tuning of the generator's encoder copy (val selection kept an early epoch at 2e-3)
+    "no_value_all_absent_epochs6_lr1e-3": {**NO_VALUE, "discriminator.epochs": 6,
+                                           "discriminator.lr": 0.001},
+    "no_value_all_absent_epochs6_lr5e-4": {**NO_VALUE, "discriminator.epochs": 6,
+                                           "discriminator.lr": 0.0005},
+    "no_value_all_absent_epochs6_lr4e-3": {**NO_VALUE, "discriminator.epochs": 6,
+                                           "discriminator.lr": 0.004},
     # not a param: positives also carry the generator's own answer (what evaluation asks D about)
     "generated_positives_all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6,
                                                "_generated_positives": True},
@@ -77,7 +88,6 @@ def use_pooling(kind: str) -> None:
 
 
 ORIGINAL = model_lib.Discriminator
-ORIGINAL_CLAIM = QuestionBuilder.claim
 
 
 ORIGINAL_CLAIMS = train_discriminator.training_claims
@@ -113,19 +123,13 @@ def use_value_dropout(rate: float, seed: int) -> None:
     """The stage's first claim_examples call (the training claims) blanks the value of ``rate`` of them."""
     calls = []
 
-    def examples(records, qb, claims, labels=None):
+    def examples(records, qb, claims, labels=None, **kw):
         if not calls and rate:
             drop = np.random.default_rng(seed).random(len(claims)) < rate
             claims = [Claim(c.question, "") if d else c for c, d in zip(claims, drop)]
         calls.append(1)
-        return ORIGINAL_EXAMPLES(records, qb, claims, labels)
+        return ORIGINAL_EXAMPLES(records, qb, claims, labels, **kw)
     train_discriminator.claim_examples = examples if rate else ORIGINAL_EXAMPLES
-
-
-def use_value(on: bool) -> None:
-    """Claims with or without their value (this process only)."""
-    QuestionBuilder.claim = ORIGINAL_CLAIM if on else (lambda self, name, desc, attr, value:
-                                                       ORIGINAL_CLAIM(self, name, desc, attr, ""))
 
 
 def override(p, changes: dict):
@@ -183,20 +187,38 @@ def main():
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--out", default="benchmarks/results/discriminator_dev.json")
     ap.add_argument("--answers", default="", help="folder to keep each variant's val answers in (for analysis)")
+    ap.add_argument("--pipeline", default="", help="another pipeline's folder (e.g. pipelines/wdc_pave): its params, "
+                    "data, system@deflate generator and system@d_minus val answers instead of the default pipeline's")
+    ap.add_argument("--system", default="", help="a system@ run of DEFLATE on other data (e.g. deflate-mepave), "
+                    "with --system-data")
+    ap.add_argument("--system-data", nargs=2, metavar=("TABLES", "TOKENS"),
+                    default=("data/mepave/processed", "data/mepave"), help="that system's tables and image tokens")
     a = ap.parse_args()
+    out = Path(a.out).resolve()
+    processed, tokens, gen = Path("data/processed"), Path("data/tokens"), Path("models/generator")
+    d_minus = Path("models/systems/d_minus-desire/predictions/val.jsonl")
+    if a.pipeline:
+        name = Path(a.pipeline).name
+        os.chdir(a.pipeline)
+        tokens = tokens if tokens.exists() else Path("data/no_tokens")  # text-only pipelines have no image tokens
+        gen = gen if gen.exists() else Path(f"models/systems/deflate-{name}/generator")
+        d_minus = Path(f"models/systems/d_minus-{name}/predictions/val.jsonl")
+        d_minus = d_minus if d_minus.exists() else None
+    if a.system:  # e.g. deflate-mepave: its tables, image tokens and generator (no d- was trained there)
+        processed, tokens = Path(a.system_data[0]), Path(a.system_data[1])
+        gen, d_minus = Path(f"models/systems/{a.system}/generator"), None
     base = load_params()
     base["tracking"]["enabled"] = False
-    processed, tokens, gen = Path("data/processed"), Path("data/tokens"), Path("models/generator")
     val = load_data(processed, tokens, "val")
     schema = load_schema(processed)
     gold, texts = gold_from_records(val.records)
-    rows = d_minus_reference(gold, texts)
+    rows = d_minus_reference(gold, texts, d_minus)
     print(json.dumps(rows), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in a.variants:
-            p, w = override(base, VARIANTS[name]), Path(tmp) / name
+            changes = {**BASE, **VARIANTS[name]}
+            p, w = override(base, changes), Path(tmp) / name
             use_pooling(VARIANTS[name].get("_pooling", "cls"))
-            use_value(VARIANTS[name].get("_value", True))
             use_generated_positives(p, gen, VARIANTS[name].get("_generated_positives", False))
             use_value_dropout(VARIANTS[name].get("_value_dropout", 0.0), p["seed"])
             harvest_negatives.run(p, processed, tokens, gen, w / "neg")
@@ -213,12 +235,15 @@ def main():
             rows[name] = {**two_fold(ans, val.records, engine.sep), "auc": round(auc(ans.probs, present), 4),
                           "claims": info["examples"], "overrides": VARIANTS[name]}
             print(json.dumps({name: rows[name]}), flush=True)
-    report(rows, Path(a.out))
+    report(rows, out)
 
 
-def d_minus_reference(gold: dict, texts: dict) -> dict:
-    """d-'s own val answers (the pipeline's system@d_minus-desire), scored like the variants."""
-    m = evaluate(gold, prediction_files.read(Path("models/systems/d_minus-desire/predictions/val.jsonl")), texts)
+def d_minus_reference(gold: dict, texts: dict,
+                      path: Path | None = Path("models/systems/d_minus-desire/predictions/val.jsonl")) -> dict:
+    """d-'s own val answers (the pipeline's system@d_minus), scored like the variants (none: {})."""
+    if path is None:
+        return {}
+    m = evaluate(gold, prediction_files.read(path), texts)
     return {"d_minus (reference)": {"ap_f1": m["ap"]["f1"], "ap_p": m["ap"]["p"], "ap_r": m["ap"]["r"],
                                     "ave_f1": m["ave"]["f1"]}}
 

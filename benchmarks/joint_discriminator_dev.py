@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from discriminator_dev import auc, d_minus_reference, override, report, two_fold  # noqa: E402
 
 
-def joint(p, processed, tokens, gen_dir: Path, neg_dir: Path, out: Path, epochs: int) -> None:
+def joint(p, processed, tokens, gen_dir: Path, neg_dir: Path, out: Path, epochs: int, with_value: bool) -> None:
     """Generator + discriminator head on one shared encoder, trained together."""
     seed_everything(p["seed"])
     gen, tok, meta = load_generator(gen_dir)
@@ -47,7 +47,8 @@ def joint(p, processed, tokens, gen_dir: Path, neg_dir: Path, out: Path, epochs:
     train = load_data(processed, tokens, "train")
     schema, sep = load_schema(processed), value_sep(meta["language"])
     qa = qa_examples(train.records, qb, schema, sep, 0, p["seed"])
-    claims = claim_examples(train.records, qb, *training_claims(train.records, read_jsonl(neg_dir / "train.jsonl"), sep))
+    claims = claim_examples(train.records, qb, *training_claims(train.records, read_jsonl(neg_dir / "train.jsonl"), sep),
+                            with_value=with_value)
     disc = Discriminator(gen.t5.get_encoder(), gen.embed)  # shared, not copied
     model = torch.nn.ModuleDict({"gen": gen, "head": disc.head})
     opt = make_optimizer(model, p["discriminator"])
@@ -74,7 +75,8 @@ def joint(p, processed, tokens, gen_dir: Path, neg_dir: Path, out: Path, epochs:
     for f in ("image.json", "codebook.safetensors"):
         if (gen_dir / f).exists():
             shutil.copy(gen_dir / f, out / "gen" / f)
-    save_model(disc.eval(), out / "disc", {"enabled": True, "device": "cpu", "freeze_encoder": False})
+    save_model(disc.eval(), out / "disc", {"enabled": True, "device": "cpu", "freeze_encoder": False,
+                                           "claim_value": with_value})
 
 
 def score(p, gen_dir, disc_dir, val, schema, gold) -> dict:
@@ -88,9 +90,13 @@ def score(p, gen_dir, disc_dir, val, schema, gold) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--no-value", action="store_true", help="claims without their value (discriminator.claim_value false)")
+    ap.add_argument("--skip-copy", action="store_true", help="skip the copy-of-the-encoder control (already measured)")
     ap.add_argument("--out", default="benchmarks/results/joint_discriminator_dev.json")
     a = ap.parse_args()
-    p = override(load_params(), {"negatives.per_product": -1, "discriminator.epochs": a.epochs})
+    p = override(load_params(), {"negatives.per_product": -1, "discriminator.epochs": a.epochs,
+                                 "discriminator.claim_value": not a.no_value})
+    tag = ", claims without the value" if a.no_value else ""
     p["tracking"]["enabled"] = False
     processed, tokens, gen_dir = Path("data/processed"), Path("data/tokens"), Path("models/generator")
     val, schema = load_data(processed, tokens, "val"), load_schema(processed)
@@ -99,11 +105,12 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         w = Path(tmp)
         harvest_negatives.run(p, processed, tokens, gen_dir, w / "neg")
-        train_discriminator.run(p, processed, tokens, gen_dir, w / "neg", w / "copy", w / "ckpt")
-        rows[f"copy encoder, {a.epochs} epochs"] = score(p, gen_dir, w / "copy", val, schema, gold)
-        print(json.dumps(rows), flush=True)
-        joint(p, processed, tokens, gen_dir, w / "neg", w / "joint", a.epochs)
-        rows[f"shared encoder, joint, {a.epochs} epochs"] = score(p, w / "joint" / "gen", w / "joint" / "disc", val,
+        if not a.skip_copy:
+            train_discriminator.run(p, processed, tokens, gen_dir, w / "neg", w / "copy", w / "ckpt")
+            rows[f"copy encoder, {a.epochs} epochs{tag}"] = score(p, gen_dir, w / "copy", val, schema, gold)
+            print(json.dumps(rows), flush=True)
+        joint(p, processed, tokens, gen_dir, w / "neg", w / "joint", a.epochs, not a.no_value)
+        rows[f"shared encoder, joint, {a.epochs} epochs{tag}"] = score(p, w / "joint" / "gen", w / "joint" / "disc", val,
                                                                   schema, gold)
     report(rows, Path(a.out))
 

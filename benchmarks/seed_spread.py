@@ -38,6 +38,9 @@ def scores(m: dict) -> dict:
     return out
 
 
+ORDER = ["deflate", "d_minus", "jgave", "bilstm_crf", "mjave"]
+
+
 def summary(runs: list[dict]) -> dict:
     out = {}
     for name in METRICS:
@@ -51,13 +54,19 @@ def summary(runs: list[dict]) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    ap.add_argument("--systems", nargs="+", default=["deflate", "d_minus", "jgave", "bilstm_crf", "mjave"])
+    ap.add_argument("--systems", nargs="+", default=ORDER, choices=ORDER)
     ap.add_argument("--out", default="benchmarks/results/seed_spread.json")
+    ap.add_argument("--keep-others", action="store_true",
+                    help="keep the other systems' runs already in --out (when a change touched only these systems)")
     a = ap.parse_args()
     base = load_params()
     base["tracking"]["enabled"] = False
     result = {"data": "default synthetic data (params.yaml synth/data/image, seed 42): fixed across runs",
               "seeds": a.seeds, "systems": {}}
+    if a.keep_others and Path(a.out).exists():
+        kept = json.loads(Path(a.out).read_text())
+        assert kept["seeds"] == a.seeds, f"{a.out} has seeds {kept['seeds']}, not {a.seeds}"
+        result["systems"] = {k: v for k, v in kept["systems"].items() if k not in a.systems}
     with tempfile.TemporaryDirectory() as tmp:
         for system in a.systems:
             runs = []
@@ -70,6 +79,7 @@ def main():
                 runs.append({"seed": seed, **scores(m), "seconds": round(time.perf_counter() - t, 1)})
                 print(json.dumps({"system": system, **runs[-1]}), flush=True)
             result["systems"][system] = {"runs": runs, "summary": summary(runs)}
+    result["systems"] = {k: result["systems"][k] for k in sorted(result["systems"], key=ORDER.index)}
     write_json(Path(a.out), result, indent=1)
     print("| system | " + " | ".join(f"{m} mean ± sd [min–max]" for m in ("ave_f1", "ap_f1", "image_only_ave_f1"))
           + " |\n|---|" + "---:|" * 3)

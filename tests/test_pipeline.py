@@ -294,7 +294,7 @@ def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monke
     from deflate.metrics import accuracy_report
     from deflate.stages import evaluate_candidates, train_lexical
     monkeypatch.chdir(tmp_path)
-    p = tiny_params(**{"negatives.mode": "candidates", "decode.top_k": 3})
+    p = tiny_params(**{"negatives.mode": "candidates", "decode.top_k": 3, "discriminator.claim_value": True})
     p["lexical"] = {"max_features": 200, "C": 10.0}
     proc, no_tokens = world / "processed", tmp_path / "no_tokens"
     train_generator.run(p, proc, no_tokens, tmp_path / "gen", tmp_path / "ckg")
@@ -458,6 +458,31 @@ def test_a_bundle_missing_a_part_or_a_decision_is_one_line_error(trained, tmp_pa
     r = CliRunner().invoke(app, ["predict", "--model", str(run / "bundle"), "--input", str(tmp_path / "in.jsonl"),
                                  "--output", str(tmp_path / "o.jsonl"), "--mode", "fused", "--weights", "0,0,1"])
     assert r.exit_code == 1 and "no lexical" in r.output
+
+
+def test_a_claim_without_its_value_is_what_the_discriminator_trained_on(world, trained, tmp_path):
+    """discriminator.claim_value false (params.yaml): the folder records it, the engine then builds
+    "<CLS> question" claims whatever the answer, and refuses to rank candidates with such a claim."""
+    from deflate.engine import BundleError, Deflate
+    from deflate.questions import Question
+    run, _ = trained
+    assert tiny_params()["discriminator"]["claim_value"] is False
+    assert json.loads((run / "disc" / "deflate.json").read_text())["claim_value"] is False
+    engine = Deflate.load(run / "bundle")
+    records = load_split(world / "processed", "test")[:2]
+    qs = [Question(0, a) for a in engine.attributes[:3]]
+    assert engine.claim_value is False
+    assert [e.ids for e in engine.claims(records, qs, ["红烧"] * 3)] == [e.ids for e in engine.claims(records, qs, [""] * 3)]
+    engine.claim_value = True  # what a value-reading discriminator is given: the value's tokens at the end
+    with_value = engine.claims(records, qs, ["红烧"] * 3)
+    assert all(len(a.ids) > len(b.ids) for a, b in zip(with_value, engine.claims(records, qs, [""] * 3)))
+    engine.claim_value, engine.candidates = False, {a: ["x"] for a in engine.attributes}
+    with pytest.raises(BundleError, match="reads the value"):
+        engine.with_decisions(mode="rerank")
+    p = tiny_params(**{"negatives.mode": "candidates"})
+    with pytest.raises(ValueError, match="claim_value false cannot learn"):
+        train_discriminator.run(p, world / "processed", world / "tokens", run / "gen", run / "neg", tmp_path / "d",
+                                tmp_path / "c")
 
 
 def test_params_name_a_missing_key(tmp_path):

@@ -5,7 +5,6 @@ extractive values: the answer is a copy of input tokens), and the trie's top-k. 
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
 
 from . import distributed as dist
 from .batching import Batcher, Example, to_device
@@ -78,8 +77,7 @@ def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: 
     gen.eval().to(device)
     out: list[str] = [""] * len(examples)
     order = batcher.batches(examples, decode["batch_size"], shuffle=False, bucket=True)
-    for idx in tqdm(dist.share(order), desc=desc, unit="batch", disable=not progress or not dist.is_main(),
-                    mininterval=2.0):
+    for idx in dist.progress(order, desc, progress):
         batch = to_device(batcher.collate([examples[i] for i in idx]), device)
         kw = {"max_new_tokens": decode["max_new_tokens"], "num_beams": decode["num_beams"],
               "do_sample": False}
@@ -104,8 +102,7 @@ def topk_values(gen, qb, batcher: Batcher, examples: list[Example], tries: dict[
     gen.eval().to(device)
     out: list[list[tuple[str, float]]] = [[] for _ in examples]
     order = batcher.batches(examples, max(1, decode["batch_size"] // k), shuffle=False, bucket=True)
-    for idx in tqdm(dist.share(order), desc=desc, unit="batch", disable=not progress or not dist.is_main(),
-                    mininterval=2.0):
+    for idx in dist.progress(order, desc, progress):
         batch = to_device(batcher.collate([examples[i] for i in idx]), device)
         res = gen.generate(batch, max_new_tokens=decode["max_new_tokens"], num_beams=k,
                            num_return_sequences=k, do_sample=False, length_penalty=0.0, early_stopping="never",

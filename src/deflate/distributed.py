@@ -22,6 +22,8 @@ import sys
 from functools import lru_cache
 from typing import Any, Callable, Sequence
 
+from tqdm import tqdm
+
 PRECISIONS = ("auto", "no", "bf16")
 
 
@@ -112,6 +114,11 @@ def all_sum(x: float) -> float:
 def share(order: Sequence[list[int]]) -> list[list[int]]:
     """This process's batches: every ``world``-th of the one-process batch list, whole."""
     return list(order) if world_size() == 1 else list(order[rank()::world_size()])
+
+
+def progress(order: Sequence[list[int]], desc: str, show: bool = True):
+    """This process's share of ``order`` (see :func:`share`), with a progress bar on the main process."""
+    return tqdm(share(order), desc=desc, unit="batch", disable=not show or not is_main(), mininterval=2.0)
 
 
 def complete(out, order: Sequence[list[int]]):

@@ -97,7 +97,8 @@ class Deflate:
         (batch_size, max_new_tokens, num_beams, constrain_to_vocab, constrain_to_spans)."""
         self.gen, tok, self.meta = load_generator(generator)
         self.qb = QuestionBuilder(tok, self.meta["language"], self.meta["max_len"], self.meta["max_value_len"])
-        self.disc = load_discriminator(discriminator, self.gen)[0] if discriminator is not None else None
+        self.disc, disc_meta = load_discriminator(discriminator, self.gen) if discriminator is not None else (None, {})
+        self.claim_value: bool = disc_meta.get("claim_value", True)  # models saved before the switch read values
         self.lexical = LexicalScorer.load(lexical) if lexical is not None else None
         self.generator_dir = generator
         self._image_tok = None
@@ -127,10 +128,15 @@ class Deflate:
             raise BundleError("this model was saved without candidate values; use mode 'free'")
         if d.mode == "rerank" and self.disc is None:
             raise BundleError("mode 'rerank' needs the discriminator, which this bundle lacks")
+        if d.mode == "rerank" and not self.claim_value:
+            raise BundleError("mode 'rerank' needs a discriminator that reads the value; this one was trained "
+                              "with discriminator.claim_value false")
         if d.mode == "fused":
-            for w, name, part in zip(d.weights, SOURCES, (self.gen, self.disc, self.lexical)):
+            disc = self.disc if self.claim_value else None  # a claim without its value ranks no candidate
+            for w, name, part in zip(d.weights, SOURCES, (self.gen, disc, self.lexical)):
                 if w and part is None:
-                    raise BundleError(f"mode 'fused' gives the {name} weight {w} but this bundle has no {name}")
+                    raise BundleError(f"mode 'fused' gives the {name} weight {w} but this bundle has no {name} "
+                                      "that scores candidates")
 
     def with_decisions(self, **changes) -> "Deflate":
         """The same loaded model answering under other decisions (a user's override)."""
@@ -155,7 +161,8 @@ class Deflate:
         return question_examples(records, self.qb, questions)
 
     def claims(self, records: list[Record], questions: list[Question], values: list[str]) -> list[Example]:
-        return claim_examples(records, self.qb, [Claim(q, v) for q, v in zip(questions, values)])
+        return claim_examples(records, self.qb, [Claim(q, v) for q, v in zip(questions, values)],
+                              with_value=self.claim_value)
 
     def tries(self) -> dict[str, Trie]:
         """Token tries of the known values (plus ``None`` for a model without discriminator, which
@@ -193,7 +200,7 @@ class Deflate:
         if "generator" in sources:
             out["generator"] = candidate_logprobs(self.gen, self.qb, batcher, exs, self.candidates,
                                                   self.decode["batch_size"], self.device, progress)
-        if "discriminator" in sources and self.disc is not None:
+        if "discriminator" in sources and self.disc is not None and self.claim_value:
             claims, where = candidate_claims(questions, self.candidates)
             out["discriminator"] = candidate_claim_logprobs(
                 self.disc, batcher, exs, claim_examples(records, self.qb, claims), where, self.candidates,

@@ -43,12 +43,14 @@ def question_examples(records: list[Record], qb: QuestionBuilder, questions: lis
 
 
 def claim_examples(records: list[Record], qb: QuestionBuilder, claims: list[Claim],
-                   labels: list[float] | None = None) -> list[Example]:
-    """Discriminator input per claim (``<CLS> question value``); with ``labels``, 1.0 / 0.0."""
+                   labels: list[float] | None = None, with_value: bool = True) -> list[Example]:
+    """Discriminator input per claim (``<CLS> question value``; ``<CLS> question`` without the value,
+    ``discriminator.claim_value: false``); with ``labels``, 1.0 / 0.0."""
     out = []
     for k, c in enumerate(claims):
         r = records[c.question.row]
-        out.append(Example(qb.claim(r.name, r.description, c.question.attribute, c.value), c.question.row,
+        value = c.value if with_value else ""
+        out.append(Example(qb.claim(r.name, r.description, c.question.attribute, value), c.question.row,
                            labels[k] if labels is not None else None, c.question))
     return out
 

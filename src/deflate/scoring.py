@@ -16,7 +16,6 @@ import itertools
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import distributed as dist
 from .batching import Batcher, Example, to_device
@@ -29,8 +28,7 @@ def claim_probs(disc, batcher: Batcher, examples: list[Example], batch_size: int
     disc.eval().to(device)
     out = np.zeros(len(examples), dtype=np.float32)
     order = batcher.batches(examples, batch_size, shuffle=False, bucket=True)
-    for idx in tqdm(dist.share(order), desc=desc, unit="batch", disable=not progress or not dist.is_main(),
-                    mininterval=2.0):
+    for idx in dist.progress(order, desc, progress):
         batch = to_device(batcher.collate([examples[i] for i in idx]), device)
         out[idx] = torch.sigmoid(disc(batch).float()).cpu().numpy()
     return dist.complete(out, order)
@@ -53,8 +51,7 @@ def candidate_logprobs(gen, qb, batcher: Batcher, examples: list[Example], candi
             where.append((k, j))
     flat = np.zeros(len(pairs), dtype=np.float32)
     order = batcher.batches(pairs, batch_size, shuffle=False, bucket=True)
-    for idx in tqdm(dist.share(order), desc="score candidates", unit="batch",
-                    disable=not progress or not dist.is_main(), mininterval=2.0):
+    for idx in dist.progress(order, "score candidates", progress):
         batch = to_device(batcher.collate([pairs[i] for i in idx]), device)
         logits = gen(batch).logits.float()
         labels = batch["labels"]

@@ -141,14 +141,15 @@ def _step(net, loss_fn: Callable, batcher: Batcher, examples: list[Example], idx
             loss = loss_fn(net, to_device(batcher.collate([examples[i] for i in idx]), device))
         loss.backward()
         return loss.item()
-    parts = [dist.slice_of(mine, k, grad_accum) for mine in [dist.slice_of(idx)] for k in range(grad_accum)]
+    mine = dist.slice_of(idx)
+    parts = [dist.slice_of(mine, k, grad_accum) for k in range(grad_accum)]
     batches = [batcher.collate([examples[i] for i in (part or idx[:1])]) for part in parts]  # empty: a 0-weight stand-in
     counts = [_targets(b) if part else 0 for b, part in zip(batches, parts)]
     n_global = dist.all_sum(sum(counts))
     local = 0.0
     for k, (batch, count) in enumerate(zip(batches, counts)):
-        sync = k == grad_accum - 1 or world == 1
-        with (net.no_sync() if not sync and world > 1 else contextlib.nullcontext()), amp:
+        last = k == grad_accum - 1  # DDP all-reduces on the last micro-batch only
+        with (net.no_sync() if not last and world > 1 else contextlib.nullcontext()), amp:
             loss = loss_fn(net, to_device(batch, device))
         w = world * count / n_global  # DDP averages over processes: undo that, weight by target share
         (loss * w).backward()

@@ -31,13 +31,15 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Pa
         dist.barrier()
         return {"enabled": False}
     d = p["discriminator"]
+    if not d["claim_value"] and p["negatives"]["mode"] == "candidates":
+        raise ValueError("discriminator.claim_value false cannot learn from negatives.mode candidates: "
+                         "a wrong value of a present attribute is the same claim as the true one without its value")
     gen, tok, meta = load_generator(gen_dir)
     qb = QuestionBuilder(tok, meta["language"], meta["max_len"], meta["max_value_len"])
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
-    ex = claim_examples(train.records, qb, *training_claims(train.records, read_jsonl(neg_dir / "train.jsonl"),
-                                                            meta["value_sep"]))
-    val_ex = claim_examples(val.records, qb, *training_claims(val.records, read_jsonl(neg_dir / "val.jsonl"),
-                                                              meta["value_sep"]))
+    ex, val_ex = (claim_examples(data.records, qb, *training_claims(data.records, read_jsonl(neg_dir / f"{split}.jsonl"),
+                                                                    meta["value_sep"]), with_value=d["claim_value"])
+                  for data, split in ((train, "train"), (val, "val")))
     disc = Discriminator.from_generator(gen, d["freeze_encoder"])
     tr_b = Batcher(train.image, train.has_image, meta["use_image"], qb.img_id)
     va_b = Batcher(val.image, val.has_image, meta["use_image"], qb.img_id)
@@ -60,7 +62,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Pa
     cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
     if dist.is_main():
         save_model(disc.cpu(), out, {"enabled": True, "device": device, "freeze_encoder": d["freeze_encoder"],
-                                     "cost": cost})
+                                     "claim_value": d["claim_value"], "cost": cost})
         write_json(out / "history.json", history, indent=1)
         tracker.artifacts(out, "discriminator")
     tracker.close()
