@@ -6,9 +6,11 @@ For each variant: harvest negatives, train the discriminator, answer every val q
 * AP / AVE F1 with a two-fold threshold (chosen on one half of the val products, applied to the
   other half, and the other way round), so no variant is scored at a threshold fit to its own data.
 d- (models/systems/d_minus-desire, its val predictions) is the reference. Needs the default
-pipeline's outputs (dvc repro).
+pipeline's outputs (dvc repro). Every variant starts from BASE (the pre-#17 setting).
 
     python benchmarks/discriminator_dev.py [--variants base epochs6 all_absent ...]
+    python benchmarks/discriminator_dev.py --pipeline pipelines/wdc_pave --variants base ...  # another pipeline
+    python benchmarks/discriminator_dev.py --system deflate-mepave --variants base ...       # Table 3's twin
 """
 import argparse
 import copy
