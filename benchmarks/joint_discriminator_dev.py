@@ -28,7 +28,7 @@ from deflate.dataset import load_data, load_schema, value_sep
 from deflate.engine import Deflate
 from deflate.files import read_jsonl
 from deflate.metrics import gold_from_records
-from deflate.model import Discriminator, load_generator, save_model
+from deflate.model import Discriminator, build_generator, load_generator, save_model
 from deflate.questions import claim_examples, qa_examples, training_claims
 from deflate.stages import harvest_negatives, train_discriminator
 from deflate.stages.evaluate import FREE, answer_split
@@ -39,10 +39,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from discriminator_dev import auc, d_minus_reference, override, report, two_fold  # noqa: E402
 
 
-def joint(p, processed, tokens, gen_dir: Path, neg_dir: Path, out: Path, epochs: int, with_value: bool) -> None:
-    """Generator + discriminator head on one shared encoder, trained together."""
+def joint(p, processed, tokens, gen_dir: Path, neg_dir: Path, out: Path, epochs: int, with_value: bool,
+          from_scratch: bool = False) -> None:
+    """Generator + discriminator head on one shared encoder, trained together (from the trained
+    generator, or from_scratch: fresh weights, the trained generator's tokenizer and settings)."""
     seed_everything(p["seed"])
     gen, tok, meta = load_generator(gen_dir)
+    if from_scratch:
+        seed_everything(p["seed"])
+        gen = build_generator(p["model"], tok, meta["image_vocab"], meta["feature_dim"])
     qb = QuestionBuilder(tok, meta["language"], meta["max_len"], meta["max_value_len"], p["text"]["target_form"])
     train = load_data(processed, tokens, "train")
     schema, sep = load_schema(processed), value_sep(meta["language"])
@@ -60,8 +65,12 @@ def joint(p, processed, tokens, gen_dir: Path, neg_dir: Path, out: Path, epochs:
         g_order = b.batches(qa, bs, shuffle=True, bucket=True, seed=p["seed"] * 1000 + epoch)
         c_order = b.batches(claims, bs, shuffle=True, bucket=True, seed=p["seed"] * 1000 + epoch + 500)
         total = 0.0
-        for gi, ci in zip(itertools.cycle(g_order) if len(c_order) > len(g_order) else g_order,
-                          itertools.cycle(c_order) if len(g_order) >= len(c_order) else c_order):
+        if from_scratch:  # an epoch is one pass over the QA examples (d-'s epoch), a claim batch beside each
+            pairs = zip(g_order, itertools.cycle(c_order))
+        else:
+            pairs = zip(itertools.cycle(g_order) if len(c_order) > len(g_order) else g_order,
+                        itertools.cycle(c_order) if len(g_order) >= len(c_order) else c_order)
+        for gi, ci in pairs:
             gb, cb = b.collate([qa[i] for i in gi]), b.collate([claims[i] for i in ci])
             loss = gen(gb).loss + bce(disc(cb).float(), cb["labels"])
             opt.zero_grad(set_to_none=True)
@@ -69,7 +78,8 @@ def joint(p, processed, tokens, gen_dir: Path, neg_dir: Path, out: Path, epochs:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             total += loss.item()
-        print(f"[joint] epoch {epoch + 1}: loss {total / max(len(g_order), len(c_order)):.4f}", flush=True)
+        steps = len(g_order) if from_scratch else max(len(g_order), len(c_order))
+        print(f"[joint] epoch {epoch + 1}: loss {total / steps:.4f}", flush=True)
     gen.eval()
     save_model(gen, out / "gen", meta, tok, gen.t5)
     for f in ("image.json", "codebook.safetensors"):
@@ -92,11 +102,13 @@ def main():
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--no-value", action="store_true", help="claims without their value (discriminator.claim_value false)")
     ap.add_argument("--skip-copy", action="store_true", help="skip the copy-of-the-encoder control (already measured)")
+    ap.add_argument("--from-scratch", action="store_true",
+                    help="joint training from fresh weights for --epochs (d-'s budget: generator.epochs), not after the generator")
     ap.add_argument("--out", default="benchmarks/results/joint_discriminator_dev.json")
     a = ap.parse_args()
     p = override(load_params(), {"negatives.per_product": -1, "discriminator.epochs": a.epochs,
                                  "discriminator.claim_value": not a.no_value})
-    tag = ", claims without the value" if a.no_value else ""
+    tag = (", claims without the value" if a.no_value else "") + (", from scratch" if a.from_scratch else "")
     p["tracking"]["enabled"] = False
     processed, tokens, gen_dir = Path("data/processed"), Path("data/tokens"), Path("models/generator")
     val, schema = load_data(processed, tokens, "val"), load_schema(processed)
@@ -109,7 +121,7 @@ def main():
             train_discriminator.run(p, processed, tokens, gen_dir, w / "neg", w / "copy", w / "ckpt")
             rows[f"copy encoder, {a.epochs} epochs{tag}"] = score(p, gen_dir, w / "copy", val, schema, gold)
             print(json.dumps(rows), flush=True)
-        joint(p, processed, tokens, gen_dir, w / "neg", w / "joint", a.epochs, not a.no_value)
+        joint(p, processed, tokens, gen_dir, w / "neg", w / "joint", a.epochs, not a.no_value, a.from_scratch)
         rows[f"shared encoder, joint, {a.epochs} epochs{tag}"] = score(p, w / "joint" / "gen", w / "joint" / "disc", val,
                                                                   schema, gold)
     report(rows, Path(a.out))
