@@ -48,6 +48,7 @@ VARIANTS = {  # name: overrides of params.yaml
     # not a param: the head reads an attention-weighted mean of every encoder state instead of <CLS>
     "attention_pool_all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6,
                                           "_pooling": "attention"},
+    "attention_pool_no_value_all_absent_epochs6": {**NO_VALUE, "discriminator.epochs": 6, "_pooling": "attention"},
     # claims without their value ("<CLS> question"): discriminator.claim_value false (a param since #17)
     "no_value_all_absent_epochs6": {**NO_VALUE, "discriminator.epochs": 6},
     "no_value_all_absent_epochs12": {**NO_VALUE, "discriminator.epochs": 12},
