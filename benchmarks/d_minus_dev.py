@@ -20,7 +20,7 @@ from deflate.experiments import run_system
 from deflate.metrics import gold_from_records
 
 sys.path.insert(0, str(Path(__file__).parent))
-from discriminator_dev import d_minus_reference  # noqa: E402
+from discriminator_dev import score_answers  # noqa: E402
 
 
 def main():
@@ -33,12 +33,14 @@ def main():
     p["generator"]["none_per_product"] = a.none_per_product
     processed, tokens = Path("data/processed"), Path("data/tokens")
     gold, texts = gold_from_records(load_data(processed, tokens, "val").records)
-    rows = {"d- (pipeline: none_per_product 3)": d_minus_reference(gold, texts)["d_minus (reference)"],
-            "DEFLATE (pipeline; its threshold fit on these val answers)": d_minus_reference(gold, texts, Path("data/predictions/val.jsonl"))["d_minus (reference)"]}
+    rows = {"d- (pipeline: none_per_product 3)":
+            score_answers(gold, texts, Path("models/systems/d_minus-desire/predictions/val.jsonl")),
+            "DEFLATE (pipeline; its threshold fit on these val answers)":
+            score_answers(gold, texts, Path("data/predictions/val.jsonl"))}
     with tempfile.TemporaryDirectory() as tmp:
         run_system("d_minus", p, processed, tokens, Path(tmp) / "d_minus", dataset="desire")
         ans = Path(tmp) / "d_minus" / "predictions" / "val.jsonl"
-        rows[f"d- with none_per_product {a.none_per_product}"] = d_minus_reference(gold, texts, ans)["d_minus (reference)"]
+        rows[f"d- with none_per_product {a.none_per_product}"] = score_answers(gold, texts, ans)
     Path(a.out).write_text(json.dumps(rows, indent=1) + "\n")
     for name, r in rows.items():
         print(f"| {name} | {r['ap_f1']} ({r['ap_p']} / {r['ap_r']}) | {r['ave_f1']} |")

@@ -244,11 +244,13 @@ def main():
 def d_minus_reference(gold: dict, texts: dict,
                       path: Path | None = Path("models/systems/d_minus-desire/predictions/val.jsonl")) -> dict:
     """d-'s own val answers (the pipeline's system@d_minus), scored like the variants (none: {})."""
-    if path is None:
-        return {}
+    return {} if path is None else {"d_minus (reference)": score_answers(gold, texts, path)}
+
+
+def score_answers(gold: dict, texts: dict, path: Path) -> dict:
+    """AP / AVE F1 of a predictions file's val answers, as they are (no threshold to choose)."""
     m = evaluate(gold, prediction_files.read(path), texts)
-    return {"d_minus (reference)": {"ap_f1": m["ap"]["f1"], "ap_p": m["ap"]["p"], "ap_r": m["ap"]["r"],
-                                    "ave_f1": m["ave"]["f1"]}}
+    return {"ap_f1": m["ap"]["f1"], "ap_p": m["ap"]["p"], "ap_r": m["ap"]["r"], "ave_f1": m["ave"]["f1"]}
 
 
 def report(rows: dict, out: Path) -> None:

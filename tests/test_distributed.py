@@ -40,14 +40,19 @@ def _params(path: Path, processes: int, device: str = "cpu") -> Path:
     return path
 
 
+def _env() -> dict:
+    """A child process's environment: the package importable, and not yet launched."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    return env
+
+
 def run_worker(tmp: Path, processes: int, world: Path, out: Path, *extra: str, rc: int = 0,
                device: str = "cpu") -> None:
     """tests/distributed_worker.py on ``processes`` processes (also used by benchmarks/ddp_check.py)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}  # not launched yet
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
     args = [sys.executable, str(WORKER), str(_params(tmp / f"params{processes}.yaml", processes, device)),
             str(world), str(out), *extra]
-    r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=600)
     assert (r.returncode == 0) == (rc == 0), r.stdout[-3000:] + r.stderr[-3000:]
 
 
@@ -153,13 +158,11 @@ def test_predict_on_two_processes_writes_the_one_process_file(runs, tmp_path):
     world = one.parent / "world"
     rows = [{"id": r.id, "name": r.name, "description": r.description} for r in load_split(world / "processed", "test")]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    env.pop("WORLD_SIZE", None)
     for n in (1, 2):
         r = subprocess.run([sys.executable, "-m", "deflate.cli", "predict", "--model", str(one / "bundle"),
                             "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / f"out{n}.jsonl"),
                             "--processes", str(n), "--device", "cpu", "--batch-size", "4"],
-                           env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                           env=_env(), capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     out1 = (tmp_path / "out1.jsonl").read_bytes()
     assert out1 == (tmp_path / "out2.jsonl").read_bytes() and out1.count(b"\n") == len(rows)
