@@ -18,6 +18,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).parent))
+from repro_times import last_runs  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("train_generator", "harvest_negatives", "train_discriminator", "evaluate")
 
@@ -29,12 +32,7 @@ def row(m: dict) -> dict:
 
 def stage_seconds(log: Path) -> dict:
     """Each main-chain stage's last timed run (deflate.config.stage_timer: the main process, start to end)."""
-    out = {}
-    for line in log.read_text().splitlines():
-        rec = json.loads(line)
-        if rec["stage"] in STAGES:
-            out[rec["stage"]] = rec["seconds"]
-    return out
+    return {s: r["seconds"] for s, r in last_runs(log).items() if s in STAGES}
 
 
 def inside(x: float, ci: list) -> bool:

@@ -10,16 +10,21 @@ import json
 from pathlib import Path
 
 
+def last_runs(log: Path, since: str = "") -> dict[str, dict]:
+    """Each stage's newest timing record at or after ``since`` (deflate.config.stage_timer's log)."""
+    last = {}
+    for x in Path(log).read_text().splitlines():
+        if x.strip() and (r := json.loads(x))["time"] >= since:
+            last[r["stage"]] = r
+    return last
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--log", default="logs/timings.jsonl")
     ap.add_argument("--since", default="", help="ISO time; entries before it are ignored")
     a = ap.parse_args()
-    rows = [json.loads(x) for x in Path(a.log).read_text().splitlines() if x.strip()]
-    last = {}
-    for r in rows:
-        if r["time"] >= a.since:
-            last[r["stage"]] = r
+    last = last_runs(a.log, a.since)
     total = sum(r["seconds"] for r in last.values())
     print("| stage | seconds | peak memory (MB) |\n|---|---:|---:|")
     for s, r in sorted(last.items(), key=lambda kv: kv[1]["time"]):
