@@ -1,7 +1,7 @@
 """Can the from-scratch generator learn to copy? A data-free probe of the WDC-PAVE gap (docs/wdc_pave.md).
 
-The task: random token ids (the WDC tokenizer's 8,000-id vocabulary) with one marker; answer the three
-tokens after the marker. It is the easiest form of what extraction asks of DEFLATE's generator (copy
+The task (deflate.copying.copy_batch, the generator's ``copy_warmup``): random token ids (the WDC
+tokenizer's 8,000-id vocabulary) with one marker; answer the three tokens after the marker. It is the easiest form of what extraction asks of DEFLATE's generator (copy
 unseen tokens out of a long input), with params.yaml's model size and optimizer (Adamax, lr 2e-3,
 batch 32, clip 1.0). Three schedules:
 
@@ -24,20 +24,10 @@ import torch
 from transformers import T5ForConditionalGeneration
 
 from deflate.config import load_params
+from deflate.copying import copy_batch
 from deflate.model import t5_config
 
 ROOT = Path(__file__).resolve().parents[1]
-MARKER, ANSWER = 4, 3
-
-
-def batch(g: torch.Generator, n: int, length: int, vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.randint(5, vocab, (n, length), generator=g)
-    pos = torch.randint(0, length - ANSWER - 1, (n,), generator=g)
-    x[torch.arange(n), pos] = MARKER
-    y = torch.stack([x[i, pos[i] + 1:pos[i] + 1 + ANSWER] for i in range(n)])
-    return x, torch.cat([y, torch.ones(n, 1, dtype=torch.long)], 1)  # + </s>
-
-
 def run(schedule: list[tuple[int, int]], p: dict, vocab: int, seed: int) -> list[dict]:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
@@ -48,7 +38,7 @@ def run(schedule: list[tuple[int, int]], p: dict, vocab: int, seed: int) -> list
     for length, steps in schedule:
         for _ in range(steps):
             t5.train()
-            x, y = batch(g, gcfg["batch_size"], length, vocab)
+            x, y = copy_batch(g, gcfg["batch_size"], length, vocab)
             loss = t5(input_ids=x, labels=y).loss
             opt.zero_grad()
             loss.backward()
@@ -58,7 +48,7 @@ def run(schedule: list[tuple[int, int]], p: dict, vocab: int, seed: int) -> list
             if step % 250 == 0:
                 t5.eval()
                 with torch.no_grad():
-                    x, y = batch(g, 200, schedule[-1][0], vocab)  # always judged on the final length
+                    x, y = copy_batch(g, 200, schedule[-1][0], vocab)  # always judged on the final length
                     acc = (t5(input_ids=x, labels=y).logits.argmax(-1) == y).all(1).float().mean().item()
                 curve.append({"step": step, "length": length, "loss": round(loss.item(), 3),
                               "exact_copy": round(acc, 3), "seconds": round(time.perf_counter() - t0, 1)})

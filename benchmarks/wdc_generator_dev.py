@@ -3,11 +3,12 @@ with params overridden, and report its per-epoch val exact-answer accuracy (the 
 its epoch) and wall time. Never reads eval_visible (wdc_dev.py's dev folder: test := val).
 
     python benchmarks/wdc_generator_dev.py [-S key.path=value ...] [--name NAME] [--d-minus]
-        [--mix K] [--warmup EPOCHS [--warmup-len N] [--warmup-k K] [--marker]] [--synthetic SHORT LONG]
+        [--mix K] [--warmup EPOCHS [--warmup-len N] [--warmup-k K] [--marker]]
 
 Copy questions (docs/wdc_pave.md): --mix adds K per product text to training; --warmup trains on
-short ones first; --synthetic runs benchmarks/copy_learning.py's data-free task first. Appends one
-JSON line to WORK/gen_results.jsonl (benchmarks/results/wdc_generator_dev.jsonl keeps this study's).
+short ones first. The two that helped are now params: -S text.answer_prefix=true (was --attr-prefix)
+and -S generator.copy_warmup=3000 (was --synthetic 2000 1000). Appends one
+JSON line to WORK/gen_results.jsonl (benchmarks/results/wdc_generator_dev.json keeps this study's).
 """
 from __future__ import annotations
 
@@ -15,13 +16,11 @@ import argparse
 import json
 import re
 import shutil
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 import yaml
 
 from deflate.batching import Example
@@ -29,9 +28,6 @@ from deflate.config import load_params
 from deflate.questions import Question
 from deflate.stages import train_generator
 from deflate.text import QuestionBuilder
-
-sys.path.insert(0, str(Path(__file__).parent))
-import copy_learning  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPE = ROOT / "pipelines" / "wdc_pave"
@@ -65,50 +61,6 @@ def copy_questions(records, qb, k: int, rng, marker: bool = False) -> list[Examp
     return out
 
 
-def patch_attribute_prefix():
-    """The decoder writes "{attribute}:" before the value (forced when answering): the first tokens
-    it learns are a copy from a fixed place of the question, and the value is then asked with the
-    attribute in the decoder's own context."""
-    from deflate import questions
-    from deflate.batching import to_device
-    from deflate.decoding import span_trie
-    from deflate.text import NONE_VALUE
-
-    orig = questions.question_examples
-
-    def question_examples(records, qb, qs, targets=None):
-        ex = orig(records, qb, qs, targets)
-        if targets is None:
-            return ex
-        return [Example(e.ids, e.row, qb.ids(e.key.attribute + ":") + e.target, e.key) for e in ex]
-
-    @torch.no_grad()
-    def generate_values(gen, qb, batcher, examples, decode, device="cpu", progress=False, spans=True, **_):
-        gen.eval()
-        out = [""] * len(examples)
-        for idx in batcher.batches(examples, decode["batch_size"], shuffle=False, bucket=True):
-            batch = to_device(batcher.collate([examples[i] for i in idx]), device)
-            heads = [qb.ids(examples[i].key.attribute + ":") for i in idx]
-            none = [qb.value(NONE_VALUE)[:-1]]  # as decoding.generate_values: a span, or d-'s None
-            tries = [span_trie(examples[i].ids, qb.max_value_len, none) for i in idx]
-
-            def allowed(b, sent):
-                prefix, head = sent.tolist()[1:], heads[b]
-                if len(prefix) < len(head):
-                    return [head[len(prefix)]]
-                rest = prefix[len(head):]
-                nxt = tries[b].next_tokens(rest)
-                return (nxt + [qb.eos_id] if rest else nxt) or [qb.eos_id]
-            seqs = gen.generate(batch, max_new_tokens=decode["max_new_tokens"] + 8, num_beams=decode["num_beams"],
-                                do_sample=False, prefix_allowed_tokens_fn=allowed)
-            for i, s in zip(idx, seqs.tolist()):
-                out[i] = qb.decode(s)
-        return out
-
-    questions.question_examples = question_examples
-    train_generator.generate_values = generate_values
-
-
 def patch_training(args, seed: int):
     """Wrap the generator stage's example builder (its first call is the training split) and its
     ``fit``, to add copy questions to training or run a copy warm-up before it."""
@@ -127,20 +79,6 @@ def patch_training(args, seed: int):
 
     def fit(model, examples, batcher, cfg, **kw):
         t0 = time.perf_counter()
-        if args.synthetic:  # data-free: copy_learning.py's task, short then long inputs
-            short, long = args.synthetic
-            g = torch.Generator().manual_seed(seed)
-            opt = torch.optim.Adamax(model.t5.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-            model.train()
-            for step in range(short + long):
-                x, y = copy_learning.batch(g, cfg["batch_size"], 20 if step < short else 100, len(seen["qb"].tok))
-                loss = model.t5(input_ids=x, labels=y).loss
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.t5.parameters(), cfg["grad_clip"])
-                opt.step()
-                if step % 250 == 0:
-                    print(f"[synthetic copy] step {step}: loss {loss.item():.3f}", flush=True)
         if args.warmup:  # copy questions in short inputs
             q = seen["qb"]
             short_qb = QuestionBuilder(q.tok, "en", args.warmup_len, q.max_value_len, "as_in_text")
@@ -153,7 +91,7 @@ def patch_training(args, seed: int):
         return orig_fit(model, examples, batcher, cfg, **kw)
 
     train_generator.qa_examples = qa
-    if args.synthetic or args.warmup:
+    if args.warmup:
         train_generator.fit = fit
 
 
@@ -166,9 +104,6 @@ def main():
     ap.add_argument("--mix", type=int, default=0, help="copy questions per product text mixed into training")
     ap.add_argument("--warmup", type=int, default=0, help="epochs of short copy questions first")
     ap.add_argument("--warmup-len", type=int, default=32, help="question tokens of the warm-up")
-    ap.add_argument("--synthetic", type=int, nargs=2, default=None, metavar=("SHORT", "LONG"),
-                    help="steps of copy_learning.py's synthetic task (20-token, then 100-token inputs) first")
-    ap.add_argument("--attr-prefix", action="store_true", help="the decoder writes '{attribute}:' first")
     ap.add_argument("--marker", action="store_true", help="warm-up: copy after a <CLS> marker")
     ap.add_argument("--warmup-k", type=int, default=8, help="warm-up copy questions per product")
     args = ap.parse_args()
@@ -189,8 +124,6 @@ def main():
     out = args.work / "gen_runs" / name
     shutil.rmtree(out, ignore_errors=True)
     patch_training(args, p["seed"])
-    if args.attr_prefix:
-        patch_attribute_prefix()
     t0 = time.perf_counter()
     r = train_generator.run(p, dev, args.work / "no_tokens", out / "generator", out / "ckpt")
     hist = json.loads((out / "generator" / "history.json").read_text())

@@ -252,3 +252,53 @@ def test_span_trie_allows_only_spans_of_the_question_and_none():
     assert sorted(allowed(0, torch.tensor([0, 6]))) == [1, 7, 8]  # what followed a 6, or stop
     assert allowed(0, torch.tensor([0, 6, 7])) == [1]  # max 2 tokens: only stop
     assert allowed(0, torch.tensor([0, 9])) == [10, 1]
+
+
+def test_answer_prefix_is_learned_forced_when_answering_and_stripped():
+    from deflate.batching import Batcher
+    from deflate.decoding import build_tries, generate_values
+    from deflate.model import build_generator
+    from deflate.questions import Question, question_examples
+    from deflate.text import QuestionBuilder, train_tokenizer
+
+    tok = train_tokenizer(["Avery Dennison shipping tags", "The Brand of tags is", "Brand: Xerox toner"] * 20, 300)
+    qb = QuestionBuilder(tok, "en", 64, 16, "as_in_text", answer_prefix=True)
+    recs = [Record("1", "Avery Dennison shipping tags"), Record("2", "Xerox toner")]
+    qs = [Question(0, "Brand"), Question(1, "Brand")]
+    ex = question_examples(recs, qb, qs, ["Avery Dennison", "Xerox"])
+    head = qb.ids("Brand:")
+    assert ex[0].target[:len(head)] == head and qb.decode(ex[0].target[len(head):]) == "Avery Dennison"
+    assert QuestionBuilder(tok, "en", 64, 16).prefix("Brand") == []  # off: the target is the value alone
+    torch.manual_seed(0)
+    gen = build_generator({"pretrained_path": "", "d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2,
+                           "num_layers": 1, "num_decoder_layers": 1, "dropout": 0.0}, tok, 0, 0)
+    asked = question_examples(recs, qb, qs)
+    decode = {"batch_size": 8, "max_new_tokens": 4, "num_beams": 1}
+    for answer, e in zip(generate_values(gen, qb, Batcher(None, None, False, qb.img_id), asked, decode,
+                                         progress=False, spans=True), asked):
+        assert not answer.startswith("Brand:") and (answer in qb.decode(e.ids) or answer == "None")  # a span
+    with pytest.raises(ValueError, match="answer_prefix"):
+        generate_values(gen, qb, Batcher(None, None, False, qb.img_id), asked, decode, progress=False,
+                        tries=build_tries({"Brand": ["Avery"]}, qb))
+
+
+def test_copy_warm_up_is_seeded_and_its_answers_follow_the_marker():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from deflate import copying
+
+    x, y = copying.copy_batch(torch.Generator().manual_seed(1), 4, 20, 50)
+    for row, ans in zip(x.tolist(), y.tolist()):
+        at = row.index(copying.MARKER)
+        assert ans == row[at + 1:at + 1 + copying.ANSWER] + [1] and min(row) >= copying.MARKER
+
+    def warmed():
+        torch.manual_seed(0)
+        t5 = T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=16, d_ff=32, d_kv=8, num_heads=2,
+                                                 num_layers=1, decoder_start_token_id=0))
+        before = t5.shared.weight.clone()
+        loss = copying.warm_up(t5, 6, {"lr": 2e-3, "weight_decay": 1e-4, "batch_size": 4, "grad_clip": 1.0}, seed=3)
+        assert np.isfinite(loss) and not torch.equal(before, t5.shared.weight)  # it trained
+        return t5.state_dict()
+    a, b = warmed(), warmed()
+    assert all(torch.equal(a[k], b[k]) for k in a)

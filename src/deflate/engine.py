@@ -96,7 +96,8 @@ class Deflate:
         """The trained parts from their folders; ``decode``: params.yaml's ``decode`` keys
         (batch_size, max_new_tokens, num_beams, constrain_to_vocab, constrain_to_spans)."""
         self.gen, tok, self.meta = load_generator(generator)
-        self.qb = QuestionBuilder(tok, self.meta["language"], self.meta["max_len"], self.meta["max_value_len"])
+        self.qb = QuestionBuilder(tok, self.meta["language"], self.meta["max_len"], self.meta["max_value_len"],
+                                  answer_prefix=self.meta.get("answer_prefix", False))  # older models: none
         self.disc, disc_meta = load_discriminator(discriminator, self.gen) if discriminator is not None else (None, {})
         self.claim_value: bool = disc_meta.get("claim_value", True)  # models saved before the switch read values
         self.lexical = LexicalScorer.load(lexical) if lexical is not None else None
@@ -126,6 +127,9 @@ class Deflate:
         """Refuse decisions this model cannot carry out (a missing part or candidate list)."""
         if d.mode != "free" and not self.candidates:
             raise BundleError("this model was saved without candidate values; use mode 'free'")
+        if self.qb.answer_prefix and (d.mode != "free" or self.decode["constrain_to_vocab"]):
+            raise BundleError("this generator writes an answer prefix (text.answer_prefix): it answers in mode "
+                              "'free' with open or span decoding only")
         if d.mode == "rerank" and self.disc is None:
             raise BundleError("mode 'rerank' needs the discriminator, which this bundle lacks")
         if d.mode == "rerank" and not self.claim_value:

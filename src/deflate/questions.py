@@ -33,12 +33,13 @@ class Claim:
 def question_examples(records: list[Record], qb: QuestionBuilder, questions: list[Question],
                       targets: list[str] | None = None) -> list[Example]:
     """Generator input per question; with ``targets``, the answer to learn (decoder ids, in the
-    form :meth:`QuestionBuilder.value` chooses)."""
+    form :meth:`QuestionBuilder.value` chooses, after :meth:`QuestionBuilder.prefix`)."""
     out = []
     for k, q in enumerate(questions):
         r = records[q.row]
         ids = qb.question(r.name, r.description, q.attribute)
-        out.append(Example(ids, q.row, qb.value(targets[k], ids) if targets is not None else None, q))
+        target = qb.prefix(q.attribute) + qb.value(targets[k], ids) if targets is not None else None
+        out.append(Example(ids, q.row, target, q))
     return out
 
 

@@ -78,11 +78,13 @@ def _contains(seq: list[int], part: list[int]) -> bool:
 class QuestionBuilder:
     """Turns (product, attribute[, value]) into token ids with a length budget."""
 
-    def __init__(self, tokenizer, language: str, max_len: int, max_value_len: int, target_form: str = "standalone"):
+    def __init__(self, tokenizer, language: str, max_len: int, max_value_len: int, target_form: str = "standalone",
+                 answer_prefix: bool = False):
         if target_form not in TARGET_FORMS:
             raise ValueError(f"text.target_form must be one of {TARGET_FORMS}, not {target_form!r}")
         self.tok, self.t = tokenizer, TEMPLATES["zh" if language == "zh" else "en"]
         self.max_len, self.max_value_len, self.target_form = max_len, max_value_len, target_form
+        self.answer_prefix = answer_prefix
         self.img_id = tokenizer.convert_tokens_to_ids(IMG)
         self.cls_id = tokenizer.convert_tokens_to_ids(CLS)
         self.eos_id = tokenizer.eos_token_id
@@ -118,6 +120,12 @@ class QuestionBuilder:
             spaced = self.ids(self.t["sep"] + value)
             ids = spaced if _contains(context, spaced) else ids
         return ids[: self.max_value_len] + [self.eos_id]
+
+    def prefix(self, attr: str) -> list[int]:
+        """What the decoder writes before the value (``text.answer_prefix``): ``{attribute}:``, or
+        nothing. A from-scratch decoder learns to copy from this fixed place of its question first,
+        and then answers with the attribute in its own context (docs/wdc_pave.md)."""
+        return self.ids(attr + ":") if self.answer_prefix else []
 
     def claim(self, name: str, desc: str, attr: str, value: str) -> list[int]:
         """Discriminator text: <CLS> question value (paper: <CLS> The [a] of [T] is [v])."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import copying
 from .. import distributed as dist
 from ..batching import Batcher
 from ..config import Params, peak_memory_mb
@@ -30,7 +31,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     tok = load_tokenizer(tok_path) if tok_path else dist.from_main(
         lambda: train_tokenizer(corpus(train.records, schema), t["vocab_size"]))
     lang = schema["language"]
-    qb = QuestionBuilder(tok, lang, t["max_len"], t["max_value_len"], t["target_form"])
+    qb = QuestionBuilder(tok, lang, t["max_len"], t["max_value_len"], t["target_form"], t["answer_prefix"])
     image_vocab, feature_dim = image_spec(train.meta)
     use_image = m["use_image"] and train.image is not None
     gen = build_generator(m, tok, image_vocab if use_image else 0, feature_dim if use_image else 0)
@@ -54,6 +55,9 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     print(f"[train_generator] {len(examples)} QA examples, {sum(x.numel() for x in gen.parameters()) / 1e6:.2f}M "
           f"params, device {device}, image {'on' if use_image else 'off'}, none targets {none}")
     t0 = time.perf_counter()
+    if g["copy_warmup"] and not m["pretrained_path"]:  # a from-scratch T5 learns to copy in short inputs first
+        last = copying.warm_up(gen.t5, g["copy_warmup"], g, p["seed"], device)
+        print(f"[train_generator] copy warm-up: {g['copy_warmup']} steps, last loss {last:.3f}")
     history = fit(gen, examples, tr_b, g, loss_fn=lambda mdl, b: mdl(b).loss, validate=validate, ckpt_dir=ckpt_dir,
                   run_hash=run_hash, seed=p["seed"], tracker=tracker, name="generator", **ctx.train_kw)
     cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
@@ -63,6 +67,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
             "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters()),
             "candidates": candidate_vocab(schema),  # closed-vocabulary answers (the engine's candidates)
             "cost": cost}  # measured (varies run to run): Table 5's efficiency columns
+    if t["answer_prefix"]:  # what the engine must force and strip when answering (absent: no prefix)
+        meta["answer_prefix"] = True
     if "category_attributes" in schema:  # per-category schemas: what predict asks a product of a category
         meta["category_attributes"] = schema["category_attributes"]
     if dist.is_main():
