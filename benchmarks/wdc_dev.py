@@ -26,15 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PIPE = ROOT / "pipelines" / "wdc_pave"
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("system")
-    ap.add_argument("-S", dest="sets", action="append", default=[], help="key.path=value (YAML value)")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/wdc_dev"))
-    ap.add_argument("--name", default="")
-    args = ap.parse_args()
+def params_with(sets: list[str]) -> dict:
+    """pipelines/wdc_pave/params.yaml with ``key.path=value`` overrides (YAML values), tracking off."""
     p = load_params(PIPE / "params.yaml")
-    for s in args.sets:
+    for s in sets:
         key, _, val = s.partition("=")
         *head, last = key.split(".")
         node = p
@@ -42,17 +37,35 @@ def main():
             node = node[k]
         node[last] = yaml.safe_load(val)
     p["tracking"]["enabled"] = False
-    work = args.work
+    return p
+
+
+def dev_folder(p: dict, work: Path) -> Path:
+    """``work/processed`` (the data as the pipeline ingests it) and ``work/dev``: its train and val,
+    with val also as test, so nothing run on it ever reads eval_visible."""
     full = work / "processed"
     if not (full / "schema.json").exists():
         ingest("wdc_pave", (PIPE / p["data"]["path"]).resolve(), full, work / "rejects", 0.01, seed=p["seed"],
                val_fraction=p["data"]["val_fraction"])
-    dev = work / "dev"  # test := val, so nothing here ever reads eval_visible
+    dev = work / "dev"
     if not (dev / "schema.json").exists():
         dev.mkdir(parents=True, exist_ok=True)
         for f in ("train.parquet", "val.parquet", "schema.json"):
             shutil.copy(full / f, dev / f)
         shutil.copy(full / "val.parquet", dev / "test.parquet")
+    return dev
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("system")
+    ap.add_argument("-S", dest="sets", action="append", default=[], help="key.path=value (YAML value)")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/wdc_dev"))
+    ap.add_argument("--name", default="")
+    args = ap.parse_args()
+    p = params_with(args.sets)
+    work = args.work
+    dev = dev_folder(p, work)
     name = args.name or "_".join([args.system, *[s.replace("/", "_") for s in args.sets]])[:120]
     out = work / "runs" / name
     shutil.rmtree(out, ignore_errors=True)

@@ -16,22 +16,20 @@ import argparse
 import json
 import re
 import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from deflate.batching import Example
-from deflate.config import load_params
 from deflate.questions import Question
 from deflate.stages import train_generator
 from deflate.text import QuestionBuilder
 
-ROOT = Path(__file__).resolve().parents[1]
-PIPE = ROOT / "pipelines" / "wdc_pave"
-
+sys.path.insert(0, str(Path(__file__).parent))
+from wdc_dev import dev_folder, params_with
 
 WORD = re.compile(r"\S+")
 
@@ -107,19 +105,9 @@ def main():
     ap.add_argument("--marker", action="store_true", help="warm-up: copy after a <CLS> marker")
     ap.add_argument("--warmup-k", type=int, default=8, help="warm-up copy questions per product")
     args = ap.parse_args()
-    p = load_params(PIPE / "params.yaml")
-    for s in args.sets:
-        key, _, val = s.partition("=")
-        *head, last = key.split(".")
-        node = p
-        for k in head:
-            node = node[k]
-        node[last] = yaml.safe_load(val)
-    p["tracking"]["enabled"] = False
+    p = params_with(args.sets)
     p["model"]["use_discriminator"] = not args.d_minus
-    dev = args.work / "dev"
-    if not (dev / "schema.json").exists():
-        raise SystemExit("run benchmarks/wdc_dev.py once first (it builds the dev folder, test := val)")
+    dev = dev_folder(p, args.work)
     name = args.name or "gen_" + "_".join(s.replace("/", "_") for s in args.sets)
     out = args.work / "gen_runs" / name
     shutil.rmtree(out, ignore_errors=True)

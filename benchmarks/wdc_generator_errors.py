@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -18,12 +19,14 @@ import torch
 
 from deflate.batching import Batcher
 from deflate.config import load_params
-from deflate.data import ingest
 from deflate.dataset import load_data, value_sep
 from deflate.decoding import generate_values
 from deflate.model import load_generator
 from deflate.questions import qa_examples
 from deflate.text import QuestionBuilder
+
+sys.path.insert(0, str(Path(__file__).parent))
+from wdc_dev import dev_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPE = ROOT / "pipelines" / "wdc_pave"
@@ -52,15 +55,12 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(2)
     p = load_params(PIPE / "params.yaml")
-    processed = args.work / "processed"
-    if not (processed / "schema.json").exists():
-        ingest("wdc_pave", (PIPE / p["data"]["path"]).resolve(), processed, args.work / "rejects", 0.01,
-               seed=p["seed"], val_fraction=p["data"]["val_fraction"])
-    gen, tok, _ = load_generator(args.generator)
+    processed = dev_folder(p, args.work)  # its val is the pipeline's val
+    gen, tok, meta = load_generator(args.generator)
     schema = json.loads((processed / "schema.json").read_text())
     val = load_data(processed, args.work / "no_tokens", "val")
     t = p["text"]
-    qb = QuestionBuilder(tok, "en", t["max_len"], t["max_value_len"], t["target_form"])
+    qb = QuestionBuilder(tok, "en", t["max_len"], t["max_value_len"], t["target_form"], meta.get("answer_prefix", False))
     ex = qa_examples(val.records, qb, schema, value_sep("en"), 0, p["seed"])
     got = generate_values(gen, qb, Batcher(val.image, val.has_image, False, qb.img_id), ex,
                           dict(p["decode"], num_beams=args.beams), progress=False, spans=True)

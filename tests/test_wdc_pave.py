@@ -161,7 +161,7 @@ def wdc_run(tmp_path_factory):
     ingest("wdc_pave", root / "raw", root / "processed", root / "rejects", 0.0, seed=1, val_fraction=0.2)
     p = load_params(Path(__file__).resolve().parents[1] / "pipelines" / "wdc_pave" / "params.yaml")
     p["model"].update(d_model=16, d_ff=32, d_kv=8, num_heads=2, num_layers=1, num_decoder_layers=1, device="cpu")
-    p["generator"].update(epochs=1, batch_size=16, val_max=40)
+    p["generator"].update(epochs=1, batch_size=16, val_max=40, copy_warmup=30)  # the pipeline's prefix and warm-up
     p["discriminator"].update(epochs=1, batch_size=16)
     p["decode"].update(max_new_tokens=4, batch_size=64)
     p["baselines"]["tagger"].update(epochs=1, emb=16, hidden=16)
@@ -198,6 +198,21 @@ def test_every_system_writes_predictions_and_the_table_scores_them(wdc_run):
             assert p["value"] in f"The {p['attribute']} of {r.name} ({r.description}) is", p
     assert set(t["checks"]) >= {"deflate_f1_at_least_70", "deflate_above_d_minus_ap_f1"}
     assert "| DEFLATE |" in markdown(t)
+
+
+def test_a_prefixed_generator_records_it_and_answers_only_in_free_span_mode(wdc_run):
+    from deflate.engine import BundleError, Deflate, read_bundle
+
+    root, _ = wdc_run
+    bundle = root / "models" / "deflate-wdc_pave" / "deflate"
+    meta = json.loads((bundle / "generator" / "deflate.json").read_text())
+    assert meta["answer_prefix"] is True  # what predict and the MLflow model read; nothing reads params
+    engine = Deflate.load(bundle)
+    assert engine.qb.answer_prefix and engine.qb.prefix("Brand") == engine.qb.ids("Brand:")
+    spec = read_bundle(bundle)
+    with pytest.raises(BundleError, match="answer prefix"):
+        Deflate(bundle / "generator", discriminator=None, lexical=None, decisions=spec["decisions"],
+                decode=dict(spec["decode"], constrain_to_vocab=True), claim_batch_size=8)
 
 
 def test_predict_format_wdc_pave_scores_a_trained_model(wdc_run, tmp_path):

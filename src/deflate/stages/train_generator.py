@@ -41,7 +41,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     val_ex = qa_examples(val.records, qb, schema, sep, none, p["seed"] + 1)[: g["val_max"]]
     tr_b = Batcher(train.image, train.has_image, use_image, qb.img_id)
     va_b = Batcher(val.image, val.has_image, use_image, qb.img_id)
-    targets = [qb.decode(e.target) for e in val_ex]
+    targets = [qb.decode(e.target[len(qb.prefix(e.key.attribute)):]) for e in val_ex]  # as answers come: no prefix
 
     def validate(model):
         got = generate_values(model, qb, va_b, val_ex, p["decode"], device, progress=False,
