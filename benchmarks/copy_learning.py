@@ -23,36 +23,32 @@ from pathlib import Path
 import torch
 from transformers import T5ForConditionalGeneration
 
+from deflate import copying
 from deflate.config import load_params
 from deflate.copying import copy_batch
 from deflate.model import t5_config
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 def run(schedule: list[tuple[int, int]], p: dict, vocab: int, seed: int) -> list[dict]:
+    """The generator's own warm-up (deflate.copying.warm_up) on ``schedule``, judged every 250 steps."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     t5 = T5ForConditionalGeneration(t5_config(p["model"], vocab))
-    gcfg = p["generator"]
-    opt = torch.optim.Adamax(t5.parameters(), lr=gcfg["lr"], weight_decay=gcfg["weight_decay"])
-    curve, step, t0 = [], 0, time.perf_counter()
-    for length, steps in schedule:
-        for _ in range(steps):
-            t5.train()
-            x, y = copy_batch(g, gcfg["batch_size"], length, vocab)
-            loss = t5(input_ids=x, labels=y).loss
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(t5.parameters(), gcfg["grad_clip"])
-            opt.step()
-            step += 1
-            if step % 250 == 0:
-                t5.eval()
-                with torch.no_grad():
-                    x, y = copy_batch(g, 200, schedule[-1][0], vocab)  # always judged on the final length
-                    acc = (t5(input_ids=x, labels=y).logits.argmax(-1) == y).all(1).float().mean().item()
-                curve.append({"step": step, "length": length, "loss": round(loss.item(), 3),
-                              "exact_copy": round(acc, 3), "seconds": round(time.perf_counter() - t0, 1)})
-                print(curve[-1], flush=True)
+    curve, t0 = [], time.perf_counter()
+
+    def judge(step: int, length: int, loss: float) -> None:
+        if step % 250:
+            return
+        t5.eval()
+        with torch.no_grad():
+            x, y = copy_batch(g, 200, schedule[-1][0], vocab)  # always judged on the final length
+            acc = (t5(input_ids=x, labels=y).logits.argmax(-1) == y).all(1).float().mean().item()
+        curve.append({"step": step, "length": length, "loss": round(loss, 3),
+                      "exact_copy": round(acc, 3), "seconds": round(time.perf_counter() - t0, 1)})
+        print(curve[-1], flush=True)
+    copying.warm_up(t5, schedule, p["generator"], seed, "cpu", on_step=judge)
     return curve
 
 

@@ -56,6 +56,19 @@ def dev_folder(p: dict, work: Path) -> Path:
     return dev
 
 
+def val_score(dev: Path, predictions: Path) -> dict:
+    """The authors' rule on a dev folder's test split (which is val) for a predictions file."""
+    schema = json.loads((dev / "schema.json").read_text())
+    return pave_scoring.score(load_split(dev, "test"), prediction_files.read(predictions), schema["category_attributes"])
+
+
+def record(work: Path, file: str, res: dict) -> None:
+    """Print one result and append it to ``work/file`` (one JSON line per run)."""
+    print(json.dumps(res))
+    with open(work / file, "a") as f:
+        f.write(json.dumps(res) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("system")
@@ -72,15 +85,11 @@ def main():
     t0 = time.perf_counter()
     m = run_system(args.system, p, dev, work / "no_tokens", out, "wdc_pave")
     seconds = round(time.perf_counter() - t0, 1)
-    schema = json.loads((dev / "schema.json").read_text())
-    pred_file = out / "predictions" / "test.jsonl"
-    s = pave_scoring.score(load_split(dev, "test"), prediction_files.read(pred_file), schema["category_attributes"])
+    s = val_score(dev, out / "predictions" / "test.jsonl")
     res = {"name": name, "system": args.system, "sets": args.sets, "val_f1": s["f1"], "val_p": s["p"],
            "val_r": s["r"], "val_f1_ci95": s["f1_ci95"], "val_f1_ci": s["case_insensitive"]["f1"],
            "counts": s["counts"], "ap_f1": m["ap"]["f1"], "ave_f1": m["ave"]["f1"], "seconds": seconds}
-    print(json.dumps(res))
-    with open(work / "results.jsonl", "a") as f:
-        f.write(json.dumps(res) + "\n")
+    record(work, "results.jsonl", res)
 
 
 if __name__ == "__main__":

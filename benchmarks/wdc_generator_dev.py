@@ -29,7 +29,7 @@ from deflate.stages import train_generator
 from deflate.text import QuestionBuilder
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wdc_dev import dev_folder, params_with
+from wdc_dev import dev_folder, params_with, record
 
 WORD = re.compile(r"\S+")
 
@@ -118,9 +118,7 @@ def main():
     res = {"name": name, "sets": args.sets, "d_minus": args.d_minus, "best": r["best_val_accuracy"],
            "curve": [h["val_score"] for h in hist], "loss": round(hist[-1]["train_loss"], 3),
            "seconds": round(time.perf_counter() - t0, 1)}
-    print(json.dumps(res))
-    with open(args.work / "gen_results.jsonl", "a") as f:
-        f.write(json.dumps(res) + "\n")
+    record(args.work, "gen_results.jsonl", res)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,14 @@ def test_synth_then_ingest(tmp_path):
     assert (tmp_path / "p" / "train.parquet").exists()
 
 
-def test_errors_are_one_line_and_non_zero(tmp_path):
+def test_errors_are_one_line_and_non_zero(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --out is data/processed under the working directory
+    kept = tmp_path / "data" / "processed" / "train.parquet"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"earlier tables")
     r = runner.invoke(app, ["ingest", "--format", "nope", "--path", str(tmp_path)])
     assert r.exit_code == 1 and "unknown data.format" in r.output
+    assert kept.read_bytes() == b"earlier tables"  # a mistyped format touches nothing
     r = runner.invoke(app, ["show", str(tmp_path / "missing.json")])
     assert r.exit_code == 1 and "not found" in r.output
     r = runner.invoke(app, ["predict", "--input", str(tmp_path / "none.jsonl"), "--output", str(tmp_path / "o")])

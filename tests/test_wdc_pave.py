@@ -312,8 +312,32 @@ def test_copy_warm_up_is_seeded_and_its_answers_follow_the_marker():
         t5 = T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=16, d_ff=32, d_kv=8, num_heads=2,
                                                  num_layers=1, decoder_start_token_id=0))
         before = t5.shared.weight.clone()
-        loss = copying.warm_up(t5, 6, {"lr": 2e-3, "weight_decay": 1e-4, "batch_size": 4, "grad_clip": 1.0}, seed=3)
+        seen = []
+        cfg = {"optimizer": "adamax", "lr": 2e-3, "weight_decay": 1e-4, "batch_size": 4, "grad_clip": 1.0}
+        loss = copying.warm_up(t5, copying.schedule(6), cfg, seed=3, on_step=lambda *s: seen.append(s[:2]))
         assert np.isfinite(loss) and not torch.equal(before, t5.shared.weight)  # it trained
+        assert seen == [(1, 20), (2, 20), (3, 20), (4, 20), (5, 100), (6, 100)]  # short inputs first
         return t5.state_dict()
     a, b = warmed(), warmed()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_wrong_values_become_negatives_and_every_right_spelling_is_spared(monkeypatch):
+    """negatives.wrong_values: the generator's answer to an attribute the product has is a negative
+    only when it is a value and none of the right answers (any gold spelling, the joined values)."""
+    from deflate.dataset import Split, right_answers
+    from deflate.stages import harvest_negatives
+
+    recs = [Record("a", "Avery red tags", labels=[{"attribute": "Brand", "value": "Avery", "source": "explicit"},
+                                                  {"attribute": "Color(s)", "value": "red", "source": "explicit",
+                                                   "gold": ["Red", "red"]}]),
+            Record("b", "Bic pens", labels=[{"attribute": "Brand", "value": "Bic", "source": "explicit"},
+                                            {"attribute": "Pack", "value": "2", "source": "explicit"},
+                                            {"attribute": "Pack", "value": "10", "source": "explicit"}])]
+    assert right_answers(recs[0], "Color(s)", ", ") == {"Red", "red"}
+    assert right_answers(recs[1], "Pack", ", ") == {"2", "10", "2, 10"}
+    answered = {("a", "Brand"): "tags", ("a", "Color(s)"): "Red", ("b", "Brand"): "None", ("b", "Pack"): "2, 10"}
+    monkeypatch.setattr(harvest_negatives, "answers", lambda engine, data, qs, split: [
+        answered[(data.records[q.row].id, q.attribute)] for q in qs])
+    rows = harvest_negatives.wrong_answers(None, Split(recs, None, None, {}), ", ", "train")
+    assert rows == [{"row": 0, "id": "a", "attribute": "Brand", "value": "tags"}]

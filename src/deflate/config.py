@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from .distributed import is_main
+
 
 class MissingParam(KeyError):
     """A setting the code needs is not in params.yaml: every setting has its default there."""
@@ -91,7 +93,7 @@ def stage_timer(stage: str, log: str | Path = "logs/timings.jsonl"):
     t0 = time.perf_counter()
     yield
     dt = time.perf_counter() - t0
-    if os.environ.get("RANK", "0") != "0":  # several processes (deflate.distributed): the main one logs
+    if not is_main():  # several processes: the main one logs
         return
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as f:

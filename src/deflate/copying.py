@@ -9,10 +9,13 @@ the rest on long ones. A pretrained T5 (``model.pretrained_path``) can already c
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from tqdm import tqdm
 
 from . import distributed as dist
+from .train import make_optimizer
 
 MARKER, ANSWER, FIRST_ID = 4, 3, 5  # <CLS> marks; ids below 5 are the special tokens
 SHORT, LONG = 20, 100
@@ -27,21 +30,36 @@ def copy_batch(g: torch.Generator, n: int, length: int, vocab: int) -> tuple[tor
     return x, torch.cat([y, torch.ones(n, 1, dtype=torch.long)], 1)
 
 
-def warm_up(t5, steps: int, cfg: dict, seed: int, device: str = "cpu") -> float:
-    """``steps`` optimiser steps of the copy task on ``t5`` (its own Adamax, ``cfg``'s lr, batch and
-    clipping); returns the last loss. Every process draws the same batches, so under several
-    processes the weights stay the same without any communication."""
+def schedule(steps: int) -> list[tuple[int, int]]:
+    """(input length, steps) of the warm-up: two thirds short inputs, then long ones."""
+    return [(SHORT, 2 * steps // 3), (LONG, steps - 2 * steps // 3)]
+
+
+def warm_up(t5, plan: list[tuple[int, int]], cfg: dict, seed: int, device: str = "cpu",
+            on_step: Callable[[int, int, float], None] | None = None) -> float:
+    """The copy task on ``t5`` for each (input length, steps) of ``plan``, with ``cfg``'s optimizer
+    (a fresh one: the real training starts its own), lr, batch and clipping; returns the last loss.
+    ``on_step(step, length, loss)`` is called after every step. Every process draws the same
+    batches, so under several processes the weights stay the same without any communication."""
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adamax(t5.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"])
-    t5.to(device).train()
-    loss = torch.tensor(float("nan"))
-    bar = tqdm(range(steps), desc="copy warm-up", unit="step", mininterval=2.0, disable=not dist.is_main())
-    for step in bar:
-        x, y = copy_batch(g, cfg["batch_size"], SHORT if step < 2 * steps // 3 else LONG, t5.config.vocab_size)
-        loss = t5(input_ids=x.to(device), labels=y.to(device)).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(t5.parameters(), cfg["grad_clip"])
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    return float(loss.item())
+    opt = make_optimizer(t5, cfg)
+    t5.to(device)
+    loss, step = float("nan"), 0
+    bar = tqdm(total=sum(n for _, n in plan), desc="copy warm-up", unit="step", mininterval=2.0,
+               disable=not dist.is_main())
+    for length, n in plan:
+        for _ in range(n):
+            t5.train()
+            x, y = copy_batch(g, cfg["batch_size"], length, t5.config.vocab_size)
+            out = t5(input_ids=x.to(device), labels=y.to(device)).loss
+            opt.zero_grad(set_to_none=True)
+            out.backward()
+            torch.nn.utils.clip_grad_norm_(t5.parameters(), cfg["grad_clip"])
+            opt.step()
+            loss, step = float(out.item()), step + 1
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if on_step is not None:
+                on_step(step, length, loss)
+    bar.close()
+    return loss

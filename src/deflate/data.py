@@ -416,12 +416,18 @@ ADAPTERS = {"desire": DesireAdapter, "mepave": MepaveAdapter, "implicitave": Imp
 ADAPTER_OPTIONS = {"desire": ("pic_token_len", "pic_token_vocab"), "wdc_pave": ("seed", "val_fraction")}
 
 
-def make_adapter(fmt: str, path: str | Path, **kw):
+def check_source(fmt: str, path: str | Path) -> Path:
+    """The raw data folder, once the format is known and the folder exists."""
     if fmt not in ADAPTERS:
         raise ValueError(f"unknown data.format {fmt!r}; choose one of {sorted(ADAPTERS)}")
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"data.path {root} is not a directory")
+    return root
+
+
+def make_adapter(fmt: str, path: str | Path, **kw):
+    root = check_source(fmt, path)
     # Each format takes only its own options; the same params stay harmless for the others.
     return ADAPTERS[fmt](root, **{k: kw[k] for k in ADAPTER_OPTIONS.get(fmt, ()) if k in kw})
 
@@ -451,7 +457,8 @@ def load_split(processed: Path, split: str) -> list[Record]:
 def ingest(fmt: str, path: str | Path, out: Path, rejects_dir: Path, max_reject_fraction: float,
            language: str = "auto", train_fraction: float = 1.0, seed: int = 0, **adapter_kw) -> dict:
     """Read every split through the adapter, write parquet tables, rejects and the schema."""
-    for old in [*(out / f"{s}.parquet" for s in SPLITS), out / "schema.json"]:  # a failed run leaves nothing stale
+    check_source(fmt, path)  # a mistyped format or folder touches nothing
+    for old in [*(out / f"{s}.parquet" for s in SPLITS), out / "schema.json"]:  # bad data leaves nothing stale
         old.unlink(missing_ok=True)
     adapter = make_adapter(fmt, path, seed=seed, **adapter_kw)
     out.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,17 @@ def grouped_labels(r: Record) -> dict[str, list[str]]:
     return out
 
 
+def right_answers(r: Record, attribute: str, sep: str) -> set[str]:
+    """Every answer that counts as right for one attribute of a record: each gold value, their
+    joined form, and every alternative spelling the data keeps (WDC-PAVE's ``gold``)."""
+    values = grouped_labels(r).get(attribute, [])
+    out = set(values) | {sep.join(values)}
+    for lab in r.labels:
+        if lab["attribute"] == attribute:
+            out |= set(lab.get("gold") or ())
+    return out
+
+
 def attributes_of(schema: dict, category: str) -> list[str]:
     """What a product of ``category`` is asked: its category's schema where the data has per-category
     schemas (WDC-PAVE), else every attribute. ``schema`` is schema.json or a generator's meta."""

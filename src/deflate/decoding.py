@@ -78,11 +78,6 @@ def _after_prefix(heads: list[list[int]], inner, everything: list[int]):
     return allowed
 
 
-def _no_prefix(qb, what: str):
-    if qb.answer_prefix:
-        raise ValueError(f"text.answer_prefix works with free or span decoding, not with {what}")
-
-
 @torch.no_grad()
 def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: dict, device: str = "cpu",
                     tries: dict[str, Trie] | None = None, desc: str = "generate", progress: bool = True,
@@ -98,20 +93,21 @@ def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: 
         kw = {"max_new_tokens": decode["max_new_tokens"], "num_beams": decode["num_beams"],
               "do_sample": False}
         if tries:
-            _no_prefix(qb, "candidate tries (decode.constrain_to_vocab, candidate modes)")
+            qb.refuse_prefix("candidate tries (decode.constrain_to_vocab, candidate modes)")
             kw["prefix_allowed_tokens_fn"] = _allowed(tries, [examples[i].key.attribute for i in idx], qb)
         elif spans:
             none = [qb.value(NONE_VALUE)[:-1]]
             kw["prefix_allowed_tokens_fn"] = _span_allowed(
                 [span_trie(examples[i].ids, qb.max_value_len, none) for i in idx], qb.eos_id)
-        heads = [qb.prefix(examples[i].key.attribute) if examples[i].key is not None else [] for i in idx]
+        attrs = [examples[i].key.attribute if examples[i].key is not None else "" for i in idx]
+        heads = [qb.prefix(a) if a else [] for a in attrs]
         if any(heads):
             kw["max_new_tokens"] += max(map(len, heads))
             kw["prefix_allowed_tokens_fn"] = _after_prefix(heads, kw.get("prefix_allowed_tokens_fn"),
                                                            list(range(len(qb.tok))))
         seqs = gen.generate(batch, **kw)
-        for i, head, s in zip(idx, heads, seqs.tolist()):
-            out[i] = qb.decode(s[1 + len(head):])  # after the decoder start and the answer prefix
+        for i, a, s in zip(idx, attrs, seqs.tolist()):
+            out[i] = qb.answer(s[1:], a)  # after the decoder start
     return dist.complete(out, order)
 
 
@@ -121,7 +117,7 @@ def topk_values(gen, qb, batcher: Batcher, examples: list[Example], tries: dict[
                 progress: bool = True) -> list[list[tuple[str, float]]]:
     """Beam search inside each example's candidate trie: up to ``k`` distinct candidates with their
     total generator log-probability, best first (fewer when the attribute has fewer candidates)."""
-    _no_prefix(qb, "top-k candidates")
+    qb.refuse_prefix("top-k candidates")
     gen.eval().to(device)
     out: list[list[tuple[str, float]]] = [[] for _ in examples]
     order = batcher.batches(examples, max(1, decode["batch_size"] // k), shuffle=False, bucket=True)

@@ -84,6 +84,13 @@ def barrier() -> None:
         td.barrier()
 
 
+def on_main(write: Callable[[], Any]) -> None:
+    """``write()`` by the main process alone; every process returns once it has (the files exist)."""
+    if is_main():
+        write()
+    barrier()
+
+
 def from_main(make: Callable[[], Any]) -> Any:
     """``make()`` run by the main process alone and sent to every process (e.g. a tokenizer trained
     once, so every process holds the very same one)."""

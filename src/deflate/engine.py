@@ -132,15 +132,21 @@ class Deflate:
                               "'free' with open or span decoding only")
         if d.mode == "rerank" and self.disc is None:
             raise BundleError("mode 'rerank' needs the discriminator, which this bundle lacks")
-        if d.mode == "rerank" and not self.claim_value:
+        if d.mode == "rerank" and not self.ranks_candidates:
             raise BundleError("mode 'rerank' needs a discriminator that reads the value; this one was trained "
                               "with discriminator.claim_value false")
         if d.mode == "fused":
-            disc = self.disc if self.claim_value else None  # a claim without its value ranks no candidate
+            disc = self.disc if self.ranks_candidates else None
             for w, name, part in zip(d.weights, SOURCES, (self.gen, disc, self.lexical)):
                 if w and part is None:
                     raise BundleError(f"mode 'fused' gives the {name} weight {w} but this bundle has no {name} "
                                       "that scores candidates")
+
+    @property
+    def ranks_candidates(self) -> bool:
+        """Whether the discriminator can score candidate values: it must exist and read the value
+        (a claim without its value, ``discriminator.claim_value: false``, ranks no candidate)."""
+        return self.disc is not None and self.claim_value
 
     def with_decisions(self, **changes) -> "Deflate":
         """The same loaded model answering under other decisions (a user's override)."""
@@ -204,7 +210,7 @@ class Deflate:
         if "generator" in sources:
             out["generator"] = candidate_logprobs(self.gen, self.qb, batcher, exs, self.candidates,
                                                   self.decode["batch_size"], self.device, progress)
-        if "discriminator" in sources and self.disc is not None and self.claim_value:
+        if "discriminator" in sources and self.ranks_candidates:
             claims, where = candidate_claims(questions, self.candidates)
             out["discriminator"] = candidate_claim_logprobs(
                 self.disc, batcher, exs, claim_examples(records, self.qb, claims), where, self.candidates,

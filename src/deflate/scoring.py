@@ -43,8 +43,7 @@ def per_candidate(examples: list[Example], candidates: dict[str, list[str]]) -> 
 def candidate_logprobs(gen, qb, batcher: Batcher, examples: list[Example], candidates: dict[str, list[str]],
                        batch_size: int, device: str = "cpu", progress: bool = True) -> list[np.ndarray]:
     """Per question example: mean token log-prob of each candidate of its attribute."""
-    if qb.answer_prefix:
-        raise ValueError("text.answer_prefix works with free or span decoding, not with candidate scoring")
+    qb.refuse_prefix("candidate scoring")
     gen.eval().to(device)
     pairs, where = [], []
     for k, e in enumerate(examples):

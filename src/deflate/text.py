@@ -127,6 +127,15 @@ class QuestionBuilder:
         and then answers with the attribute in its own context (docs/wdc_pave.md)."""
         return self.ids(attr + ":") if self.answer_prefix else []
 
+    def answer(self, ids: list[int], attr: str) -> str:
+        """The answer a decoder sequence (``ids``, after the decoder start) gives: without its prefix."""
+        return self.decode(ids[len(self.prefix(attr)):])
+
+    def refuse_prefix(self, what: str) -> None:
+        """Only free and span decoding force the prefix; scoring or tries of bare values would not."""
+        if self.answer_prefix:
+            raise ValueError(f"text.answer_prefix works with free or span decoding, not with {what}")
+
     def claim(self, name: str, desc: str, attr: str, value: str) -> list[int]:
         """Discriminator text: <CLS> question value (paper: <CLS> The [a] of [T] is [v])."""
         v = self.ids((self.t["sep"] + value) if self.t["sep"] else value)[: self.max_value_len]

@@ -74,7 +74,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     engine = Deflate(gen_dir, discriminator=disc_dir if use_disc else None, lexical=lexical_dir,
                      decisions=provisional, decode=p["decode"], claim_batch_size=claim_bs, device=ctx.device)
     k = int(p["decode"]["top_k"])
-    has_disc, has_lex = engine.disc is not None and engine.claim_value, engine.lexical is not None  # see claim_value
+    has_disc, has_lex = engine.ranks_candidates, engine.lexical is not None
     alpha = {"constrained_rerank": 1.0, "topk_rerank": 1.0}
     fused_w: tuple = ()
     if has_disc or has_lex:

@@ -3,7 +3,10 @@
 ``negatives.mode: absent`` (the paper): for ``per_product`` attributes a product lacks, the
 generator's answer is a false claim. ``candidates`` (closed vocabularies, for re-ranking): for
 each attribute a product has, the generator's answer when it is wrong, topped up with random
-wrong candidates to ``per_product``."""
+wrong candidates to ``per_product``. ``wrong_values`` (beyond the paper, with ``absent``): also the
+generator's answer to each attribute a product has, where it is none of the right answers: the
+claim names the right attribute with a wrong value, so the discriminator learns to refuse values,
+not only attributes (a refused wrong value is a miss instead of a wrong answer)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,10 +15,18 @@ import numpy as np
 
 from .. import distributed as dist
 from ..config import Params
-from ..dataset import Split, attributes_of, candidate_vocab, grouped_labels, load_data
+from ..dataset import (
+    Split,
+    attributes_of,
+    candidate_vocab,
+    grouped_labels,
+    load_data,
+    right_answers,
+)
 from ..engine import Decisions, Deflate
 from ..files import write_json, write_jsonl
 from ..questions import Question, absent_attributes, gold_questions
+from ..text import NONE_VALUE
 from .context import StageContext
 
 MODES = ("absent", "candidates")
@@ -26,7 +37,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, out: Path) 
     out.mkdir(parents=True, exist_ok=True)
     summary = {"enabled": p["model"]["use_discriminator"], "splits": {}}
     if not p["model"]["use_discriminator"]:  # d-: no discriminator, nothing to harvest
-        _write(out / "summary.json", summary)
+        dist.on_main(lambda: write_json(out / "summary.json", summary, indent=1))
         return summary
     k, mode = p["negatives"]["per_product"], p["negatives"]["mode"]
     if mode not in MODES:
@@ -44,20 +55,15 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, out: Path) 
             values = answers(engine, data, questions, split)
             rows = [{"row": q.row, "id": data.records[q.row].id, "attribute": q.attribute, "value": v}
                     for q, v in zip(questions, values)]
+            if p["negatives"]["wrong_values"]:
+                rows += wrong_answers(engine, data, engine.sep, split)
         if dist.is_main():
             write_jsonl(out / f"{split}.jsonl", rows)
         summary["splits"][split] = {"negatives": len(rows), "products": len(data.records),
                                     "empty_values": sum(not r["value"] for r in rows)}
         print(f"[harvest_negatives] {split}: {len(rows)} negatives")
-    _write(out / "summary.json", summary)
+    dist.on_main(lambda: write_json(out / "summary.json", summary, indent=1))  # last: the folder is complete
     return summary
-
-
-def _write(path: Path, summary: dict) -> None:
-    """The summary, written last and by the main process; the others wait until the folder is complete."""
-    if dist.is_main():
-        write_json(path, summary, indent=1)
-    dist.barrier()
 
 
 def generator_only(p: Params, gen_dir: Path, device: str) -> Deflate:
@@ -70,6 +76,15 @@ def answers(engine: Deflate, data: Split, questions: list[Question], split: str)
     """The generator's free answer to each question."""
     exs = engine.questions(data.records, questions)
     return engine.generate(engine.batcher(data.image, data.has_image), exs, desc=f"harvest {split}")
+
+
+def wrong_answers(engine: Deflate, data: Split, sep: str, split: str) -> list[dict]:
+    """The generator's answer to each attribute a product has, where it is a value but a wrong one."""
+    questions = gold_questions(data.records)
+    values = answers(engine, data, questions, f"{split} (present)")
+    return [{"row": q.row, "id": data.records[q.row].id, "attribute": q.attribute, "value": v}
+            for q, v in zip(questions, values)
+            if v and v != NONE_VALUE and v not in right_answers(data.records[q.row], q.attribute, sep)]
 
 
 def candidate_negatives(engine: Deflate, data: Split, cands: dict[str, list[str]], k: int, rng,

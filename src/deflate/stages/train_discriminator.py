@@ -26,14 +26,13 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Pa
     device = ctx.device
     out.mkdir(parents=True, exist_ok=True)
     if not p["model"]["use_discriminator"]:
-        if dist.is_main():
-            write_json(out / "deflate.json", {"enabled": False})
-        dist.barrier()
+        dist.on_main(lambda: write_json(out / "deflate.json", {"enabled": False}))
         return {"enabled": False}
     d = p["discriminator"]
-    if not d["claim_value"] and p["negatives"]["mode"] == "candidates":
-        raise ValueError("discriminator.claim_value false cannot learn from negatives.mode candidates: "
-                         "a wrong value of a present attribute is the same claim as the true one without its value")
+    if not d["claim_value"] and (p["negatives"]["mode"] == "candidates" or p["negatives"]["wrong_values"]):
+        raise ValueError("discriminator.claim_value false cannot learn from wrong values (negatives.mode candidates, "
+                         "negatives.wrong_values): a wrong value of a present attribute is the same claim as the "
+                         "true one without its value")
     gen, tok, meta = load_generator(gen_dir)
     qb = QuestionBuilder(tok, meta["language"], meta["max_len"], meta["max_value_len"])
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")

@@ -41,7 +41,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     val_ex = qa_examples(val.records, qb, schema, sep, none, p["seed"] + 1)[: g["val_max"]]
     tr_b = Batcher(train.image, train.has_image, use_image, qb.img_id)
     va_b = Batcher(val.image, val.has_image, use_image, qb.img_id)
-    targets = [qb.decode(e.target[len(qb.prefix(e.key.attribute)):]) for e in val_ex]  # as answers come: no prefix
+    targets = [qb.answer(e.target, e.key.attribute) for e in val_ex]
 
     def validate(model):
         got = generate_values(model, qb, va_b, val_ex, p["decode"], device, progress=False,
@@ -56,7 +56,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
           f"params, device {device}, image {'on' if use_image else 'off'}, none targets {none}")
     t0 = time.perf_counter()
     if g["copy_warmup"] and not m["pretrained_path"]:  # a from-scratch T5 learns to copy in short inputs first
-        last = copying.warm_up(gen.t5, g["copy_warmup"], g, p["seed"], device)
+        last = copying.warm_up(gen.t5, copying.schedule(g["copy_warmup"]), g, p["seed"], device)
         print(f"[train_generator] copy warm-up: {g['copy_warmup']} steps, last loss {last:.3f}")
     history = fit(gen, examples, tr_b, g, loss_fn=lambda mdl, b: mdl(b).loss, validate=validate, ckpt_dir=ckpt_dir,
                   run_hash=run_hash, seed=p["seed"], tracker=tracker, name="generator", **ctx.train_kw)
@@ -64,11 +64,10 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     meta = {"image_vocab": gen.image_vocab, "feature_dim": gen.feature_dim, "use_image": use_image,
             "use_discriminator": m["use_discriminator"], "language": lang, "value_sep": sep,
             "max_len": t["max_len"], "max_value_len": t["max_value_len"], "device": device,
+            "answer_prefix": t["answer_prefix"],  # what the engine forces and strips when answering
             "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters()),
             "candidates": candidate_vocab(schema),  # closed-vocabulary answers (the engine's candidates)
             "cost": cost}  # measured (varies run to run): Table 5's efficiency columns
-    if t["answer_prefix"]:  # what the engine must force and strip when answering (absent: no prefix)
-        meta["answer_prefix"] = True
     if "category_attributes" in schema:  # per-category schemas: what predict asks a product of a category
         meta["category_attributes"] = schema["category_attributes"]
     if dist.is_main():
