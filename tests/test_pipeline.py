@@ -479,10 +479,10 @@ def test_a_claim_without_its_value_is_what_the_discriminator_trained_on(world, t
     engine.claim_value, engine.candidates = False, {a: ["x"] for a in engine.attributes}
     with pytest.raises(BundleError, match="reads the value"):
         engine.with_decisions(mode="rerank")
-    p = tiny_params(**{"negatives.mode": "candidates"})
-    with pytest.raises(ValueError, match="claim_value false cannot learn"):
-        train_discriminator.run(p, world / "processed", world / "tokens", run / "gen", run / "neg", tmp_path / "d",
-                                tmp_path / "c")
+    for over in ({"negatives.mode": "candidates"}, {"negatives.wrong_values": True}):  # a wrong value, unseen
+        with pytest.raises(ValueError, match="claim_value false cannot learn"):
+            train_discriminator.run(tiny_params(**over), world / "processed", world / "tokens", run / "gen",
+                                    run / "neg", tmp_path / "d", tmp_path / "c")
 
 
 def test_params_name_a_missing_key(tmp_path):
