@@ -24,6 +24,7 @@ import torch
 from wdc_dev import ROOT, dev_folder, params_with
 from wdc_disc_dev import GENERATOR
 
+from deflate import pave_scoring
 from deflate.batching import to_device
 from deflate.dataset import load_data, right_answers
 from deflate.decoding import _after_prefix, _span_allowed, span_trie
@@ -84,21 +85,12 @@ def keep(engine, val, run: Path) -> dict:
         lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         lp_mean[ix] = ((lp * mask).sum(1) / mask.sum(1)).numpy()
         lp_min[ix] = torch.where(mask, lp, torch.zeros_like(lp)).min(1).values.numpy()
-    gold = {(r.id, lab["attribute"]): right_answers(r, lab["attribute"], engine.sep)
-            for r in val.records for lab in r.labels}
+    categories = engine.meta["category_attributes"]
 
-    def f1(kept) -> float:  # the authors' rule: NV, VN, VC, VW over every asked (offer, attribute)
-        c = {"NV": 0, "VN": 0, "VC": 0, "VW": 0}
-        for k, q in enumerate(qs):
-            g = gold.get((val.records[q.row].id, q.attribute))
-            v = vals[k] if kept[k] and vals[k] and vals[k] != NONE_VALUE else None
-            if g is None:
-                c["NV"] += v is not None
-            else:
-                c["VN" if v is None else "VC" if v.strip() in g else "VW"] += 1
-        p = c["VC"] / max(1, c["NV"] + c["VC"] + c["VW"])
-        r = c["VC"] / max(1, c["VN"] + c["VC"] + c["VW"])
-        return round(200 * p * r / (p + r), 2) if p + r else 0.0
+    def f1(kept) -> float:  # the authors' rule (deflate.pave_scoring) on the kept answers
+        pred = {(val.records[q.row].id, q.attribute): [v] for q, v, k in zip(qs, vals, kept)
+                if k and v and v != NONE_VALUE}
+        return round(float(pave_scoring.prf(pave_scoring.count(val.records, pred, categories).counts.sum(0))["f1"]), 2)
 
     def best(score) -> float:
         return max(f1(score >= t) for t in np.quantile(score, np.linspace(0, 1, 101)))
