@@ -67,14 +67,17 @@ VARIANTS = {  # name: overrides of params.yaml
     # not a param: half of the *training* claims lose their value (scored with values, as the paper)
     "value_dropout50_all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6,
                                            "_value_dropout": 0.5},
+    # discriminator.mark_value (since 2026-11-27): a learned mark on the claimed value's tokens
+    "marked_value_all_absent_epochs6": {"negatives.per_product": -1, "discriminator.epochs": 6,
+                                        "discriminator.mark_value": True},
 }
 
 
 class AttentionPooled(model_lib.Discriminator):
     """Diagnostic only: one learned query scores every encoder state; the head reads their weighted mean."""
 
-    def __init__(self, encoder, embed, freeze_encoder: bool = False):
-        super().__init__(encoder, embed, freeze_encoder)
+    def __init__(self, encoder, embed, freeze_encoder: bool = False, mark_value: bool = False):
+        super().__init__(encoder, embed, freeze_encoder, mark_value)
         self.query = torch.nn.Linear(embed.text.embedding_dim, 1)
 
     def forward(self, batch):

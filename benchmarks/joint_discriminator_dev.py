@@ -48,7 +48,7 @@ def joint(p, processed, tokens, gen_dir: Path, neg_dir: Path, out: Path, epochs:
     if from_scratch:
         seed_everything(p["seed"])
         gen = build_generator(p["model"], tok, meta["image_vocab"], meta["feature_dim"])
-    qb = QuestionBuilder(tok, meta["language"], meta["max_len"], meta["max_value_len"], p["text"]["target_form"])
+    qb = QuestionBuilder.from_meta(tok, {"target_form": p["text"]["target_form"], **meta})
     train = load_data(processed, tokens, "train")
     schema, sep = load_schema(processed), value_sep(meta["language"])
     qa = qa_examples(train.records, qb, schema, sep, 0, p["seed"])

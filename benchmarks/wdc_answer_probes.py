@@ -27,7 +27,7 @@ from wdc_disc_dev import GENERATOR
 from deflate import pave_scoring
 from deflate.batching import to_device
 from deflate.dataset import load_data, right_answers
-from deflate.decoding import _after_prefix, _span_allowed, span_trie
+from deflate.decoding import span_constraint
 from deflate.questions import Question, gold_questions, question_examples
 from deflate.stages.harvest_negatives import generator_only
 from deflate.text import NONE_VALUE
@@ -42,13 +42,10 @@ def beams(engine, val, k: int) -> dict:
     hits = np.zeros(k)
     for idx in b.batches(exs, 32, shuffle=False, bucket=True):
         batch = to_device(b.collate([exs[i] for i in idx]), "cpu")
-        inner = _span_allowed([span_trie(exs[i].ids, qb.max_value_len, [qb.value(NONE_VALUE)[:-1]]) for i in idx],
-                              qb.eos_id)
-        heads = [qb.prefix(exs[i].key.attribute) for i in idx]
+        allowed, extra = span_constraint(qb, [exs[i] for i in idx])
         with torch.no_grad():
-            seqs = gen.generate(batch, max_new_tokens=engine.decode["max_new_tokens"] + max(map(len, heads)),
-                                num_beams=k, num_return_sequences=k, do_sample=False,
-                                prefix_allowed_tokens_fn=_after_prefix(heads, inner, list(range(len(qb.tok)))))
+            seqs = gen.generate(batch, max_new_tokens=engine.decode["max_new_tokens"] + extra,
+                                num_beams=k, num_return_sequences=k, do_sample=False, prefix_allowed_tokens_fn=allowed)
         for i, row in zip(idx, seqs.view(len(idx), k, -1).tolist()):
             right = right_answers(val.records[exs[i].key.row], exs[i].key.attribute, engine.sep)
             first = next((j for j, s in enumerate(row) if qb.answer(s[1:], exs[i].key.attribute) in right), None)

@@ -37,6 +37,8 @@ def params_with(sets: list[str]) -> dict:
             node = node[k]
         node[last] = yaml.safe_load(val)
     p["tracking"]["enabled"] = False
+    if p["generator"]["copy_warmup_from"]:  # the pipeline's shared warm-up (used only where it matches)
+        p["generator"]["copy_warmup_from"] = str(PIPE / p["generator"]["copy_warmup_from"])
     return p
 
 

@@ -59,8 +59,8 @@ def main():
     gen, tok, meta = load_generator(args.generator)
     schema = json.loads((processed / "schema.json").read_text())
     val = load_data(processed, args.work / "no_tokens", "val")
-    t = p["text"]
-    qb = QuestionBuilder(tok, "en", t["max_len"], t["max_value_len"], t["target_form"], meta.get("answer_prefix", False))
+    # the committed generator's deflate.json predates target_form: the pipeline's params say it
+    qb = QuestionBuilder.from_meta(tok, {"target_form": p["text"]["target_form"], **meta})
     ex = qa_examples(val.records, qb, schema, value_sep("en"), 0, p["seed"])
     got = generate_values(gen, qb, Batcher(val.image, val.has_image, False, qb.img_id), ex,
                           dict(p["decode"], num_beams=args.beams), progress=False, spans=True)

@@ -96,6 +96,38 @@ def test_discriminator_starts_from_generator_encoder(tok):
     assert d(batch).shape == (1,)
 
 
+def test_a_marked_claim_value_is_told_apart_from_the_same_tokens_in_the_text(tok, tmp_path):
+    """discriminator.mark_value: the claim's value tokens (and only they) carry a learned vector,
+    zero at the start; the mark is saved with the model and read back."""
+    from deflate.data import Record
+    from deflate.model import load_discriminator
+    from deflate.questions import Claim, claim_examples
+    qb = QuestionBuilder(tok, "zh", 24, 4)
+    records = [Record("p1", "红烧牛肉", "清蒸")]
+    claim = Claim(Question(0, "主料"), "牛肉")
+    (marked,), (bare,) = (claim_examples(records, qb, [claim], with_value=w) for w in (True, False))
+    assert marked.ids[marked.value_from:] == qb.ids("牛肉") and bare.value_from == -1
+    b = Batcher(None, None, False, qb.img_id)
+    batch = b.collate([marked, bare])
+    n = len(qb.ids("牛肉"))
+    assert bare.ids == marked.ids[:marked.value_from] and len(marked.ids) == marked.value_from + n
+    assert batch["value_mask"][0].tolist() == [0.0] * marked.value_from + [1.0] * n
+    assert batch["value_mask"][1].sum() == 0 and "value_mask" not in b.collate([bare])
+    gen = build_generator(TINY, tok, 0, 0).eval()
+    d, plain = Discriminator.from_generator(gen, mark_value=True).eval(), Discriminator.from_generator(gen).eval()
+    plain.head.load_state_dict(d.head.state_dict())
+    assert torch.equal(d(batch), plain(batch))  # an untrained mark changes nothing
+    with torch.no_grad():
+        d.value_mark.fill_(1.0)
+    out = d(batch)
+    assert out[0] != plain(batch)[0] and out[1] == plain(batch)[1]  # only the claim with a value moves
+    save_model(gen, tmp_path / "g", {"image_vocab": 0, "feature_dim": 0}, tok, gen.t5)
+    save_model(d, tmp_path / "d", {"mark_value": True})
+    g2, _, _ = load_generator(tmp_path / "g")
+    d2, meta = load_discriminator(tmp_path / "d", g2)
+    assert meta["mark_value"] and torch.allclose(d2(batch), out)
+
+
 def test_save_and_load_round_trip(tok, tmp_path):
     gen = build_generator(TINY, tok, 10, 0).eval()
     save_model(gen, tmp_path / "g", {"image_vocab": 10, "feature_dim": 0}, tok, gen.t5)

@@ -483,6 +483,9 @@ def test_a_claim_without_its_value_is_what_the_discriminator_trained_on(world, t
         with pytest.raises(ValueError, match="claim_value false cannot learn"):
             train_discriminator.run(tiny_params(**over), world / "processed", world / "tokens", run / "gen",
                                     run / "neg", tmp_path / "d", tmp_path / "c")
+    with pytest.raises(ValueError, match="mark_value marks the claimed value"):  # nothing to mark
+        train_discriminator.run(tiny_params(**{"discriminator.mark_value": True}), world / "processed",
+                                world / "tokens", run / "gen", run / "neg", tmp_path / "d", tmp_path / "c")
 
 
 def test_params_name_a_missing_key(tmp_path):

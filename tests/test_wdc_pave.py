@@ -170,6 +170,9 @@ def wdc_run(tmp_path_factory):
     p["tracking"]["enabled"] = False
     p["eval"]["n_boot"] = 50
     (root / "metrics" / "systems").mkdir(parents=True)
+    from deflate.stages import copy_warmup
+    copy_warmup.run(p, root / "processed", root / "models" / "copy_warmup")
+    p["generator"]["copy_warmup_from"] = str(root / "models" / "copy_warmup")
     for s in SYSTEMS:
         m = run_system(s, p, root / "processed", root / "no_tokens", root / "models" / f"{s}-wdc_pave", "wdc_pave")
         (root / "metrics" / "systems" / f"{s}-wdc_pave.json").write_text(json.dumps(m))
@@ -207,6 +210,9 @@ def test_a_prefixed_generator_records_it_and_answers_only_in_free_span_mode(wdc_
     bundle = root / "models" / "deflate-wdc_pave" / "deflate"
     meta = json.loads((bundle / "generator" / "deflate.json").read_text())
     assert meta["answer_prefix"] is True  # what predict and the MLflow model read; nothing reads params
+    for system in ("deflate", "d_minus"):  # both loaded the copy_warmup stage's warm-up instead of running it
+        gm = json.loads((root / "models" / f"{system}-wdc_pave" / "generator" / "deflate.json").read_text())
+        assert gm["copy_warmup"] == {"steps": 30, "run": "loaded"} and gm["target_form"] == "as_in_text"
     engine = Deflate.load(bundle)
     assert engine.qb.answer_prefix and engine.qb.prefix("Brand") == engine.qb.ids("Brand:")
     spec = read_bundle(bundle)
@@ -320,6 +326,38 @@ def test_copy_warm_up_is_seeded_and_its_answers_follow_the_marker():
         return t5.state_dict()
     a, b = warmed(), warmed()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_shared_warm_up_loads_only_where_it_is_exactly_the_one_a_system_would_run(tmp_path, capsys):
+    """generator.copy_warmup_from: the copy_warmup stage's folder gives the very weights an in-process
+    warm-up gives; other settings or other starting weights are refused and warmed up here."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from deflate import copying
+
+    cfg = {"optimizer": "adamax", "lr": 2e-3, "weight_decay": 1e-4, "batch_size": 4, "grad_clip": 1.0}
+    plan = copying.schedule(6)
+
+    def fresh(seed=0):
+        torch.manual_seed(seed)
+        return T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=16, d_ff=32, d_kv=8, num_heads=2,
+                                                   num_layers=1, decoder_start_token_id=0))
+    shared = fresh()
+    key = copying.warm_key(shared, plan, cfg, seed=3)
+    copying.save_warm(shared, tmp_path / "w", key, copying.warm_up(shared, plan, cfg, seed=3))
+    here = fresh()
+    copying.warm_up(here, plan, cfg, seed=3)
+    loaded = fresh()
+    assert copying.load_warm(loaded, tmp_path / "w", copying.warm_key(loaded, plan, cfg, seed=3))
+    a, b = here.state_dict(), loaded.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for other, why in ((fresh(seed=1), "starting weights"), (fresh(), "settings")):
+        before = {k: v.clone() for k, v in other.state_dict().items()}
+        k = copying.warm_key(other, plan, {**cfg, "lr": 1e-3} if why == "settings" else cfg, seed=3)
+        assert not copying.load_warm(other, tmp_path / "w", k)
+        assert all(torch.equal(before[n], t) for n, t in other.state_dict().items())  # untouched
+    assert "other settings or starting weights" in capsys.readouterr().out
+    assert not copying.load_warm(fresh(), "", key) and not copying.load_warm(fresh(), tmp_path / "nope", key)
 
 
 def test_wrong_values_become_negatives_and_every_right_spelling_is_spared(monkeypatch):

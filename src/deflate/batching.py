@@ -19,6 +19,7 @@ class Example:
     row: int                             # row of the product in its split's image arrays
     target: list[int] | float | None = None
     key: Any = None                      # the deflate.questions.Question it asks or claims (None: baselines)
+    value_from: int = -1                 # a claim's first value token in ``ids`` (-1: no value in it)
 
 
 class Batcher:
@@ -50,6 +51,12 @@ class Batcher:
                 n += 1 + self.m
             mask[b, :n] = 1
         batch = {"input_ids": ids, "attention_mask": mask}
+        if any(e.value_from >= 0 for e in exs):  # the claimed value's tokens (Discriminator.mark_value)
+            marks = torch.zeros(B, T)
+            for b, e in enumerate(exs):
+                if e.value_from >= 0:
+                    marks[b, e.value_from:len(e.ids)] = 1.0
+            batch["value_mask"] = marks
         if self.use_image:
             rows = torch.tensor([max(e.row, 0) for e in exs])
             batch["img_start"], batch["image"] = img_start, self.image[rows]

@@ -6,16 +6,29 @@ it does, suddenly, and then carries it over to long inputs (benchmarks/copy_lear
 docs/wdc_pave.md). So before its real training the generator answers a synthetic task: random token
 ids with one marker, answer the ``ANSWER`` tokens after it; two thirds of the steps on short inputs,
 the rest on long ones. A pretrained T5 (``model.pretrained_path``) can already copy and skips it.
+
+The task needs no data, so every system that trains the same generator from scratch (DEFLATE and
+d−: same size, seed and tokenizer) would repeat the same warm-up. A pipeline can run it once
+(``deflate.stages.copy_warmup``) and name the folder in ``generator.copy_warmup_from``; a system
+loads it only where its :func:`warm_key` (settings *and* the digest of its freshly built weights)
+is the saved one, and otherwise warms up itself, so the result is the same either way.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from . import distributed as dist
+from .files import atomic_dir, write_text
 from .train import make_optimizer
+from .weights import load_weights, save_weights, unique_state
+
+WEIGHTS, META = "t5.safetensors", "warmup.json"
 
 MARKER, ANSWER, FIRST_ID = 4, 3, 5  # <CLS> marks; ids below 5 are the special tokens
 SHORT, LONG = 20, 100
@@ -63,3 +76,39 @@ def warm_up(t5, plan: list[tuple[int, int]], cfg: dict, seed: int, device: str =
                 on_step(step, length, loss)
     bar.close()
     return loss
+
+
+def warm_key(t5, plan: list[tuple[int, int]], cfg: dict, seed: int) -> dict:
+    """What a warm-up's result depends on: the plan, seed, optimizer settings and the exact starting
+    weights (their digest: same sizes, seed and vocabulary build the same T5)."""
+    h = hashlib.sha256()
+    for name, t in unique_state(t5).items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().numpy().tobytes())
+    key = {"plan": [list(x) for x in plan], "seed": seed, "init_sha256": h.hexdigest(),
+           "optimizer": {k: cfg[k] for k in ("optimizer", "lr", "weight_decay", "batch_size", "grad_clip")}}
+    return json.loads(json.dumps(key))  # as it reads back from disk
+
+
+def save_warm(t5, out: Path, key: dict, last_loss: float) -> None:
+    """The warmed weights and their key, in one folder swapped in whole."""
+    with atomic_dir(out) as tmp:
+        save_weights(t5, tmp / WEIGHTS)
+        write_text(tmp / META, json.dumps({"key": key, "last_loss": round(last_loss, 4)}, indent=1, sort_keys=True))
+
+
+def load_warm(t5, folder: str | Path, key: dict) -> bool:
+    """Load a saved warm-up into ``t5`` if ``folder`` holds one for exactly ``key``; False (and a
+    line saying why) otherwise, and ``t5`` is left untouched."""
+    if not folder:
+        return False
+    meta = Path(folder) / META
+    if not meta.is_file():
+        print(f"[copy warm-up] {folder} holds no warm-up ({META}); warming up here")
+        return False
+    saved = json.loads(meta.read_text())
+    if saved.get("key") != key:
+        print(f"[copy warm-up] {folder} was made for other settings or starting weights; warming up here")
+        return False
+    load_weights(t5, Path(folder) / WEIGHTS)
+    return True

@@ -1,7 +1,7 @@
 """The generator's decoding: a value per question (greedy or beam), optionally inside a token trie
 of the attribute's known values (closed vocabularies) or of the spans of its own question (open,
-extractive values: the answer is a copy of input tokens), and the trie's top-k. Exact scoring is
-:mod:`deflate.scoring`."""
+extractive values: the answer is a copy of input tokens), the candidate trie's top-k, and the
+span trie's k best beams. Exact scoring is :mod:`deflate.scoring`."""
 from __future__ import annotations
 
 import torch
@@ -92,22 +92,58 @@ def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: 
         batch = to_device(batcher.collate([examples[i] for i in idx]), device)
         kw = {"max_new_tokens": decode["max_new_tokens"], "num_beams": decode["num_beams"],
               "do_sample": False}
+        attrs = [examples[i].key.attribute if examples[i].key is not None else "" for i in idx]
         if tries:
             qb.refuse_prefix("candidate tries (decode.constrain_to_vocab, candidate modes)")
-            kw["prefix_allowed_tokens_fn"] = _allowed(tries, [examples[i].key.attribute for i in idx], qb)
+            kw["prefix_allowed_tokens_fn"] = _allowed(tries, attrs, qb)
         elif spans:
-            none = [qb.value(NONE_VALUE)[:-1]]
-            kw["prefix_allowed_tokens_fn"] = _span_allowed(
-                [span_trie(examples[i].ids, qb.max_value_len, none) for i in idx], qb.eos_id)
-        attrs = [examples[i].key.attribute if examples[i].key is not None else "" for i in idx]
-        heads = [qb.prefix(a) if a else [] for a in attrs]
-        if any(heads):
-            kw["max_new_tokens"] += max(map(len, heads))
-            kw["prefix_allowed_tokens_fn"] = _after_prefix(heads, kw.get("prefix_allowed_tokens_fn"),
-                                                           list(range(len(qb.tok))))
+            kw["prefix_allowed_tokens_fn"], extra = span_constraint(qb, [examples[i] for i in idx])
+            kw["max_new_tokens"] += extra
+        else:
+            heads = [qb.prefix(a) if a else [] for a in attrs]
+            if any(heads):  # free decoding after the forced prefix
+                kw["max_new_tokens"] += max(map(len, heads))
+                kw["prefix_allowed_tokens_fn"] = _after_prefix(heads, None, list(range(len(qb.tok))))
         seqs = gen.generate(batch, **kw)
         for i, a, s in zip(idx, attrs, seqs.tolist()):
             out[i] = qb.answer(s[1:], a)  # after the decoder start
+    return dist.complete(out, order)
+
+
+def span_constraint(qb, examples: list[Example]):
+    """``prefix_allowed_tokens_fn`` for a batch of questions: each answer a span of its own question
+    (or d-'s "None"), after the forced answer prefix where the generator writes one."""
+    none = [qb.value(NONE_VALUE)[:-1]]
+    inner = _span_allowed([span_trie(e.ids, qb.max_value_len, none) for e in examples], qb.eos_id)
+    heads = [qb.prefix(e.key.attribute) if e.key is not None and e.key.attribute else [] for e in examples]
+    if not any(heads):
+        return inner, 0
+    return _after_prefix(heads, inner, list(range(len(qb.tok)))), max(map(len, heads))
+
+
+@torch.no_grad()
+def span_beams(gen, qb, batcher: Batcher, examples: list[Example], k: int, decode: dict, device: str = "cpu",
+               desc: str = "span beams", progress: bool = True) -> list[list[tuple[str, float]]]:
+    """Beam search inside each question's span trie: up to ``k`` distinct non-empty answers with the
+    generator's length-normalised log-probability, best first (diagnostics: how often some beam is
+    right, re-ranking beams; the product answers with :func:`generate_values`)."""
+    gen.eval().to(device)
+    out: list[list[tuple[str, float]]] = [[] for _ in examples]
+    order = batcher.batches(examples, max(1, decode["batch_size"] // k), shuffle=False, bucket=True)
+    for idx in dist.progress(order, desc, progress):
+        exs = [examples[i] for i in idx]
+        allowed, extra = span_constraint(qb, exs)
+        res = gen.generate(to_device(batcher.collate(exs), device), max_new_tokens=decode["max_new_tokens"] + extra,
+                           num_beams=k, num_return_sequences=k, do_sample=False, output_scores=True,
+                           return_dict_in_generate=True, prefix_allowed_tokens_fn=allowed)
+        seqs, scores = res.sequences.view(len(idx), k, -1).tolist(), res.sequences_scores.view(len(idx), k).tolist()
+        for i, e, row, sc in zip(idx, exs, seqs, scores):
+            seen: dict[str, float] = {}
+            for s, v in zip(row, sc):
+                text = qb.answer(s[1:], e.key.attribute if e.key is not None else "")
+                if v > -1e8 and text and text not in seen:  # beams beyond the last span carry a -1e9 score
+                    seen[text] = float(v)
+            out[i] = list(seen.items())
     return dist.complete(out, order)
 
 

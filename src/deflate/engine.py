@@ -96,8 +96,7 @@ class Deflate:
         """The trained parts from their folders; ``decode``: params.yaml's ``decode`` keys
         (batch_size, max_new_tokens, num_beams, constrain_to_vocab, constrain_to_spans)."""
         self.gen, tok, self.meta = load_generator(generator)
-        self.qb = QuestionBuilder(tok, self.meta["language"], self.meta["max_len"], self.meta["max_value_len"],
-                                  answer_prefix=self.meta.get("answer_prefix", False))  # older models: none
+        self.qb = QuestionBuilder.from_meta(tok, self.meta)
         self.disc, disc_meta = load_discriminator(discriminator, self.gen) if discriminator is not None else (None, {})
         self.claim_value: bool = disc_meta.get("claim_value", True)  # models saved before the switch read values
         self.lexical = LexicalScorer.load(lexical) if lexical is not None else None

@@ -72,27 +72,35 @@ class Discriminator(nn.Module):
     """D(s) = sigmoid(MLP(h_CLS)) over ``<CLS> question value <IMG> V`` (eq. 3).
 
     Starts from a copy of the generator's encoder and embeddings; ``freeze_encoder`` trains the
-    head alone (the encoder then stays exactly the generator's).
+    head alone (the encoder then stays exactly the generator's). With ``mark_value`` a learned
+    vector is added to the claimed value's token embeddings (BERT's segment embedding): an
+    extracted value repeats tokens of the text, and past T5's relative-position range (128) the
+    encoder cannot tell the claimed copy from the text's own (docs/wdc_pave.md).
     """
 
-    def __init__(self, encoder: nn.Module, embed: MultimodalEmbedding, freeze_encoder: bool = False):
+    def __init__(self, encoder: nn.Module, embed: MultimodalEmbedding, freeze_encoder: bool = False,
+                 mark_value: bool = False):
         super().__init__()
         self.encoder, self.embed = encoder, embed
         d = embed.text.embedding_dim
         self.head = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Dropout(0.1), nn.Linear(d, 1))
+        # zero at the start: the untrained mark leaves the generator's encoder as it was
+        self.value_mark = nn.Parameter(torch.zeros(d)) if mark_value else None
         if freeze_encoder:
             for p in list(self.encoder.parameters()) + list(self.embed.parameters()):
                 p.requires_grad_(False)
 
     @classmethod
-    def from_generator(cls, gen: MulT5, freeze_encoder: bool = False) -> "Discriminator":
+    def from_generator(cls, gen: MulT5, freeze_encoder: bool = False, mark_value: bool = False) -> Discriminator:
         enc = copy.deepcopy(gen.t5.get_encoder())
         emb = copy.deepcopy(gen.embed)
         emb.text = enc.embed_tokens  # one embedding table, as in T5
-        return cls(enc, emb, freeze_encoder)
+        return cls(enc, emb, freeze_encoder, mark_value)
 
     def forward(self, batch) -> torch.Tensor:
         emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
+        if self.value_mark is not None and "value_mask" in batch:
+            emb = emb + batch["value_mask"].to(emb.dtype)[..., None] * self.value_mark.to(emb.dtype)
         h = self.encoder(inputs_embeds=emb, attention_mask=batch["attention_mask"]).last_hidden_state
         return self.head(h[:, 0]).squeeze(-1)  # logits; <CLS> is position 0
 
@@ -148,6 +156,6 @@ def load_generator(path: Path) -> tuple[MulT5, object, dict]:
 def load_discriminator(path: Path, gen: MulT5) -> tuple[Discriminator, dict]:
     """The discriminator saved in ``path``, built on (a copy of) the already loaded ``gen``."""
     meta = json.loads((path / META).read_text())
-    disc = Discriminator.from_generator(gen)
+    disc = Discriminator.from_generator(gen, mark_value=meta.get("mark_value", False))  # older models: no mark
     load_weights(disc, path / WEIGHTS)
     return disc.eval(), meta

@@ -50,9 +50,9 @@ def claim_examples(records: list[Record], qb: QuestionBuilder, claims: list[Clai
     out = []
     for k, c in enumerate(claims):
         r = records[c.question.row]
-        value = c.value if with_value else ""
-        out.append(Example(qb.claim(r.name, r.description, c.question.attribute, value), c.question.row,
-                           labels[k] if labels is not None else None, c.question))
+        head, v = qb.claim_parts(r.name, r.description, c.question.attribute, c.value if with_value else "")
+        out.append(Example(head + v, c.question.row, labels[k] if labels is not None else None, c.question,
+                           value_from=len(head) if with_value else -1))
     return out
 
 

@@ -90,6 +90,13 @@ class QuestionBuilder:
         self.eos_id = tokenizer.eos_token_id
         self._cache: dict[str, list[int]] = {}
 
+    @classmethod
+    def from_meta(cls, tokenizer, meta: dict) -> QuestionBuilder:
+        """The builder a trained generator was trained with, from its ``deflate.json``; a model saved
+        before a setting was recorded gets that setting's old default."""
+        return cls(tokenizer, meta["language"], meta["max_len"], meta["max_value_len"],
+                   meta.get("target_form", "standalone"), meta.get("answer_prefix", False))
+
     def ids(self, text: str) -> list[int]:
         if text not in self._cache:
             if len(self._cache) > 200_000:
@@ -138,8 +145,14 @@ class QuestionBuilder:
 
     def claim(self, name: str, desc: str, attr: str, value: str) -> list[int]:
         """Discriminator text: <CLS> question value (paper: <CLS> The [a] of [T] is [v])."""
+        head, v = self.claim_parts(name, desc, attr, value)
+        return head + v
+
+    def claim_parts(self, name: str, desc: str, attr: str, value: str) -> tuple[list[int], list[int]]:
+        """The claim as ``<CLS> question`` and the value's tokens (an empty value still brings the
+        separator's piece in English, as claims always have)."""
         v = self.ids((self.t["sep"] + value) if self.t["sep"] else value)[: self.max_value_len]
-        return [self.cls_id] + self.question(name, desc, attr) + v
+        return [self.cls_id] + self.question(name, desc, attr), v
 
     def decode(self, ids) -> str:
         return self.tok.decode(ids, skip_special_tokens=True).strip()

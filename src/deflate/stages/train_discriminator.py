@@ -34,12 +34,14 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Pa
                          "negatives.wrong_values): a wrong value of a present attribute is the same claim as the "
                          "true one without its value")
     gen, tok, meta = load_generator(gen_dir)
-    qb = QuestionBuilder(tok, meta["language"], meta["max_len"], meta["max_value_len"])
+    qb = QuestionBuilder.from_meta(tok, meta)
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
     ex, val_ex = (claim_examples(data.records, qb, *training_claims(data.records, read_jsonl(neg_dir / f"{split}.jsonl"),
                                                                     meta["value_sep"]), with_value=d["claim_value"])
                   for data, split in ((train, "train"), (val, "val")))
-    disc = Discriminator.from_generator(gen, d["freeze_encoder"])
+    if d["mark_value"] and not d["claim_value"]:
+        raise ValueError("discriminator.mark_value marks the claimed value; with claim_value false there is none")
+    disc = Discriminator.from_generator(gen, d["freeze_encoder"], d["mark_value"])
     tr_b = Batcher(train.image, train.has_image, meta["use_image"], qb.img_id)
     va_b = Batcher(val.image, val.has_image, meta["use_image"], qb.img_id)
     y = np.array([e.target for e in val_ex])
@@ -61,7 +63,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Pa
     cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
     if dist.is_main():
         save_model(disc.cpu(), out, {"enabled": True, "device": device, "freeze_encoder": d["freeze_encoder"],
-                                     "claim_value": d["claim_value"], "cost": cost})
+                                     "claim_value": d["claim_value"], "mark_value": d["mark_value"], "cost": cost})
         write_json(out / "history.json", history, indent=1)
         tracker.artifacts(out, "discriminator")
     tracker.close()

@@ -26,10 +26,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     schema, device = ctx.schema, ctx.device
     m, g, t = p["model"], p["generator"], p["text"]
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
-    tok_path = m["tokenizer_path"] or m["pretrained_path"]
-    # trained once, by the main process, so that every process holds the very same tokenizer
-    tok = load_tokenizer(tok_path) if tok_path else dist.from_main(
-        lambda: train_tokenizer(corpus(train.records, schema), t["vocab_size"]))
+    tok = generator_tokenizer(p, train.records, schema)
     lang = schema["language"]
     qb = QuestionBuilder(tok, lang, t["max_len"], t["max_value_len"], t["target_form"], t["answer_prefix"])
     image_vocab, feature_dim = image_spec(train.meta)
@@ -55,9 +52,16 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     print(f"[train_generator] {len(examples)} QA examples, {sum(x.numel() for x in gen.parameters()) / 1e6:.2f}M "
           f"params, device {device}, image {'on' if use_image else 'off'}, none targets {none}")
     t0 = time.perf_counter()
+    warmed = ""
     if g["copy_warmup"] and not m["pretrained_path"]:  # a from-scratch T5 learns to copy in short inputs first
-        last = copying.warm_up(gen.t5, copying.schedule(g["copy_warmup"]), g, p["seed"], device)
-        print(f"[train_generator] copy warm-up: {g['copy_warmup']} steps, last loss {last:.3f}")
+        plan = copying.schedule(g["copy_warmup"])
+        if copying.load_warm(gen.t5, g["copy_warmup_from"], copying.warm_key(gen.t5, plan, g, p["seed"])):
+            warmed = "loaded"  # the pipeline's shared copy_warmup stage ran exactly this warm-up
+            print(f"[train_generator] copy warm-up: {g['copy_warmup']} steps, loaded from {g['copy_warmup_from']}")
+        else:
+            warmed = "here"
+            last = copying.warm_up(gen.t5, plan, g, p["seed"], device)
+            print(f"[train_generator] copy warm-up: {g['copy_warmup']} steps, last loss {last:.3f}")
     history = fit(gen, examples, tr_b, g, loss_fn=lambda mdl, b: mdl(b).loss, validate=validate, ckpt_dir=ckpt_dir,
                   run_hash=run_hash, seed=p["seed"], tracker=tracker, name="generator", **ctx.train_kw)
     cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
@@ -65,6 +69,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
             "use_discriminator": m["use_discriminator"], "language": lang, "value_sep": sep,
             "max_len": t["max_len"], "max_value_len": t["max_value_len"], "device": device,
             "answer_prefix": t["answer_prefix"],  # what the engine forces and strips when answering
+            "target_form": t["target_form"],  # how its training targets were tokenised
+            "copy_warmup": {"steps": g["copy_warmup"] if warmed else 0, "run": warmed},
             "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters()),
             "candidates": candidate_vocab(schema),  # closed-vocabulary answers (the engine's candidates)
             "cost": cost}  # measured (varies run to run): Table 5's efficiency columns
@@ -79,3 +85,12 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     tracker.close()
     dist.barrier()  # the folder is complete before any process reads it
     return {"examples": len(examples), "best_val_accuracy": max(h["val_score"] for h in history)}
+
+
+def generator_tokenizer(p: Params, records, schema: dict):
+    """The generator's tokenizer: loaded (``model.tokenizer_path`` or the pretrained model's), or
+    trained on the training products, once, by the main process, so every process holds the same."""
+    m, t = p["model"], p["text"]
+    path = m["tokenizer_path"] or m["pretrained_path"]
+    return load_tokenizer(path) if path else dist.from_main(lambda: train_tokenizer(corpus(records, schema),
+                                                                                   t["vocab_size"]))
