@@ -277,7 +277,7 @@ def test_span_trie_allows_only_spans_of_the_question_and_none():
 
 def test_answer_prefix_is_learned_forced_when_answering_and_stripped():
     from deflate.batching import Batcher
-    from deflate.decoding import build_tries, generate_values
+    from deflate.decoding import build_tries, generate_values, span_beams
     from deflate.model import build_generator
     from deflate.questions import Question, question_examples
     from deflate.text import QuestionBuilder, train_tokenizer
@@ -298,6 +298,12 @@ def test_answer_prefix_is_learned_forced_when_answering_and_stripped():
     for answer, e in zip(generate_values(gen, qb, Batcher(None, None, False, qb.img_id), asked, decode,
                                          progress=False, spans=True), asked):
         assert not answer.startswith("Brand:") and (answer in qb.decode(e.ids) or answer == "None")  # a span
+    # span_beams (diagnostics): up to k distinct answers, each a span, best first, prefix stripped
+    beams = span_beams(gen, qb, Batcher(None, None, False, qb.img_id), asked, 3, decode, progress=False)
+    for bs, e in zip(beams, asked):
+        texts, scores = [t for t, _ in bs], [s for _, s in bs]
+        assert 1 <= len(bs) <= 3 and len(set(texts)) == len(texts) and scores == sorted(scores, reverse=True)
+        assert all(t and not t.startswith("Brand:") and (t in qb.decode(e.ids) or t == "None") for t in texts)
     with pytest.raises(ValueError, match="answer_prefix"):
         generate_values(gen, qb, Batcher(None, None, False, qb.img_id), asked, decode, progress=False,
                         tries=build_tries({"Brand": ["Avery"]}, qb))
