@@ -20,16 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from wdc_dev import ROOT, dev_folder, params_with
+from wdc_dev import ROOT, authors_f1, dev_folder, kept_predictions, params_with
 
-from deflate import pave_scoring
 from deflate.dataset import load_data
 from deflate.decoding import span_beams
 from deflate.engine import Deflate
 from deflate.metrics import evaluate as compute_metrics
 from deflate.metrics import gold_from_records
 from deflate.questions import all_questions
-from deflate.text import NONE_VALUE
 
 
 def main():
@@ -51,9 +49,8 @@ def main():
         """Best authors' F1 over thresholds, with its AP F1 and threshold."""
         best = None
         for t in np.unique(np.quantile(probs, np.linspace(0, 1, 101))):
-            pred = {(val.records[q.row].id, q.attribute): [v] for q, v, pr in zip(questions, values, probs)
-                    if v and v != NONE_VALUE and pr >= t}
-            f1 = float(pave_scoring.prf(pave_scoring.count(val.records, pred, categories).counts.sum(0))["f1"])
+            pred = kept_predictions(val.records, questions, values, probs >= t)
+            f1 = authors_f1(val.records, pred, categories)
             if best is None or f1 > best[0]:
                 best = (f1, t, pred)
         f1, t, pred = best

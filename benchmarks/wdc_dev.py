@@ -21,6 +21,7 @@ from deflate import pave_scoring, prediction_files
 from deflate.config import load_params
 from deflate.data import ingest, load_split
 from deflate.experiments import run_system
+from deflate.text import NONE_VALUE
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPE = ROOT / "pipelines" / "wdc_pave"
@@ -62,6 +63,17 @@ def val_score(dev: Path, predictions: Path) -> dict:
     """The authors' rule on a dev folder's test split (which is val) for a predictions file."""
     schema = json.loads((dev / "schema.json").read_text())
     return pave_scoring.score(load_split(dev, "test"), prediction_files.read(predictions), schema["category_attributes"])
+
+
+def kept_predictions(records, questions, values, kept) -> dict:
+    """``{(offer id, attribute): [value]}`` of the answers kept (a ``None`` or empty answer never is)."""
+    return {(records[q.row].id, q.attribute): [v] for q, v, k in zip(questions, values, kept)
+            if k and v and v != NONE_VALUE}
+
+
+def authors_f1(records, pred: dict, categories: dict) -> float:
+    """The dataset authors' micro F1 (deflate.pave_scoring) of predictions over ``records``."""
+    return float(pave_scoring.prf(pave_scoring.count(records, pred, categories).counts.sum(0))["f1"])
 
 
 def record(work: Path, file: str, res: dict) -> None:
