@@ -21,10 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from wdc_dev import ROOT, dev_folder, params_with
+from wdc_dev import ROOT, authors_f1, dev_folder, kept_predictions, params_with
 from wdc_disc_dev import GENERATOR
 
-from deflate import pave_scoring
 from deflate.batching import to_device
 from deflate.dataset import load_data, right_answers
 from deflate.decoding import span_constraint
@@ -84,10 +83,8 @@ def keep(engine, val, run: Path) -> dict:
         lp_min[ix] = torch.where(mask, lp, torch.zeros_like(lp)).min(1).values.numpy()
     categories = engine.meta["category_attributes"]
 
-    def f1(kept) -> float:  # the authors' rule (deflate.pave_scoring) on the kept answers
-        pred = {(val.records[q.row].id, q.attribute): [v] for q, v, k in zip(qs, vals, kept)
-                if k and v and v != NONE_VALUE}
-        return round(float(pave_scoring.prf(pave_scoring.count(val.records, pred, categories).counts.sum(0))["f1"]), 2)
+    def f1(kept) -> float:  # the authors' rule on the kept answers
+        return round(authors_f1(val.records, kept_predictions(val.records, qs, vals, kept), categories), 2)
 
     def best(score) -> float:
         return max(f1(score >= t) for t in np.quantile(score, np.linspace(0, 1, 101)))
@@ -96,6 +93,23 @@ def keep(engine, val, run: Path) -> dict:
     out.update({f"mix_mean_{a}": best(a * lp_mean + (1 - a) * ld) for a in (0.2, 0.4, 0.6, 0.8)})
     out["two_thresholds"] = max(f1((ld >= t1) & (lp_mean >= t2)) for t1 in np.quantile(ld, np.linspace(0, 1, 41))
                                 for t2 in np.quantile(lp_mean, np.linspace(0, 0.9, 19)))
+    # honest versions: weight and threshold fit on half of the val offers, scored on the other half
+    half = np.random.default_rng(0).permutation(len(val.records)) < len(val.records) // 2
+    fold = np.array([half[q.row] for q in qs])
+
+    def on(offers, kept) -> float:  # the authors' F1 over one half of the offers
+        recs = [r for r, h in zip(val.records, half) if h == offers]
+        return authors_f1(recs, kept_predictions(val.records, qs, vals, kept & (fold == offers)), categories)
+
+    def two_fold(weights) -> float:
+        kept = np.zeros(len(qs), bool)
+        for fit in (True, False):
+            rules = [(a, t) for a in weights for t in np.quantile((a * lp_mean + (1 - a) * ld)[fold == fit],
+                                                                  np.linspace(0, 1, 101))]
+            a, t = max(rules, key=lambda r: on(fit, r[0] * lp_mean + (1 - r[0]) * ld >= r[1]))
+            kept[fold != fit] = (a * lp_mean + (1 - a) * ld >= t)[fold != fit]
+        return f1(kept)
+    out["two_fold"] = {"discriminator": two_fold([0.0]), "mix_mean_weight_fit": two_fold([0.2, 0.4, 0.6, 0.8])}
     return out
 
 
