@@ -86,6 +86,10 @@ def test_four_stages_end_to_end(world, trained):
     assert 0 < saved["threshold"] < 1 and saved["meta"]["use_discriminator"]
     bundle = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert bundle["decisions"]["threshold"] == saved["threshold"] and bundle["decisions"]["mode"] == "free"
+    # the keep rule's generator weight is chosen on val beside the threshold, from params' grid
+    assert bundle["decisions"]["keep_weight"] == saved["keep_weight"] in tiny_params()["eval"]["keep_weights"]
+    assert set(saved["keep_rule_val_f1"]) == {str(w) for w in tiny_params()["eval"]["keep_weights"]}
+    assert saved["keep_rule_val_f1"][str(saved["keep_weight"])] == max(saved["keep_rule_val_f1"].values())
     assert sorted(bundle["parts"]) == ["discriminator", "generator"]
     lines = [json.loads(x) for x in (tmp_path / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(lines) == saved["meta"]["test_products"]
@@ -593,3 +597,83 @@ def test_predict_scores_an_implicitave_folder(world, trained, tmp_path, monkeypa
     reachable = sum(line.split("\t")[5] in cands[line.split("\t")[4]] for line in good)  # gold among the candidates
     assert fused["mode"] == "fused" and fused["overall"]["exact"] == round(100 * reachable / (len(good) + 1), 2)
     assert CliRunner().invoke(app, args + ["--weights", "1,x"]).exit_code == 1
+
+
+def test_the_keep_score_mixes_in_the_generators_confidence_only_when_weighted(world, trained):
+    """keep_weight 0 is the paper's rule (D itself, bit for bit); w > 0 keeps by P_gen^w * D^(1-w),
+    with P_gen the generator's mean token probability of the answer it wrote."""
+    import numpy as np
+
+    from deflate.engine import BundleError, Deflate, keep_scores
+    from deflate.questions import Question
+    run, _ = trained
+    probs = np.array([0.9, 0.2, 0.0], np.float32)
+    glp = np.array([-0.1, -3.0, -0.5], np.float32)
+    assert keep_scores(probs, None, 0.0) is probs and keep_scores(None, glp, 0.5) is None
+    mixed = keep_scores(probs, glp, 0.4)
+    assert np.allclose(mixed, np.exp(0.4 * glp) * np.maximum(probs, 1e-7) ** 0.6)
+    assert mixed[0] > probs[0] * 0.9 and mixed[1] < probs[1]  # a confident answer rises, an unsure one falls
+    with pytest.raises(ValueError, match="log-probs"):
+        keep_scores(probs, None, 0.4)
+    engine = Deflate.load(run / "bundle")
+    for bad in (1.0, -0.1):
+        with pytest.raises(BundleError, match="keep_weight"):
+            engine.with_decisions(keep_weight=bad)
+    records = load_split(world / "processed", "test")[:3]
+    qs = [Question(i, a) for i in range(3) for a in engine.attributes[:2]]
+    b = split_batcher(engine, world)
+    plain = engine.with_decisions(keep_weight=0.0, threshold=0.0).answer(records, qs, b, progress=False)
+    assert plain.gen_logprobs is None and plain.scores is plain.probs  # nothing extra computed
+    mixed = engine.with_decisions(keep_weight=0.5).answer(records, qs, b, progress=False)
+    assert mixed.values == plain.values and np.array_equal(mixed.probs, plain.probs)
+    assert mixed.gen_logprobs is not None and (mixed.gen_logprobs <= 0).all()
+    assert np.allclose(mixed.scores, keep_scores(plain.probs, mixed.gen_logprobs, 0.5))
+    # the answer's score is the candidate scorer's for the same value (this generator: standalone, no prefix)
+    assert not engine.qb.prefix(qs[0].attribute)
+    values = ["红烧牛肉"] * len(qs)
+    cands = engine.candidate_scores(b, records, engine.questions(records, qs), ("generator",), progress=False)
+    engine.candidates = {a: ["红烧牛肉"] for a in engine.attributes}
+    one = engine.candidate_scores(b, records, engine.questions(records, qs), ("generator",), progress=False)
+    assert cands is not None and np.allclose(engine.answer_logprobs(b, records, qs, values, progress=False),
+                                             [c[0] for c in one["generator"]], atol=1e-5)
+
+
+def split_batcher(engine, world: Path):
+    """The engine's batcher over the tiny world's test split (its image tokens)."""
+    from deflate.dataset import load_data
+    data = load_data(world / "processed", world / "tokens", "test")
+    return engine.batcher(data.image, data.has_image)
+
+
+def test_answer_scores_leave_a_forced_prefix_out_of_the_mean(world, trained):
+    """With ``skip`` k, the mean runs over the target's tokens after the first k: n * mean(all) =
+    log p(first token) + (n - 1) * mean(skip 1), the first token's log-prob being a one-token target's."""
+    import numpy as np
+
+    from deflate.batching import Example
+    from deflate.engine import Deflate
+    from deflate.scoring import mean_logprobs
+    run, _ = trained
+    engine = Deflate.load(run / "bundle")
+    b = split_batcher(engine, world)
+    ids = engine.qb.question("红烧牛肉", "好吃", engine.attributes[0])
+    target = engine.qb.value("红烧牛肉")
+    n = len(b.collate([Example(ids, 0, target, None)])["labels"][0])
+    assert n >= 2
+    exs = [Example(ids, 0, target, None)]
+    whole = mean_logprobs(engine.gen, b, exs, 8, progress=False)[0]
+    rest = mean_logprobs(engine.gen, b, exs, 8, progress=False, skip=[1])[0]
+    first = mean_logprobs(engine.gen, b, [Example(ids, 0, target[:1], None)], 8, progress=False)[0]
+    assert np.isclose(n * whole, first + (n - 1) * rest, atol=1e-4)
+
+
+def test_a_bundle_written_before_keep_weight_keeps_the_papers_rule(trained, tmp_path):
+    import shutil
+
+    from deflate.engine import read_bundle
+    run, _ = trained
+    shutil.copytree(run / "bundle", tmp_path / "b")
+    spec = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    del spec["decisions"]["keep_weight"]
+    (tmp_path / "b" / "bundle.json").write_text(json.dumps(spec))
+    assert read_bundle(tmp_path / "b")["decisions"].keep_weight == 0.0

@@ -128,8 +128,11 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
                                         "discriminator (default: the bundle's)."),
             weights: str = typer.Option(None, help="Override fused's 'generator,discriminator,lexical' weights "
                                         "(default: the bundle's, picked on validation)."),
-            threshold: float = typer.Option(None, help="Override the discriminator threshold (default: the bundle's, "
-                                            "chosen on validation)."),
+            threshold: float = typer.Option(None, help="Override the keep threshold on each answer's score "
+                                            "(default: the bundle's, chosen on validation)."),
+            keep_weight: float = typer.Option(None, help="Override the generator's weight in the keep score "
+                                              "P_gen^w * D^(1-w), in [0, 1); 0 = the paper's rule, D alone "
+                                              "(default: the bundle's, chosen on validation)."),
             metrics: Path = typer.Option(None, help="Accuracy JSON for rows with gold values (default: next to "
                                          "--output, *.accuracy.json; wdc_pave: *.scores.json)."),
             batch_size: int = typer.Option(None, help="Questions (and claims) per batch (default: the bundle's)."),
@@ -178,6 +181,8 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
         changes["weights"] = _weights(weights)
     if threshold is not None:
         changes["threshold"] = threshold
+    if keep_weight is not None:
+        changes["keep_weight"] = keep_weight
     try:
         d = engine.with_decisions(**changes).decisions
     except BundleError as e:
@@ -227,7 +232,8 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
     # written last: a consumer that finds it knows the predictions file is complete
     write_json(output.with_name(output.name + ".done.json"),
                {k: counts[k] for k in ("rows", "with_errors", "kept_values")} | {"output": output.name}, indent=1)
-    rule = "every asked attribute answered" if d.keep_all else f"threshold {d.threshold:.3f}"
+    rule = ("every asked attribute answered" if d.keep_all else f"threshold {d.threshold:.3f}"
+            + (f", generator weight {d.keep_weight}" if d.keep_weight else ""))
     typer.echo(f"{counts['rows']} rows, {counts['errors_only']} with errors only, {counts['kept_values']} "
                f"values kept (mode {d.mode}, {rule}), {dt:.1f}s -> {output}")
     if offers:

@@ -31,7 +31,7 @@ from .lexical import FILES as LEXICAL_FILES
 from .lexical import LexicalScorer
 from .model import load_discriminator, load_generator
 from .questions import Claim, Question, candidate_claims, claim_examples, question_examples
-from .scoring import candidate_claim_logprobs, candidate_logprobs, claim_probs, combine, fuse
+from .scoring import answer_logprobs, candidate_claim_logprobs, candidate_logprobs, claim_probs, combine, fuse
 from .text import NONE_VALUE, QuestionBuilder
 
 MODES = ("free", "constrained", "rerank", "fused")
@@ -53,6 +53,8 @@ class Decisions:
     keep_all: bool              # answer every asked attribute (the question is which value, not whether)
     alpha: float                # rerank: weight of the generator against the discriminator
     weights: tuple[float, float, float]  # fused: generator, discriminator, lexical
+    # keep score = P_gen^w * D^(1-w), P_gen = exp(mean token log-prob of the answer); 0 = the paper's D alone
+    keep_weight: float = 0.0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -60,21 +62,40 @@ class Decisions:
         if len(self.weights) != 3 or min(self.weights) < 0 or sum(self.weights) <= 0:
             raise BundleError(f"weights must be three non-negative numbers (generator, discriminator, lexical) "
                               f"with a positive sum, not {self.weights!r}")
+        if not 0.0 <= self.keep_weight < 1.0:
+            raise BundleError(f"keep_weight must be in [0, 1) (the discriminator keeps a share), "
+                              f"not {self.keep_weight!r}")
 
 
 @dataclass
 class Answers:
-    """One value per question, and the discriminator's P(true) of each claim (None: no discriminator)."""
+    """One value per question, the discriminator's P(true) of each claim (None: no discriminator),
+    the generator's mean token log-prob of each answer (None: not computed), and each answer's keep
+    score (what the threshold is compared with: see :func:`keep_scores`)."""
     questions: list[Question]
     values: list[str]
     probs: np.ndarray | None
     kept: list[bool] = field(default_factory=list)
+    gen_logprobs: np.ndarray | None = None
+    scores: np.ndarray | None = None
 
 
-def keep(value: str, prob: float | None, threshold: float) -> bool:
-    """The keep rule of the paper: an answer that is not ``None`` and, with a discriminator, whose
-    claim scores at least the threshold."""
-    return bool(value) and value != NONE_VALUE and (prob is None or prob >= threshold)
+def keep_scores(probs: np.ndarray | None, gen_logprobs: np.ndarray | None, weight: float) -> np.ndarray | None:
+    """Each answer's keep score: D, or with a generator weight w the geometric mix P_gen^w * D^(1-w)
+    (beyond the paper: the generator's confidence in its value, which a discriminator that does not
+    read the value cannot judge). None without a discriminator."""
+    if probs is None or not weight:
+        return probs  # the paper's rule, compared as the float32 probability itself
+    if gen_logprobs is None:
+        raise ValueError("a keep weight needs the generator's answer log-probs")
+    return np.exp(weight * gen_logprobs.astype(np.float64)
+                  + (1 - weight) * np.log(np.maximum(probs.astype(np.float64), 1e-7)))
+
+
+def keep(value: str, score: float | None, threshold: float) -> bool:
+    """The keep rule: an answer that is not ``None`` and, with a discriminator, whose keep score
+    (the claim's P(true) in the paper) is at least the threshold."""
+    return bool(value) and value != NONE_VALUE and (score is None or score >= threshold)
 
 
 def best_candidates(scores: dict[str, list[np.ndarray] | None], mode: str, alpha: float,
@@ -198,6 +219,12 @@ class Deflate:
                     progress: bool = True) -> np.ndarray:
         return claim_probs(self.disc, batcher, claims, self.claim_batch_size, self.device, desc, progress)
 
+    def answer_logprobs(self, batcher: Batcher, records: list[Record], questions: list[Question], values: list[str],
+                        desc: str = "score answers", progress: bool = True) -> np.ndarray:
+        """The generator's mean token log-prob of each answer (an empty one scored as ``None``)."""
+        exs = question_examples(records, self.qb, questions, [v or NONE_VALUE for v in values])
+        return answer_logprobs(self.gen, self.qb, batcher, exs, self.decode["batch_size"], self.device, progress)
+
     def candidate_scores(self, batcher: Batcher, records: list[Record], exs: list[Example],
                          sources: tuple[str, ...] = SOURCES,
                          progress: bool = True) -> dict[str, list[np.ndarray] | None]:
@@ -220,9 +247,10 @@ class Deflate:
 
     # --- answering ---------------------------------------------------------------------------------
     def answer(self, records: list[Record], questions: list[Question], batcher: Batcher, desc: str = "",
-               progress: bool = True) -> Answers:
+               progress: bool = True, gen_logprobs: bool = False) -> Answers:
         """Answer each question under the current decisions, score every answer's claim with the
-        discriminator, and apply the keep rule."""
+        discriminator, and apply the keep rule; the generator's log-prob of each answer is computed
+        where the keep rule needs it, or where asked (``gen_logprobs``: to choose its weight)."""
         d = self.decisions
         exs = self.questions(records, questions)
         # free text where asked, and for attributes without known values (the fallback of the other modes)
@@ -242,10 +270,13 @@ class Deflate:
         if self.disc is not None:
             probs = self.claim_probs(batcher, self.claims(records, questions, values), f"discriminate {desc}".strip(),
                                      progress)
-        # the float32 probability itself is compared, as evaluation always has
-        kept = [keep(v, None if probs is None else probs[k], d.threshold) or (d.keep_all and bool(v))
+        glp = None
+        if probs is not None and (gen_logprobs or d.keep_weight):
+            glp = self.answer_logprobs(batcher, records, questions, values, f"score answers {desc}".strip(), progress)
+        scores = keep_scores(probs, glp, d.keep_weight)
+        kept = [keep(v, None if scores is None else scores[k], d.threshold) or (d.keep_all and bool(v))
                 for k, v in enumerate(values)]
-        return Answers(questions, values, probs, kept)
+        return Answers(questions, values, probs, kept, glp, scores)
 
     def images(self, products: list[dict], images_dir: Path | None, errors: list[list[str]]):
         """Image tokens per product, loaded exactly as the image stage loads them (same guard, same
@@ -304,7 +335,7 @@ class Deflate:
         ans = self.answer(records, questions, self.batcher(image, has), "predict", progress)
         for k, (q, v) in enumerate(zip(questions, ans.values)):
             if ans.kept[k]:
-                s = None if ans.probs is None else round(float(ans.probs[k]), 4)
+                s = None if ans.scores is None else round(float(ans.scores[k]), 4)
                 results[good[q.row][0]]["predictions"].append({"attribute": q.attribute, "value": v, "score": s})
         return results
 
@@ -337,10 +368,11 @@ def read_bundle(bundle: Path) -> dict:
         if key not in spec:
             raise BundleError(f"{path} lacks '{key}'")
     fields = Decisions.__dataclass_fields__
-    missing = [k for k in fields if k not in spec["decisions"]]
+    optional = {"keep_weight"}  # later decisions: a bundle written before them keeps the paper's rule
+    missing = [k for k in fields if k not in spec["decisions"] and k not in optional]
     if missing:
         raise BundleError(f"{path} lacks the decision(s) {', '.join(missing)}")
-    spec["decisions"] = Decisions(**{**{k: spec["decisions"][k] for k in fields},
+    spec["decisions"] = Decisions(**{**{k: spec["decisions"][k] for k in fields if k in spec["decisions"]},
                                      "weights": tuple(float(w) for w in spec["decisions"]["weights"])})
     if "generator" not in spec["parts"]:
         raise BundleError(f"{path} names no generator part")

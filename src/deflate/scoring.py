@@ -40,27 +40,46 @@ def per_candidate(examples: list[Example], candidates: dict[str, list[str]]) -> 
 
 
 @torch.no_grad()
+def mean_logprobs(gen, batcher: Batcher, examples: list[Example], batch_size: int, device: str = "cpu",
+                  desc: str = "score answers", progress: bool = True, skip: list[int] | None = None) -> np.ndarray:
+    """Mean token log-prob of each example's target under the generator; ``skip``: leading target
+    tokens per example that are not the answer (a forced prefix), left out of the mean."""
+    gen.eval().to(device)
+    out = np.zeros(len(examples), dtype=np.float32)
+    order = batcher.batches(examples, batch_size, shuffle=False, bucket=True)
+    for idx in dist.progress(order, desc, progress):
+        batch = to_device(batcher.collate([examples[i] for i in idx]), device)
+        logits = gen(batch).logits.float()
+        labels = batch["labels"]
+        mask = labels != -100
+        if skip is not None:
+            for j, i in enumerate(idx):
+                mask[j, :skip[i]] = False
+        lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        out[idx] = ((lp * mask).sum(1) / mask.sum(1)).cpu().numpy()
+    return dist.complete(out, order)
+
+
+def answer_logprobs(gen, qb, batcher: Batcher, examples: list[Example], batch_size: int, device: str = "cpu",
+                    progress: bool = True) -> np.ndarray:
+    """The generator's confidence in its own answers: mean token log-prob of each answer, in the
+    tokens it writes (question examples built with their answers as targets; the prefix left out)."""
+    skip = [len(qb.prefix(e.key.attribute)) for e in examples]
+    return mean_logprobs(gen, batcher, examples, batch_size, device, "score answers", progress, skip)
+
+
 def candidate_logprobs(gen, qb, batcher: Batcher, examples: list[Example], candidates: dict[str, list[str]],
                        batch_size: int, device: str = "cpu", progress: bool = True) -> list[np.ndarray]:
     """Per question example: mean token log-prob of each candidate of its attribute."""
     qb.refuse_prefix("candidate scoring")
-    gen.eval().to(device)
     pairs, where = [], []
     for k, e in enumerate(examples):
         for j, c in enumerate(candidates.get(e.key.attribute, [])):
             pairs.append(Example(e.ids, e.row, qb.value(c), e.key))  # the same question, this value as answer
             where.append((k, j))
-    flat = np.zeros(len(pairs), dtype=np.float32)
-    order = batcher.batches(pairs, batch_size, shuffle=False, bucket=True)
-    for idx in dist.progress(order, "score candidates", progress):
-        batch = to_device(batcher.collate([pairs[i] for i in idx]), device)
-        logits = gen(batch).logits.float()
-        labels = batch["labels"]
-        mask = labels != -100
-        lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        flat[idx] = ((lp * mask).sum(1) / mask.sum(1)).cpu().numpy()
+    flat = mean_logprobs(gen, batcher, pairs, batch_size, device, "score candidates", progress)
     out = per_candidate(examples, candidates)
-    for (k, j), s in zip(where, dist.complete(flat, order)):
+    for (k, j), s in zip(where, flat):
         out[k][j] = s
     return out
 

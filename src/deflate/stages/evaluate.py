@@ -1,6 +1,7 @@
 """Stage 4: answer every (test product, attribute), keep what the discriminator accepts, score
-(paper §5.1 metrics). The threshold is chosen on validation; it and the trained parts go into the
-bundle (``models/deflate``) that ``deflate predict`` and the MLflow model answer from."""
+(paper §5.1 metrics). The threshold, and the generator's weight in the keep score
+(``eval.keep_weights``; 0 is the paper's rule), are chosen on validation; they and the trained parts
+go into the bundle (``models/deflate``) that ``deflate predict`` and the MLflow model answer from."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,7 @@ from .. import distributed as dist
 from ..config import Params
 from ..data import Record, load_split
 from ..dataset import Split, load_data
-from ..engine import Answers, Decisions, Deflate, keep, write_bundle
+from ..engine import Answers, Decisions, Deflate, keep, keep_scores, write_bundle
 from ..files import write_json, write_jsonl, write_text
 from ..intervals import bootstrap_f1
 from ..metrics import evaluate as compute_metrics
@@ -31,13 +32,18 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     engine = Deflate(gen_dir, discriminator=disc_dir if use_disc else None, lexical=None, decisions=FREE,
                      decode=p["decode"], claim_batch_size=claim_bs, device=ctx.device)
     val, test = load_data(processed, tokens_dir, "val"), load_data(processed, tokens_dir, "test")
-    thr = 0.5
-    val_ans = answer_split(engine, val, ctx.schema, "val")  # val predictions are written too (reported beside test)
-    if use_disc and p["eval"]["threshold"] == "auto":  # chosen on validation, never on test
-        thr = best_threshold(val_ans, val.records, engine.sep, p["eval"]["threshold_metric"])
+    thr, weights = 0.5, [float(w) for w in p["eval"]["keep_weights"]]
+    auto = use_disc and p["eval"]["threshold"] == "auto"
+    # val predictions are written too (reported beside test)
+    val_ans = answer_split(engine, val, ctx.schema, "val", gen_logprobs=auto and any(weights))
+    weight, by_weight = 0.0, {}
+    if auto:  # chosen on validation, never on test
+        weight, thr, by_weight = best_keep_rule(val_ans, val.records, engine.sep, p["eval"]["threshold_metric"],
+                                                weights)
     elif use_disc:
-        thr = float(p["eval"]["threshold"])
-    engine.with_decisions(threshold=thr)
+        thr, weight = float(p["eval"]["threshold"]), weights[0]
+    engine.with_decisions(threshold=thr, keep_weight=weight)
+    val_ans.scores = keep_scores(val_ans.probs, val_ans.gen_logprobs, weight)
     ans = answer_split(engine, test, ctx.schema, "test")
     pred = select(ans, test.records, thr, engine.sep)
     gold, texts = gold_from_records(test.records)
@@ -45,6 +51,9 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     metrics["intervals"] = bootstrap_f1(test.records, pred, p["eval"]["n_boot"], p["seed"])
     train_records = load_split(processed, "train")
     metrics["threshold"] = round(thr, 4)
+    metrics["keep_weight"] = weight
+    if by_weight:  # each weight's best val F1 (threshold_metric), the evidence behind the choice
+        metrics["keep_rule_val_f1"] = by_weight
     metrics["majority_baseline"] = {k: majority_baseline(train_records, test.records)[k] for k in ("ave",)}
     metrics["meta"] = {"dataset": ctx.schema["format"], "language": ctx.schema["language"],
                        "test_products": len(test.records), "train_products": len(train_records),
@@ -71,36 +80,46 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     return metrics
 
 
-def answer_split(engine: Deflate, data: Split, schema: dict, name: str) -> Answers:
+def answer_split(engine: Deflate, data: Split, schema: dict, name: str, gen_logprobs: bool = False) -> Answers:
     """Every attribute (of its category) asked of every product of a split."""
     return engine.answer(data.records, all_questions(data.records, schema),
-                         engine.batcher(data.image, data.has_image), name)
+                         engine.batcher(data.image, data.has_image), name, gen_logprobs=gen_logprobs)
 
 
-def select(ans: Answers, records: list[Record], threshold: float, sep: str) -> dict:
-    """Kept predictions ``{(product id, attribute): [values]}`` under the keep rule at ``threshold``."""
+def select(ans: Answers, records: list[Record], threshold: float, sep: str,
+           scores: np.ndarray | None = None) -> dict:
+    """Kept predictions ``{(product id, attribute): [values]}`` under the keep rule at ``threshold``
+    (on ``scores``, by default the answers' own keep scores)."""
+    scores = ans.scores if scores is None else scores
     pred: dict = {}
     for k, (q, v) in enumerate(zip(ans.questions, ans.values)):
-        if keep(v, None if ans.probs is None else ans.probs[k], threshold):
+        if keep(v, None if scores is None else scores[k], threshold):
             pred[(records[q.row].id, q.attribute)] = [x for x in v.split(sep) if x]
     return pred
 
 
-def best_threshold(ans: Answers, records: list[Record], sep: str, metric: str) -> float:
-    """The discriminator threshold with the best validation F1 (``metric``: ave | ap), over the
-    scores' percentiles and 0.5; ties go to the threshold closest to 0.5."""
+def best_keep_rule(ans: Answers, records: list[Record], sep: str, metric: str,
+                   weights: list[float]) -> tuple[float, float, dict]:
+    """The generator weight and threshold with the best validation F1 (``metric``: ave | ap): per
+    weight, over the keep scores' percentiles and 0.5. Ties go to the smaller weight (the paper's
+    rule first), then to the threshold closest to 0.5. Also each weight's best F1."""
     gold, texts = gold_from_records(records)
-    grid = sorted(set(np.round(np.quantile(ans.probs, np.linspace(0, 1, 101)), 4).tolist()) | {0.5})
-    best = max(grid, key=lambda t: (compute_metrics(gold, select(ans, records, t, sep), texts)[metric]["f1"],
-                                    -abs(t - 0.5)))
-    return float(best)
+    rules = []
+    for w in weights:
+        scores = keep_scores(ans.probs, ans.gen_logprobs, w)
+        grid = sorted(set(np.round(np.quantile(scores, np.linspace(0, 1, 101)), 4).tolist()) | {0.5})
+        rules += [(compute_metrics(gold, select(ans, records, t, sep, scores), texts)[metric]["f1"], w, t)
+                  for t in grid]
+    _, w, t = max(rules, key=lambda r: (r[0], -r[1], -abs(r[2] - 0.5)))
+    by_weight = {str(w): max(r[0] for r in rules if r[1] == w) for w in weights}
+    return float(w), float(t), by_weight
 
 
 def write_predictions(path: Path, records: list[Record], ans: Answers, pred: dict) -> None:
     """One line per product: kept predictions with scores, plus every generated candidate."""
     per: dict[int, list] = {}
     for k, (q, v) in enumerate(zip(ans.questions, ans.values)):
-        s = None if ans.probs is None else round(float(ans.probs[k]), 4)
+        s = None if ans.scores is None else round(float(ans.scores[k]), 4)
         per.setdefault(q.row, []).append((q.attribute, v, s))
     rows = []
     for i, r in enumerate(records):
