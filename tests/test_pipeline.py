@@ -677,3 +677,47 @@ def test_a_bundle_written_before_keep_weight_keeps_the_papers_rule(trained, tmp_
     del spec["decisions"]["keep_weight"]
     (tmp_path / "b" / "bundle.json").write_text(json.dumps(spec))
     assert read_bundle(tmp_path / "b")["decisions"].keep_weight == 0.0
+
+
+def test_predict_takes_the_bundles_keep_weight_or_an_override(trained, tmp_path):
+    from typer.testing import CliRunner
+    from deflate.cli import app
+    run, _ = trained
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "a", "name": "红烧牛肉"}, ensure_ascii=False) + "\n")
+
+    def predict(*extra):
+        return CliRunner().invoke(app, ["predict", "--model", str(run / "bundle"), "--input", str(tmp_path / "in.jsonl"),
+                                        "--output", str(tmp_path / "o.jsonl"), *extra])
+    r = predict("--keep-weight", "0.5", "--threshold", "0.0")
+    assert r.exit_code == 0 and "generator weight 0.5" in r.output
+    scores = [p["score"] for p in json.loads((tmp_path / "o.jsonl").read_text())["predictions"]]
+    assert scores and all(0 <= s <= 1 for s in scores)
+    r = predict("--keep-weight", "1.0")  # the discriminator must keep a share
+    assert r.exit_code == 1 and "keep_weight" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_the_val_choice_of_keep_weight_prefers_the_papers_rule_on_ties(world):
+    """best_keep_rule: a weight that adds nothing on val loses to w = 0; one that helps wins."""
+    import numpy as np
+
+    from deflate.engine import Answers
+    from deflate.questions import Question
+    from deflate.stages.evaluate import best_keep_rule
+    records = load_split(world / "processed", "val")[:6]
+    qs, values, right = [], [], []
+    for i, r in enumerate(records):
+        for lab in r.labels:
+            qs.append(Question(i, lab["attribute"]))
+            values.append(lab["value"])
+            right.append(True)
+            qs.append(Question(i, lab["attribute"] + "x"))  # an attribute the product lacks
+            values.append("wrong")
+            right.append(False)
+    right = np.array(right)
+    probs = np.full(len(qs), 0.6, np.float32)  # D cannot tell them apart
+    glp = np.where(right, -0.05, -3.0).astype(np.float32)  # the generator can
+    ans = Answers(qs, values, probs, [], glp, probs)
+    w, t, by = best_keep_rule(ans, records, "|", "ave", [0.0, 0.5])
+    assert w == 0.5 and by["0.5"] == 100.0 and by["0.0"] < 100.0
+    flat = Answers(qs, values, probs, [], np.zeros(len(qs), np.float32), probs)
+    assert best_keep_rule(flat, records, "|", "ave", [0.0, 0.5])[0] == 0.0
