@@ -681,6 +681,7 @@ def test_a_bundle_written_before_keep_weight_keeps_the_papers_rule(trained, tmp_
 
 def test_predict_takes_the_bundles_keep_weight_or_an_override(trained, tmp_path):
     from typer.testing import CliRunner
+
     from deflate.cli import app
     run, _ = trained
     (tmp_path / "in.jsonl").write_text(json.dumps({"id": "a", "name": "红烧牛肉"}, ensure_ascii=False) + "\n")
@@ -717,7 +718,7 @@ def test_the_val_choice_of_keep_weight_prefers_the_papers_rule_on_ties(world):
     probs = np.full(len(qs), 0.6, np.float32)  # D cannot tell them apart
     glp = np.where(right, -0.05, -3.0).astype(np.float32)  # the generator can
     ans = Answers(qs, values, probs, [], glp, probs)
-    w, t, by = best_keep_rule(ans, records, "|", "ave", [0.0, 0.5])
+    w, _, by = best_keep_rule(ans, records, "|", "ave", [0.0, 0.5])
     assert w == 0.5 and by["0.5"] == 100.0 and by["0.0"] < 100.0
     flat = Answers(qs, values, probs, [], np.zeros(len(qs), np.float32), probs)
     assert best_keep_rule(flat, records, "|", "ave", [0.0, 0.5])[0] == 0.0
