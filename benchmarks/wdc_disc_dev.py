@@ -44,6 +44,7 @@ def main():
     neg = json.loads((out / "negatives" / "summary.json").read_text())
     res = {"name": name, "sets": args.sets, "val_f1": s["f1"], "val_p": s["p"], "val_r": s["r"],
            "counts": s["counts"], "ap_f1": m["ap"]["f1"], "ave_f1": m["ave"]["f1"], "threshold": m["threshold"],
+           "keep_weight": m.get("keep_weight", 0.0), "keep_rule_val_f1": m.get("keep_rule_val_f1"),
            "negatives": {k: v["negatives"] for k, v in neg["splits"].items()},
            "seconds": round(time.perf_counter() - t0, 1)}
     record(args.work, "disc_results.jsonl", res)
