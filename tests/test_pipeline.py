@@ -722,3 +722,15 @@ def test_the_val_choice_of_keep_weight_prefers_the_papers_rule_on_ties(world):
     assert w == 0.5 and by["0.5"] == 100.0 and by["0.0"] < 100.0
     flat = Answers(qs, values, probs, [], np.zeros(len(qs), np.float32), probs)
     assert best_keep_rule(flat, records, "|", "ave", [0.0, 0.5])[0] == 0.0
+
+
+def test_a_threshold_given_in_params_keeps_by_the_first_keep_weight(world, trained, tmp_path):
+    """eval.threshold a number: no val choice; the first of eval.keep_weights goes with it."""
+    from deflate.stages import evaluate
+    run, _ = trained
+    p = tiny_params(**{"eval.threshold": 0.3, "eval.keep_weights": [0.5, 0.0], "tracking.enabled": False})
+    m = evaluate.run(p, world / "processed", world / "tokens", run / "gen", run / "disc", tmp_path / "m.json",
+                     tmp_path / "pred.jsonl", tmp_path / "bundle")
+    assert m["threshold"] == 0.3 and m["keep_weight"] == 0.5 and "keep_rule_val_f1" not in m
+    bundle = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert bundle["decisions"]["keep_weight"] == 0.5 and bundle["decisions"]["threshold"] == 0.3

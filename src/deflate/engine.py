@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -223,7 +223,8 @@ class Deflate:
                         desc: str = "score answers", progress: bool = True) -> np.ndarray:
         """The generator's mean token log-prob of each answer (an empty one scored as ``None``)."""
         exs = question_examples(records, self.qb, questions, [v or NONE_VALUE for v in values])
-        return answer_logprobs(self.gen, self.qb, batcher, exs, self.decode["batch_size"], self.device, progress)
+        return answer_logprobs(self.gen, self.qb, batcher, exs, self.decode["batch_size"], self.device, desc,
+                               progress)
 
     def candidate_scores(self, batcher: Batcher, records: list[Record], exs: list[Example],
                          sources: tuple[str, ...] = SOURCES,
@@ -368,8 +369,8 @@ def read_bundle(bundle: Path) -> dict:
         if key not in spec:
             raise BundleError(f"{path} lacks '{key}'")
     fields = Decisions.__dataclass_fields__
-    optional = {"keep_weight"}  # later decisions: a bundle written before them keeps the paper's rule
-    missing = [k for k in fields if k not in spec["decisions"] and k not in optional]
+    # a decision with a default came later: a bundle written before it keeps the paper's rule
+    missing = [k for k, f in fields.items() if k not in spec["decisions"] and f.default is MISSING]
     if missing:
         raise BundleError(f"{path} lacks the decision(s) {', '.join(missing)}")
     spec["decisions"] = Decisions(**{**{k: spec["decisions"][k] for k in fields if k in spec["decisions"]},

@@ -61,11 +61,11 @@ def mean_logprobs(gen, batcher: Batcher, examples: list[Example], batch_size: in
 
 
 def answer_logprobs(gen, qb, batcher: Batcher, examples: list[Example], batch_size: int, device: str = "cpu",
-                    progress: bool = True) -> np.ndarray:
+                    desc: str = "score answers", progress: bool = True) -> np.ndarray:
     """The generator's confidence in its own answers: mean token log-prob of each answer, in the
     tokens it writes (question examples built with their answers as targets; the prefix left out)."""
     skip = [len(qb.prefix(e.key.attribute)) for e in examples]
-    return mean_logprobs(gen, batcher, examples, batch_size, device, "score answers", progress, skip)
+    return mean_logprobs(gen, batcher, examples, batch_size, device, desc, progress, skip)
 
 
 def candidate_logprobs(gen, qb, batcher: Batcher, examples: list[Example], candidates: dict[str, list[str]],

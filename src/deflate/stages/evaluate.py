@@ -32,18 +32,19 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     engine = Deflate(gen_dir, discriminator=disc_dir if use_disc else None, lexical=None, decisions=FREE,
                      decode=p["decode"], claim_batch_size=claim_bs, device=ctx.device)
     val, test = load_data(processed, tokens_dir, "val"), load_data(processed, tokens_dir, "test")
-    thr, weights = 0.5, [float(w) for w in p["eval"]["keep_weights"]]
+    weights = [float(w) for w in p["eval"]["keep_weights"]]
     auto = use_disc and p["eval"]["threshold"] == "auto"
+    if use_disc and not auto:  # given in params: the first weight with it
+        engine.with_decisions(threshold=float(p["eval"]["threshold"]), keep_weight=weights[0])
     # val predictions are written too (reported beside test)
     val_ans = answer_split(engine, val, ctx.schema, "val", gen_logprobs=auto and any(weights))
-    weight, by_weight = 0.0, {}
+    by_weight: dict = {}
     if auto:  # chosen on validation, never on test
         weight, thr, by_weight = best_keep_rule(val_ans, val.records, engine.sep, p["eval"]["threshold_metric"],
                                                 weights)
-    elif use_disc:
-        thr, weight = float(p["eval"]["threshold"]), weights[0]
-    engine.with_decisions(threshold=thr, keep_weight=weight)
-    val_ans.scores = keep_scores(val_ans.probs, val_ans.gen_logprobs, weight)
+        engine.with_decisions(threshold=thr, keep_weight=weight)
+        val_ans.scores = keep_scores(val_ans.probs, val_ans.gen_logprobs, weight)
+    thr, weight = engine.decisions.threshold, engine.decisions.keep_weight
     ans = answer_split(engine, test, ctx.schema, "test")
     pred = select(ans, test.records, thr, engine.sep)
     gold, texts = gold_from_records(test.records)

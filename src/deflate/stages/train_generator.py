@@ -55,7 +55,9 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     warmed = ""
     if g["copy_warmup"] and not m["pretrained_path"]:  # a from-scratch T5 learns to copy in short inputs first
         plan = copying.schedule(g["copy_warmup"])
-        if copying.load_warm(gen.t5, g["copy_warmup_from"], copying.warm_key(gen.t5, plan, g, p["seed"])):
+        # the key hashes every weight: only where there is a saved warm-up to match
+        if g["copy_warmup_from"] and copying.load_warm(gen.t5, g["copy_warmup_from"],
+                                                       copying.warm_key(gen.t5, plan, g, p["seed"])):
             warmed = "loaded"  # the pipeline's shared copy_warmup stage ran exactly this warm-up
             print(f"[train_generator] copy warm-up: {g['copy_warmup']} steps, loaded from {g['copy_warmup_from']}")
         else:
