@@ -143,6 +143,34 @@ def test_logged_pyfunc_model_answers_like_predict(world, trained, tmp_path, monk
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_stages_run_from_a_pretrained_t5_folder(world, trained, tmp_path, monkeypatch):
+    """The paper's setting: ``model.pretrained_path`` names a T5 checkpoint folder with its
+    tokenizer (here a tiny one saved on the spot). The four stages fine-tune it, not a fresh T5 of
+    params' sizes, and the bundle they leave answers."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from deflate.engine import Deflate
+    from deflate.text import load_tokenizer
+    run_dir, _ = trained
+    tok = load_tokenizer(run_dir / "gen" / "tokenizer")
+    pre = tmp_path / "t5-pretrained"
+    cfg = T5Config(vocab_size=len(tok), d_model=24, d_ff=48, d_kv=8, num_heads=2, num_layers=1,
+                   num_decoder_layers=1, decoder_start_token_id=0, pad_token_id=tok.pad_token_id,
+                   eos_token_id=tok.eos_token_id)
+    T5ForConditionalGeneration(cfg).save_pretrained(pre)
+    tok.save_pretrained(pre)
+    monkeypatch.chdir(tmp_path)
+    p = tiny_params(**{"model.pretrained_path": str(pre), "tracking.enabled": False})
+    assert p["model"]["d_model"] == 16  # params' from-scratch size: the checkpoint's (24) must win
+    m = run_all(p, world, tmp_path)
+    assert json.loads((tmp_path / "gen" / "config.json").read_text())["d_model"] == 24
+    assert m["meta"]["use_discriminator"] and 0 < m["threshold"] < 1
+    rows = [{"id": "a", "name": "麻辣牛肉干 五香味 200g", "description": "四川特产"}]
+    answered = Deflate.load(tmp_path / "bundle").answer_rows(rows)
+    assert [r["id"] for r in answered] == ["a"] and "predictions" in answered[0]
+
+
 def test_ablations_d_minus_and_v_minus(world, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = tiny_params(**{"model.use_discriminator": False, "model.use_image": False, "tracking.enabled": False})
