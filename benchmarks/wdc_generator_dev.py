@@ -157,7 +157,7 @@ def patch_training(args, seed: int):
                 [q for q in m.parameters() if q.requires_grad], steps, args.lr_decay, lr=c["lr"],
                 betas=(0.9, 0.999), weight_decay=c["weight_decay"])
         if args.span_loss:
-            sb = SpanBatcher(None, batcher.has_image, False, batcher.img_id)
+            sb = SpanBatcher.__new__(SpanBatcher)  # the stage's batcher, as it is, with span masks
             sb.__dict__.update(batcher.__dict__)
             validate = kw.pop("validate")
             kw.update(loss_fn=lambda m, b: m.loss(b), validate=lambda m: validate(m.gen))

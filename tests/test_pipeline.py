@@ -143,7 +143,6 @@ def test_logged_pyfunc_model_answers_like_predict(world, trained, tmp_path, monk
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_stages_run_from_a_pretrained_t5_folder(world, trained, tmp_path, monkeypatch):
     """The paper's setting: ``model.pretrained_path`` names a T5 checkpoint folder with its
     tokenizer (here a tiny one saved on the spot). The four stages fine-tune it, not a fresh T5 of
@@ -171,6 +170,7 @@ def test_stages_run_from_a_pretrained_t5_folder(world, trained, tmp_path, monkey
     assert [r["id"] for r in answered] == ["a"] and "predictions" in answered[0]
 
 
+@pytest.mark.slow
 def test_ablations_d_minus_and_v_minus(world, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     p = tiny_params(**{"model.use_discriminator": False, "model.use_image": False, "tracking.enabled": False})
