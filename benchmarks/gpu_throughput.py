@@ -20,7 +20,7 @@ from deflate.batching import Batcher, Example
 from deflate.model import build_generator
 from deflate.train import _step, make_optimizer
 
-BASE = {"pretrained_path": "", "d_model": 768, "d_ff": 3072, "d_kv": 64, "num_heads": 12, "num_layers": 12,
+BASE = {"pretrained_path": "", "copy": False, "d_model": 768, "d_ff": 3072, "d_kv": 64, "num_heads": 12, "num_layers": 12,
         "num_decoder_layers": 12, "dropout": 0.1}  # T5-base / T5-pegasus-base sizes
 
 

@@ -12,7 +12,7 @@ from deflate.scoring import (candidate_claim_logprobs, candidate_logprobs, combi
 from deflate.text import QuestionBuilder, train_tokenizer
 
 TINY = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
-        "dropout": 0.0, "pretrained_path": ""}
+        "dropout": 0.0, "pretrained_path": "", "copy": False}
 DECODE = {"max_new_tokens": 8, "batch_size": 64, "num_beams": 1}
 
 

@@ -9,7 +9,7 @@ from deflate.questions import Question
 from deflate.text import CLS, IMG, NONE_VALUE, QuestionBuilder, train_tokenizer
 
 TINY = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
-        "dropout": 0.0, "pretrained_path": ""}
+        "dropout": 0.0, "pretrained_path": "", "copy": False}
 
 
 @pytest.fixture(scope="module")

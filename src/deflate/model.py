@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import T5Config, T5ForConditionalGeneration
+from transformers.modeling_outputs import Seq2SeqLMOutput
+from transformers.utils import can_return_tuple
 
 from .config import load_pretrained
 from .files import atomic_dir, write_text
@@ -49,6 +52,88 @@ class MultimodalEmbedding(nn.Module):
         return e
 
 
+class PointerT5(T5ForConditionalGeneration):
+    """T5 whose next token is either generated from the vocabulary or copied from its input: a
+    pointer-generator (See et al., 2017; ``model.copy``). With decoder state ``h``, a copy head's
+    attention ``a`` over the encoder states ``H`` and a learned switch ``s = sigmoid(w [h; aH])``:
+
+        p(y) = s * softmax(lm_head(h))[y] + (1 - s) * sum_{i: x_i = y} a_i
+
+    An extracted value is a copy of question tokens: a from-scratch T5 has to learn that through its
+    output embeddings, this one points (docs/wdc_pave.md). Implicit values are still generated.
+    ``logits`` are ``log p(y)``, so the loss, greedy, beam and trie-constrained decoding and every
+    scorer read them as they read T5's (``log_softmax`` of a log-distribution is itself).
+
+    ``decoder_copy_ids`` are the encoder positions' token ids, -1 where nothing may be copied (pad,
+    ``<IMG>``, image tokens); without them the ``input_ids`` are copied. The ``decoder_`` prefix keeps
+    ``generate`` from handing them to the encoder; it expands them over beams like any input."""
+
+    def __init__(self, config: T5Config):
+        super().__init__(config)
+        d = config.d_model
+        self.copy_query = nn.Linear(d, d, bias=False)
+        self.copy_key = nn.Linear(d, d, bias=False)
+        self.copy_switch = nn.Linear(2 * d, 1)
+
+    @can_return_tuple
+    def forward(self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
+                encoder_outputs=None, cache=None, inputs_embeds=None, decoder_inputs_embeds=None, labels=None,
+                use_cache=None, decoder_copy_ids=None, **kwargs) -> Seq2SeqLMOutput:
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                           inputs_embeds=inputs_embeds, **kwargs)
+        src = decoder_copy_ids if decoder_copy_ids is not None else input_ids
+        if src is None:
+            raise ValueError("PointerT5 needs the input's token ids to copy from (decoder_copy_ids)")
+        if decoder_copy_ids is None and attention_mask is not None:
+            src = src.masked_fill(attention_mask == 0, -1)
+        enc = encoder_outputs[0]
+        if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
+            decoder_input_ids = self._shift_right(labels)
+        dec = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                           inputs_embeds=decoder_inputs_embeds, cache=cache, encoder_hidden_states=enc,
+                           encoder_attention_mask=attention_mask, use_cache=use_cache, **kwargs)
+        h = dec[0]
+        scale = self.model_dim ** -0.5 if self.config.scale_decoder_outputs else 1.0
+        logp = self.copy_mix(h, enc, src, self.lm_head(h * scale))
+        loss = None
+        if labels is not None:
+            loss = nn.functional.nll_loss(logp.view(-1, logp.size(-1)), labels.to(logp.device).view(-1),
+                                          ignore_index=-100)
+        return Seq2SeqLMOutput(loss=loss, logits=logp, cache=dec.cache, decoder_hidden_states=dec.hidden_states,
+                               decoder_attentions=dec.attentions, cross_attentions=dec.cross_attentions,
+                               encoder_last_hidden_state=enc, encoder_hidden_states=encoder_outputs.hidden_states,
+                               encoder_attentions=encoder_outputs.attentions)
+
+    def copy_mix(self, h: torch.Tensor, enc: torch.Tensor, src: torch.Tensor, vocab_logits: torch.Tensor) -> torch.Tensor:
+        """log p(y) of the mixture, (B, U, V), in float32 and in log space (no 0 * inf anywhere)."""
+        ok = src >= 0  # (B, T) copyable positions
+        scores = (self.copy_query(h) @ self.copy_key(enc).transpose(1, 2)).float() / math.sqrt(h.shape[-1])
+        attn = torch.softmax(scores.masked_fill(~ok[:, None, :], float("-inf")), -1).nan_to_num(0.0)
+        context = attn.to(enc.dtype) @ enc
+        z = self.copy_switch(torch.cat([h, context], -1)).float()
+        z = torch.where(ok.any(1)[:, None, None], z, torch.full_like(z, 30.0))  # nothing to copy: generate
+        B, U, T = attn.shape
+        copied = torch.zeros(B, U, vocab_logits.shape[-1], dtype=attn.dtype, device=attn.device)
+        copied.scatter_add_(2, src.clamp(min=0)[:, None, :].expand(B, U, T), attn)
+        # clamp: a token with no copy mass adds 1e-30 (and a zero gradient), not log 0
+        return torch.logaddexp(nn.functional.logsigmoid(z) + torch.log_softmax(vocab_logits.float(), -1),
+                               nn.functional.logsigmoid(-z) + torch.log(copied.clamp_min(1e-30)))
+
+
+def copy_ids(batch: dict) -> torch.Tensor:
+    """The encoder positions a :class:`PointerT5` may copy: text tokens (not pad, ``<IMG>`` or the
+    image positions after it), their ids; -1 elsewhere."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    out = ids.masked_fill(mask == 0, -1)
+    start = batch.get("img_start")
+    if start is not None:
+        pos = torch.arange(ids.shape[1], device=ids.device)
+        image = (start >= 0)[:, None] & (pos[None, :] >= (start - 1)[:, None])  # <IMG> sits before img_start
+        out = out.masked_fill(image, -1)
+    return out
+
+
 class MulT5(nn.Module):
     """T5 encoder-decoder over text + image tokens; ``generate`` answers one question per row."""
 
@@ -60,12 +145,20 @@ class MulT5(nn.Module):
 
     def forward(self, batch):
         emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
-        return self.t5(inputs_embeds=emb, attention_mask=batch["attention_mask"], labels=batch["labels"])
+        return self.t5(inputs_embeds=emb, attention_mask=batch["attention_mask"], labels=batch["labels"],
+                       **self._copy_kw(batch))
 
     @torch.no_grad()
     def generate(self, batch, **kw):
         emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
-        return self.t5.generate(inputs_embeds=emb, attention_mask=batch["attention_mask"], **kw)
+        return self.t5.generate(inputs_embeds=emb, attention_mask=batch["attention_mask"], **self._copy_kw(batch), **kw)
+
+    @property
+    def copies(self) -> bool:
+        return isinstance(self.t5, PointerT5)
+
+    def _copy_kw(self, batch) -> dict:
+        return {"decoder_copy_ids": copy_ids(batch)} if self.copies else {}
 
 
 class Discriminator(nn.Module):
@@ -113,14 +206,15 @@ def t5_config(cfg: dict, vocab_size: int) -> T5Config:
 
 
 def build_generator(cfg: dict, tokenizer, image_vocab: int, feature_dim: int) -> MulT5:
-    """From scratch (sizes from params) or from ``model.pretrained_path`` (e.g. a local T5-pegasus)."""
+    """From scratch (sizes from params) or from ``model.pretrained_path`` (e.g. a local T5-pegasus);
+    with ``model.copy`` a :class:`PointerT5` (a pretrained checkpoint's copy head starts fresh)."""
+    cls = PointerT5 if cfg["copy"] else T5ForConditionalGeneration
     if cfg["pretrained_path"]:  # a local folder, or a model id when online
-        t5 = load_pretrained(T5ForConditionalGeneration.from_pretrained, cfg["pretrained_path"],
-                             "model.pretrained_path")
+        t5 = load_pretrained(cls.from_pretrained, cfg["pretrained_path"], "model.pretrained_path")
         if t5.config.decoder_start_token_id is None:
             t5.config.decoder_start_token_id = t5.config.pad_token_id
     else:
-        t5 = T5ForConditionalGeneration(t5_config(cfg, len(tokenizer)))
+        t5 = cls(t5_config(cfg, len(tokenizer)))
     if t5.get_input_embeddings().num_embeddings < len(tokenizer):  # <IMG>/<CLS> added to a pretrained vocab
         t5.resize_token_embeddings(len(tokenizer))
     t5.generation_config.decoder_start_token_id = t5.config.decoder_start_token_id
@@ -144,7 +238,8 @@ def save_model(model: nn.Module, out: Path, meta: dict, tokenizer=None, t5: T5Fo
 def load_generator(path: Path) -> tuple[MulT5, object, dict]:
     meta = json.loads((path / META).read_text())
     tok = load_tokenizer(path / "tokenizer")
-    t5 = T5ForConditionalGeneration(T5Config.from_json_file(str(path / "config.json")))
+    cls = PointerT5 if meta.get("copy", False) else T5ForConditionalGeneration  # models before model.copy: plain
+    t5 = cls(T5Config.from_json_file(str(path / "config.json")))
     gen = MulT5(t5, meta["image_vocab"], meta["feature_dim"])
     load_weights(gen, path / WEIGHTS)
     t5.generation_config.decoder_start_token_id = t5.config.decoder_start_token_id
