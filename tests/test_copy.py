@@ -96,3 +96,30 @@ def test_a_saved_pointer_generator_loads_as_one_and_answers_the_same(twins, tmp_
     exs = toy(torch.Generator().manual_seed(3), 20, UNSEEN)
     assert isinstance(again.t5, PointerT5)
     assert torch.equal(again.generate(b.collate(exs), max_new_tokens=2), pointer.generate(b.collate(exs), max_new_tokens=2))
+
+
+def test_the_training_loss_is_the_mixtures_negative_log_likelihood(twins):
+    (pointer, b), _ = twins
+    batch = b.collate(toy(torch.Generator().manual_seed(4), 16, UNSEEN))
+    batch["labels"][0, 1] = -100  # an unlabelled step is left out of both
+    with torch.no_grad():
+        out = pointer(batch)
+        full = torch.nn.functional.nll_loss(out.logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100)
+        pointer.train()
+        trained_loss = pointer(batch)
+        pointer.eval()
+    assert torch.allclose(out.loss, full, atol=1e-5)
+    assert torch.allclose(trained_loss.loss, full, atol=1e-5) and trained_loss.logits is None
+
+
+def test_a_plain_t5_checkpoint_loads_into_the_pointer_generator_with_a_fresh_copy_head(tmp_path):
+    from transformers import T5ForConditionalGeneration
+
+    from deflate.model import t5_config
+    T5ForConditionalGeneration(t5_config(SIZES, VOCAB)).save_pretrained(tmp_path / "t5")
+    gen = build_generator(dict(SIZES, copy=True, pretrained_path=str(tmp_path / "t5")), Vocab(), 0, 0).eval()
+    head = {n: p for n, p in gen.named_parameters() if ".copy_" in n}
+    assert len(head) == 4 and all(torch.isfinite(p).all() for p in head.values())
+    b = Batcher(None, None, False, 3)
+    logp = gen(b.collate(toy(torch.Generator().manual_seed(5), 4, SEEN))).logits
+    assert torch.isfinite(logp).all()

@@ -95,30 +95,54 @@ class PointerT5(T5ForConditionalGeneration):
                            encoder_attention_mask=attention_mask, use_cache=use_cache, **kwargs)
         h = dec[0]
         scale = self.model_dim ** -0.5 if self.config.scale_decoder_outputs else 1.0
-        logp = self.copy_mix(h, enc, src, self.lm_head(h * scale))
+        vocab_logits = self.lm_head(h * scale)
+        attn, z = self.copy_attention(h, enc, src)
         loss = None
         if labels is not None:
-            loss = nn.functional.nll_loss(logp.view(-1, logp.size(-1)), labels.to(logp.device).view(-1),
-                                          ignore_index=-100)
+            loss = self.copy_loss(vocab_logits, attn, z, src, labels.to(vocab_logits.device))
+        # training needs the loss alone: the (batch, steps, vocab) mixture is built only to answer or score
+        logp = None if self.training and labels is not None else self.mixture(vocab_logits, attn, z, src)
         return Seq2SeqLMOutput(loss=loss, logits=logp, cache=dec.cache, decoder_hidden_states=dec.hidden_states,
                                decoder_attentions=dec.attentions, cross_attentions=dec.cross_attentions,
                                encoder_last_hidden_state=enc, encoder_hidden_states=encoder_outputs.hidden_states,
                                encoder_attentions=encoder_outputs.attentions)
 
-    def copy_mix(self, h: torch.Tensor, enc: torch.Tensor, src: torch.Tensor, vocab_logits: torch.Tensor) -> torch.Tensor:
-        """log p(y) of the mixture, (B, U, V), in float32 and in log space (no 0 * inf anywhere)."""
-        ok = src >= 0  # (B, T) copyable positions
+    def copy_attention(self, h: torch.Tensor, enc: torch.Tensor, src: torch.Tensor):
+        """The copy head's attention over the copyable positions (B, U, T; a row with none is all 0)
+        and the switch's logit z (B, U, 1; s = sigmoid(z) is the share generated)."""
+        ok = src >= 0
         scores = (self.copy_query(h) @ self.copy_key(enc).transpose(1, 2)).float() / math.sqrt(h.shape[-1])
         attn = torch.softmax(scores.masked_fill(~ok[:, None, :], float("-inf")), -1).nan_to_num(0.0)
-        context = attn.to(enc.dtype) @ enc
-        z = self.copy_switch(torch.cat([h, context], -1)).float()
-        z = torch.where(ok.any(1)[:, None, None], z, torch.full_like(z, 30.0))  # nothing to copy: generate
+        z = self.copy_switch(torch.cat([h, attn.to(enc.dtype) @ enc], -1)).float()
+        return attn, torch.where(ok.any(1)[:, None, None], z, torch.full_like(z, 30.0))  # nothing to copy: generate
+
+    @staticmethod
+    def copy_loss(vocab_logits, attn, z, src, labels) -> torch.Tensor:
+        """Mean -log p(label) over the labelled steps, from the label's own terms only: its vocabulary
+        log-prob and the attention on the positions holding it (no vocabulary-wide mixture), in log
+        space so no 0 * inf appears in the gradient."""
+        keep = labels != -100
+        y = labels.clamp(min=0)
+        logits = vocab_logits.float()
+        gen = logits.gather(-1, y[..., None]).squeeze(-1) - torch.logsumexp(logits, -1)
+        mass = (attn * (src[:, None, :] == y[..., None])).sum(-1)
+        lp = torch.logaddexp(nn.functional.logsigmoid(z[..., 0]) + gen,
+                             nn.functional.logsigmoid(-z[..., 0]) + torch.log(mass.clamp_min(1e-30)))
+        return -(lp * keep).sum() / keep.sum().clamp(min=1)
+
+    @staticmethod
+    def mixture(vocab_logits, attn, z, src) -> torch.Tensor:
+        """log p(y) over the whole vocabulary, (B, U, V); a token with no mass gets log 1e-30."""
+        s = torch.sigmoid(z)
+        p = s * torch.softmax(vocab_logits.float(), -1)
         B, U, T = attn.shape
-        copied = torch.zeros(B, U, vocab_logits.shape[-1], dtype=attn.dtype, device=attn.device)
-        copied.scatter_add_(2, src.clamp(min=0)[:, None, :].expand(B, U, T), attn)
-        # clamp: a token with no copy mass adds 1e-30 (and a zero gradient), not log 0
-        return torch.logaddexp(nn.functional.logsigmoid(z) + torch.log_softmax(vocab_logits.float(), -1),
-                               nn.functional.logsigmoid(-z) + torch.log(copied.clamp_min(1e-30)))
+        p.scatter_add_(2, src.clamp(min=0)[:, None, :].expand(B, U, T), (1 - s) * attn)
+        return torch.log(p.clamp_min(1e-30))
+
+    def copy_mix(self, h: torch.Tensor, enc: torch.Tensor, src: torch.Tensor, vocab_logits: torch.Tensor) -> torch.Tensor:
+        """log p(y) of the mixture for decoder states ``h`` over encoder states ``enc``."""
+        attn, z = self.copy_attention(h, enc, src)
+        return self.mixture(vocab_logits, attn, z, src)
 
 
 def copy_ids(batch: dict) -> torch.Tensor:
