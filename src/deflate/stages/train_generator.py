@@ -72,11 +72,12 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
             "max_len": t["max_len"], "max_value_len": t["max_value_len"], "device": device,
             "answer_prefix": t["answer_prefix"],  # what the engine forces and strips when answering
             "target_form": t["target_form"],  # how its training targets were tokenised
-            "copy": m["copy"],  # a pointer-generator (model.PointerT5): load_generator builds the same class
             "copy_warmup": {"steps": g["copy_warmup"] if warmed else 0, "run": warmed},
             "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters()),
             "candidates": candidate_vocab(schema),  # closed-vocabulary answers (the engine's candidates)
             "cost": cost}  # measured (varies run to run): Table 5's efficiency columns
+    if m["copy"]:  # a pointer-generator (model.PointerT5): load_generator builds the same class; a plain
+        meta["copy"] = True  # generator's file stays as it was before the option (older bundles read the same)
     if "category_attributes" in schema:  # per-category schemas: what predict asks a product of a category
         meta["category_attributes"] = schema["category_attributes"]
     if dist.is_main():
