@@ -25,19 +25,13 @@ from deflate.text import QuestionBuilder, corpus, train_tokenizer
 from deflate.train import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
+import bench_training
 from wdc_dev import dev_folder, params_with
 
 
 def train_rate(gen, cfg: dict, batcher: Batcher, ex, seed: int) -> float:
-    opt = make_optimizer(gen, cfg)
-    gen.train()
-    t = time.perf_counter()
-    for idx in batcher.batches(ex, cfg["batch_size"], shuffle=True, bucket=True, seed=seed):
-        loss = gen(batcher.collate([ex[i] for i in idx])).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return len(ex) / (time.perf_counter() - t)
+    order = batcher.batches(ex, cfg["batch_size"], shuffle=True, bucket=True, seed=seed)
+    return bench_training.run(gen, make_optimizer(gen, cfg), batcher, ex, order)
 
 
 def answer_rate(gen, qb, batcher: Batcher, ex, decode: dict) -> float:

@@ -83,7 +83,8 @@ def test_a_row_with_nothing_to_copy_still_generates(twins):
     (pointer, _), _ = twins
     h, enc = torch.randn(2, 3, 32), torch.randn(2, 5, 32)
     src = torch.tensor([[-1] * 5, [6, 7, -1, -1, -1]])
-    logp = pointer.t5.copy_mix(h, enc, src, torch.randn(2, 3, VOCAB))
+    attn, z = pointer.t5.copy_attention(h, enc, src)
+    logp = pointer.t5.mixture(torch.randn(2, 3, VOCAB), attn, z, src)
     assert torch.isfinite(logp).all() and torch.allclose(logp.exp().sum(-1), torch.ones(2, 3), atol=1e-4)
 
 
@@ -91,7 +92,7 @@ def test_a_saved_pointer_generator_loads_as_one_and_answers_the_same(twins, tmp_
     (pointer, b), _ = twins
     from deflate.text import train_tokenizer
     tok = train_tokenizer(["a b c"], 64)
-    save_model(pointer, tmp_path / "g", {"image_vocab": 0, "feature_dim": 0, "copy": True}, tok, pointer.t5)
+    save_model(pointer, tmp_path / "g", {"image_vocab": 0, "feature_dim": 0}, tok, pointer.t5)  # it adds "copy"
     again, _, _ = load_generator(tmp_path / "g")
     exs = toy(torch.Generator().manual_seed(3), 20, UNSEEN)
     assert isinstance(again.t5, PointerT5)

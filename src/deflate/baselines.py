@@ -185,8 +185,7 @@ def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, 
                   validate=validate, ckpt_dir=out / "ckpt", run_hash=run_hash, seed=p["seed"], tracker=tracker,
                   name="jgave", **train_kw)
     if dist.is_main():
-        save_model(gen.cpu(), out / "model", {"system": "jgave", "params": sum(x.numel() for x in gen.parameters()),
-                                        **({"copy": True} if gen.copies else {})},
+        save_model(gen.cpu(), out / "model", {"system": "jgave", "params": sum(x.numel() for x in gen.parameters())},
                    tok, gen.t5)
     test = load_data(processed, tokens_dir, "test")
     return Trained(val.records, jgave_predict(gen, qb, val.records, attributes, decode, device, True), test.records,

@@ -139,11 +139,6 @@ class PointerT5(T5ForConditionalGeneration):
         p.scatter_add_(2, src.clamp(min=0)[:, None, :].expand(B, U, T), (1 - s) * attn)
         return torch.log(p.clamp_min(1e-30))
 
-    def copy_mix(self, h: torch.Tensor, enc: torch.Tensor, src: torch.Tensor, vocab_logits: torch.Tensor) -> torch.Tensor:
-        """log p(y) of the mixture for decoder states ``h`` over encoder states ``enc``."""
-        attn, z = self.copy_attention(h, enc, src)
-        return self.mixture(vocab_logits, attn, z, src)
-
 
 def copy_ids(batch: dict) -> torch.Tensor:
     """The encoder positions a :class:`PointerT5` may copy: text tokens (not pad, ``<IMG>`` or the
@@ -249,7 +244,11 @@ def build_generator(cfg: dict, tokenizer, image_vocab: int, feature_dim: int) ->
 
 # --- saving and loading (safetensors + JSON; never pickle) -------------------------------------------
 def save_model(model: nn.Module, out: Path, meta: dict, tokenizer=None, t5: T5ForConditionalGeneration | None = None):
-    """Weights, config, tokenizer and ``deflate.json`` in one folder, built beside ``out`` and swapped in."""
+    """Weights, config, tokenizer and ``deflate.json`` in one folder, built beside ``out`` and swapped in.
+    A pointer-generator's file says ``"copy": true`` (what :func:`load_generator` builds from); a plain
+    one's stays as it was before ``model.copy``."""
+    if isinstance(model, MulT5) and model.copies:
+        meta = {**meta, "copy": True}
     with atomic_dir(out) as tmp:
         save_weights(model, tmp / WEIGHTS)
         if t5 is not None:

@@ -76,8 +76,6 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
             "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters()),
             "candidates": candidate_vocab(schema),  # closed-vocabulary answers (the engine's candidates)
             "cost": cost}  # measured (varies run to run): Table 5's efficiency columns
-    if m["copy"]:  # a pointer-generator (model.PointerT5): load_generator builds the same class; a plain
-        meta["copy"] = True  # generator's file stays as it was before the option (older bundles read the same)
     if "category_attributes" in schema:  # per-category schemas: what predict asks a product of a category
         meta["category_attributes"] = schema["category_attributes"]
     if dist.is_main():
