@@ -3,9 +3,9 @@ Usage: python stages/copy_warmup.py TABLES_DIR OUT_DIR"""
 import sys
 from pathlib import Path
 
-from deflate.config import load_params, stage_timer
+from deflate.config import stage_params, stage_timer
 from deflate.stages import copy_warmup
 
 processed, out = sys.argv[1:3]
 with stage_timer("copy_warmup"):
-    print(copy_warmup.run(load_params(), Path(processed), Path(out)))
+    print(copy_warmup.run(stage_params(), Path(processed), Path(out)))

@@ -4,10 +4,10 @@ lexical scorer alone and fused with both; the val-chosen decisions become the bu
 from pathlib import Path
 
 from deflate import distributed
-from deflate.config import load_params, stage_timer
+from deflate.config import stage_params, stage_timer
 from deflate.stages import evaluate_candidates
 
-p = load_params()
+p = stage_params()
 distributed.relaunch(p["distributed"])  # accelerate launch when distributed.processes > 1
 name = p["eval"]["metrics_name"]
 with stage_timer("evaluate_candidates"):

@@ -2,10 +2,10 @@
 from pathlib import Path
 
 from deflate import distributed
-from deflate.config import load_params, stage_timer
+from deflate.config import stage_params, stage_timer
 from deflate.stages import harvest_negatives
 
-p = load_params()
+p = stage_params()
 distributed.relaunch(p["distributed"])  # accelerate launch when distributed.processes > 1
 with stage_timer("harvest_negatives"):
     print(harvest_negatives.run(p, Path("data/processed"), Path("data/tokens"), Path("models/generator"),

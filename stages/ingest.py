@@ -1,11 +1,11 @@
 """DVC stage: raw input (data.format at data.path) -> validated tables, rejects and schema."""
 from pathlib import Path
 
-from deflate.config import load_params, stage_timer
+from deflate.config import stage_params, stage_timer
 from deflate.data import ingest
 from deflate.files import write_json
 
-p = load_params()
+p = stage_params()
 d = p["data"]
 with stage_timer("ingest"):
     report = ingest(d["format"], d["path"], Path("data/processed"), Path("data/rejects"), d["max_reject_fraction"],

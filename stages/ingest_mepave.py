@@ -2,10 +2,10 @@
 import json
 from pathlib import Path
 
-from deflate.config import load_params, stage_timer
+from deflate.config import stage_params, stage_timer
 from deflate.data import ingest
 
-p = load_params()
+p = stage_params()
 with stage_timer("ingest_mepave"):
     report = ingest("mepave", Path("data/raw/synth/mepave"), Path("data/mepave/processed"),
                     Path("data/mepave/rejects"), p["data"]["max_reject_fraction"], language="zh", seed=p["seed"])

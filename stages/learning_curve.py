@@ -4,12 +4,12 @@ import sys
 from pathlib import Path
 
 from deflate import distributed
-from deflate.config import load_params, stage_timer
+from deflate.config import stage_params, stage_timer
 from deflate.experiments import learning_curve
 from deflate.files import write_json
 
 system = sys.argv[1]
-p = load_params()
+p = stage_params()
 distributed.relaunch(p["distributed"])  # accelerate launch when distributed.processes > 1
 with stage_timer(f"learning_curve@{system}"):
     points = learning_curve(system, p, Path("data/mepave/processed"), Path("data/mepave"),

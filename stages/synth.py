@@ -1,10 +1,10 @@
 """DVC stage: generate the default DESIRE-shaped dataset (and its MEPAVE-shaped twin)."""
 from pathlib import Path
 
-from deflate.config import load_params, stage_timer
+from deflate.config import stage_params, stage_timer
 from deflate.synth import write_desire, write_mepave
 
-p = load_params()
+p = stage_params()
 s = p["synth"]
 with stage_timer("synth"):
     stats = write_desire(Path("data/raw/synth/desire"), s["n_products"], p["seed"], s["long_desc_fraction"],

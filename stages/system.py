@@ -4,12 +4,12 @@ import sys
 from pathlib import Path
 
 from deflate import distributed
-from deflate.config import load_params, stage_timer
+from deflate.config import stage_params, stage_timer
 from deflate.experiments import run_system
 from deflate.files import write_json
 
 system, processed, tokens, name = sys.argv[1:5]
-p = load_params()
+p = stage_params()
 distributed.relaunch(p["distributed"])  # accelerate launch when distributed.processes > 1
 with stage_timer(f"system@{name}"):
     m = run_system(system, p, Path(processed), Path(tokens), Path("models/systems") / name,

@@ -1,10 +1,10 @@
 """DVC stage: Tables 2-5 and Figure 3 (JSON, CSV + PNG plot, Markdown report) from every system's metrics."""
 from pathlib import Path
 
-from deflate.config import load_params
+from deflate.config import stage_params
 from deflate.tables import build
 
-p = load_params()
+p = stage_params()
 t = p["tables"]
 tables = build(Path("metrics"), {"generator": Path("models/generator"), "discriminator": Path("models/discriminator"),
                                  "patches": Path("models/systems/patches-desire")},

@@ -2,10 +2,10 @@
 from pathlib import Path
 
 from deflate import distributed
-from deflate.config import load_params, stage_timer
+from deflate.config import stage_params, stage_timer
 from deflate.stages import train_generator
 
-p = load_params()
+p = stage_params()
 distributed.relaunch(p["distributed"])  # accelerate launch when distributed.processes > 1
 with stage_timer("train_generator"):
     print(train_generator.run(p, Path("data/processed"), Path("data/tokens"), Path("models/generator"),

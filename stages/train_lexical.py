@@ -2,8 +2,8 @@
 per attribute) used as a reference and as a third re-ranking score."""
 from pathlib import Path
 
-from deflate.config import load_params, stage_timer
+from deflate.config import stage_params, stage_timer
 from deflate.stages import train_lexical
 
 with stage_timer("train_lexical"):
-    train_lexical.run(load_params(), Path("data/processed"), Path("models/lexical"))
+    train_lexical.run(stage_params(), Path("data/processed"), Path("models/lexical"))

@@ -13,3 +13,10 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/data is absent")
     return SHARED
+
+
+def gen_meta(**over) -> dict:
+    """A complete ``generator/deflate.json`` (what load_generator's schema asks) for hand-built models."""
+    return {"image_vocab": 0, "feature_dim": 0, "attributes": ["a"], "candidates": {}, "value_sep": "、",
+            "language": "en", "max_len": 16, "max_value_len": 4, "use_image": False, "use_discriminator": True,
+            "params": 0, "device": "cpu", **over}

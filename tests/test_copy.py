@@ -7,6 +7,7 @@ import torch
 from deflate.batching import Batcher, Example
 from deflate.model import PointerT5, build_generator, copy_ids, load_generator, save_model
 from deflate.scoring import mean_logprobs
+from conftest import gen_meta
 
 SIZES = {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
          "dropout": 0.0, "pretrained_path": ""}
@@ -92,7 +93,7 @@ def test_a_saved_pointer_generator_loads_as_one_and_answers_the_same(twins, tmp_
     (pointer, b), _ = twins
     from deflate.text import train_tokenizer
     tok = train_tokenizer(["a b c"], 64)
-    save_model(pointer, tmp_path / "g", {"image_vocab": 0, "feature_dim": 0}, tok, pointer.t5)  # it adds "copy"
+    save_model(pointer, tmp_path / "g", gen_meta(), tok, pointer.t5)  # it adds "copy"
     again, _, _ = load_generator(tmp_path / "g")
     exs = toy(torch.Generator().manual_seed(3), 20, UNSEEN)
     assert isinstance(again.t5, PointerT5)

@@ -7,6 +7,7 @@ from deflate.decoding import Trie, build_tries, generate_values
 from deflate.model import Discriminator, build_generator, load_generator, save_model
 from deflate.questions import Question
 from deflate.text import CLS, IMG, NONE_VALUE, QuestionBuilder, train_tokenizer
+from conftest import gen_meta
 
 TINY = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
         "dropout": 0.0, "pretrained_path": "", "copy": False}
@@ -121,7 +122,7 @@ def test_a_marked_claim_value_is_told_apart_from_the_same_tokens_in_the_text(tok
         d.value_mark.fill_(1.0)
     out = d(batch)
     assert out[0] != plain(batch)[0] and out[1] == plain(batch)[1]  # only the claim with a value moves
-    save_model(gen, tmp_path / "g", {"image_vocab": 0, "feature_dim": 0}, tok, gen.t5)
+    save_model(gen, tmp_path / "g", gen_meta(), tok, gen.t5)
     save_model(d, tmp_path / "d", {"mark_value": True})
     g2, _, _ = load_generator(tmp_path / "g")
     d2, meta = load_discriminator(tmp_path / "d", g2)
@@ -130,7 +131,7 @@ def test_a_marked_claim_value_is_told_apart_from_the_same_tokens_in_the_text(tok
 
 def test_save_and_load_round_trip(tok, tmp_path):
     gen = build_generator(TINY, tok, 10, 0).eval()
-    save_model(gen, tmp_path / "g", {"image_vocab": 10, "feature_dim": 0}, tok, gen.t5)
+    save_model(gen, tmp_path / "g", gen_meta(image_vocab=10), tok, gen.t5)
     gen2, tok2, meta = load_generator(tmp_path / "g")
     batch = Batcher(np.array([[1, 2]]), np.array([True]), True, 3).collate([Example([5, 6], 0, [7, 1])])
     assert torch.allclose(gen(batch).logits, gen2(batch).logits) and len(tok2) == len(tok)

@@ -9,7 +9,6 @@ never deleted) and training starts from scratch. Files no manifest names are rem
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .files import atomic_path, write_json
+from .files import atomic_path, sha256, write_json
 from .weights import load_weights, save_weights
 
 MANIFEST = "manifest.json"
@@ -33,14 +32,6 @@ class Progress:
     best: float
     best_epoch: int
     history: list[dict]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _save_optimizer(opt: torch.optim.Optimizer, folder: Path) -> None:

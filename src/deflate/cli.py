@@ -13,16 +13,16 @@ app = typer.Typer(help="DEFLATE: multi-modal generative-discriminative attribute
 
 
 def _fail(message: str):
-    typer.secho(f"error: {message}", fg="red", err=True)
+    typer.secho(f"error: {' '.join(message.split())}", fg="red", err=True)  # one line, whatever it quotes
     raise typer.Exit(1)
 
 
 @app.command()
 def synth(out: Path = typer.Option(Path("data/raw/synth"), help="Output folder (desire/ and mepave/ inside)."),
-          n_products: int = typer.Option(2000, help="Number of gourmet products."),
-          mepave_rows: int = typer.Option(1500, help="Rows of the MEPAVE-shaped explicit-only variant."),
+          n_products: int = typer.Option(2000, min=10, help="Number of gourmet products."),
+          mepave_rows: int = typer.Option(1500, min=10, help="Rows of the MEPAVE-shaped explicit-only variant."),
           seed: int = typer.Option(42, help="Seed: same seed, byte-identical files."),
-          image_size: int = typer.Option(128, help="Side of the rendered product pictures in pixels.")):
+          image_size: int = typer.Option(128, min=8, max=4096, help="Side of the rendered product pictures in pixels.")):
     """Generate the deterministic DESIRE-shaped default dataset (raw TSV + JPEGs + value sources)."""
     from .synth import write_desire, write_mepave
 
@@ -50,7 +50,8 @@ def ingest(fmt: str = typer.Option("desire", "--format", help="desire | mepave |
 def _load_engine(model: str, device: str = "cpu"):
     """The answering engine from a bundle folder, or from an MLflow model URI (runs:/..., models:/...)
     that carries one."""
-    from .engine import BundleError, Deflate
+    from .bundle import BundleError
+    from .engine import Deflate
 
     if ":/" in model:
         import os
@@ -95,6 +96,28 @@ def _chunks(rows, size: int):
         yield chunk
 
 
+def _answer_all(engine, rows, chunk_rows: int, images, fmt: str, f, counts: dict, scored: list, offers: list):
+    """Answer the rows chunk by chunk, writing one JSON line per row to ``f``; tally ``counts`` and
+    keep what the accuracy (``scored``) or WDC-PAVE scores (``offers``) need."""
+    from .inputs import json_line, scored_answers
+
+    seen: dict = {}  # duplicate questions across chunks
+    for chunk in _chunks(rows, chunk_rows):
+        results = engine.answer_rows(chunk, images, seen=seen)
+        for r, row in zip(results, chunk):
+            if "gold" in row:
+                r["gold"] = row["gold"]
+            f.write(json_line(r))
+        if fmt == "wdc_pave":
+            offers += [(row, r) for r, row in zip(results, chunk) if not r["errors"]]
+        else:
+            scored += scored_answers(results, chunk)
+        counts["rows"] += len(results)
+        counts["with_errors"] += sum(bool(r["errors"]) for r in results)
+        counts["errors_only"] += sum(bool(r["errors"]) and not r["predictions"] for r in results)
+        counts["kept_values"] += sum(len(r["predictions"]) for r in results)
+
+
 def _weights(given: str) -> tuple[float, ...]:
     """The numbers of ``--weights``; how many and which values are allowed, Decisions checks."""
     try:
@@ -135,7 +158,7 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
                                               "(default: the bundle's, chosen on validation)."),
             metrics: Path = typer.Option(None, help="Accuracy JSON for rows with gold values (default: next to "
                                          "--output, *.accuracy.json; wdc_pave: *.scores.json)."),
-            batch_size: int = typer.Option(None, help="Questions (and claims) per batch (default: the bundle's)."),
+            batch_size: int = typer.Option(None, min=1, max=1 << 20, help="Questions (and claims) per batch (default: the bundle's)."),
             chunk_rows: int = typer.Option(10_000, min=1, help="Input rows answered (and held in memory) at a "
                                            "time; the input is read as a stream."),
             device: str = typer.Option("auto", help="auto (a GPU when there is one) | cpu | cuda | cuda:N."),
@@ -155,9 +178,10 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
 
     from . import distributed as dist
     from .config import resolve_device
-    from .engine import MODES, BundleError
-    from .files import atomic_writer, write_json
-    from .inputs import accuracy_of, iter_rows, iter_wdc_pave, read_implicitave, scored_answers
+    from .bundle import MODES, BundleError
+    from .errors import one_line, stopping_on_signals
+    from .files import atomic_output
+    from .inputs import iter_rows, iter_wdc_pave, read_implicitave
 
     if fmt not in ("products", "implicitave", "wdc_pave"):
         _fail(f"--format must be products, implicitave or wdc_pave, not {fmt!r}")
@@ -208,37 +232,39 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
     counts = {"rows": 0, "with_errors": 0, "errors_only": 0, "kept_values": 0}
     scored: list[dict] = []
     offers: list = []  # wdc_pave: (row, result) pairs to score
-    seen: dict = {}  # duplicate questions across chunks
-    # nothing at --output until every row is written; several processes: the main one writes
-    sink = atomic_writer(output) if dist.is_main() else contextlib.nullcontext(io.StringIO())
-    with sink as f:
-        for chunk in _chunks(rows, chunk_rows):
-            results = engine.answer_rows(chunk, images, seen=seen)
-            for r, row in zip(results, chunk):
-                if "gold" in row:
-                    r["gold"] = row["gold"]
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            if fmt == "wdc_pave":
-                offers += [(row, r) for r, row in zip(results, chunk) if not r["errors"]]
-            else:
-                scored += scored_answers(results, chunk)
-            counts["rows"] += len(results)
-            counts["with_errors"] += sum(bool(r["errors"]) for r in results)
-            counts["errors_only"] += sum(bool(r["errors"]) and not r["predictions"] for r in results)
-            counts["kept_values"] += sum(len(r["predictions"]) for r in results)
-    dt = time.perf_counter() - t
-    if not dist.is_main():
-        return
-    # written last: a consumer that finds it knows the predictions file is complete
-    write_json(output.with_name(output.name + ".done.json"),
-               {k: counts[k] for k in ("rows", "with_errors", "kept_values")} | {"output": output.name}, indent=1)
+    # nothing at --output until every row is written, and its .done.json (a consumer that finds it
+    # knows the predictions file is complete) describes it; several processes: the main one writes
+    done = output.with_name(output.name + ".done.json")
+    sink = atomic_output(output, done) if dist.is_main() else contextlib.nullcontext((io.StringIO(), {}))
+    with stopping_on_signals():  # SIGTERM/SIGINT: the temp file goes, --output and its .done.json stay as they were
+        try:
+            with sink as (f, info):
+                _answer_all(engine, rows, chunk_rows, images, fmt, f, counts, scored, offers)
+                info.update({k: counts[k] for k in ("rows", "with_errors", "kept_values")}, output=output.name)
+            if dist.is_main():
+                _report(engine, d, str(model), output, metrics, counts, scored, offers, time.perf_counter() - t)
+        except BaseException as e:  # a full disk, a read-only folder, a signal: one line, never a traceback
+            told = one_line(e)
+            if told is None:
+                raise
+            typer.secho(f"error: {' '.join(told[0].split())}", fg="red", err=True)
+            raise typer.Exit(told[1]) from None
+
+
+
+def _report(engine, d, model: str, output: Path, metrics: Path | None, counts: dict, scored: list, offers: list,
+            dt: float) -> None:
+    """The summary line, and the accuracy or WDC-PAVE scores JSON of rows that carry gold."""
+    from .files import write_json
+    from .inputs import accuracy_of
+
     rule = ("every asked attribute answered" if d.keep_all else f"threshold {d.threshold:.3f}"
             + (f", generator weight {d.keep_weight}" if d.keep_weight else ""))
     typer.echo(f"{counts['rows']} rows, {counts['errors_only']} with errors only, {counts['kept_values']} "
                f"values kept (mode {d.mode}, {rule}), {dt:.1f}s -> {output}")
     if offers:
         scores = _wdc_scores(offers, engine.meta["category_attributes"])
-        scores["mode"], scores["model"] = d.mode, str(model)
+        scores["mode"], scores["model"] = d.mode, model
         metrics = metrics or output.with_suffix(".scores.json")
         write_json(metrics, scores, ensure_ascii=False, indent=1, sort_keys=True)
         typer.echo(f"WDC-PAVE: F1 {scores['authors_rule']['f1']} (authors' rule, 95% CI "
@@ -246,7 +272,7 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
                    f"on {len(offers)} offers -> {metrics}")
     if scored:
         acc = accuracy_of(scored)
-        acc["mode"], acc["model"] = d.mode, str(model)
+        acc["mode"], acc["model"] = d.mode, model
         metrics = metrics or output.with_suffix(".accuracy.json")
         write_json(metrics, acc, ensure_ascii=False, indent=1, sort_keys=True)
         typer.echo(f"accuracy: exact {acc['overall']['exact']}%, lenient {acc['overall']['lenient']}% "

@@ -39,8 +39,26 @@ class Params(dict):
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    with open(path, encoding="utf-8") as f:
-        return Params(yaml.safe_load(f))
+    """params.yaml, checked against :mod:`deflate.params_schema` (a bad value is a
+    :class:`~deflate.params_schema.ParamsError` naming its key)."""
+    from .params_schema import ParamsError, check_params
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path} is not valid YAML ({str(e).splitlines()[0][:100]})") from None
+    check_params(raw, str(path))
+    return Params(raw)
+
+
+def stage_params(path: str | Path = "params.yaml") -> Params:
+    """What every stage script starts with: one-line errors and clean stops for this process
+    (:mod:`deflate.errors`), then the checked params."""
+    from . import errors
+
+    errors.install()
+    return load_params(path)
 
 
 def load_pretrained(loader, name: str, what: str):

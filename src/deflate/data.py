@@ -19,6 +19,7 @@ from typing import Iterator
 
 import pandas as pd
 
+from .errors import UserError
 from .files import atomic_path, write_json, write_jsonl
 from .image_files import BadImage, open_rgb
 
@@ -55,6 +56,18 @@ class Reject:
 
 class RowError(ValueError):
     """A raw row that cannot be used; the message is the reject reason."""
+
+
+class DataError(UserError, ValueError):
+    """A dataset that cannot be ingested as a whole (the message names the file or setting)."""
+
+
+class DataMissing(UserError, FileNotFoundError):
+    """``data.path`` or a split's file is not there."""
+
+
+class TooManyRejects(UserError, RuntimeError):
+    """More rows rejected than ``data.max_reject_fraction`` allows (the rejects folder says why)."""
 
 
 # --- literal parsing ---------------------------------------------------------------------------
@@ -158,15 +171,15 @@ class DesireAdapter:
             for n, line, _ in _lines(side):
                 if line is None or not line.strip():
                     if line is None:
-                        raise ValueError(f"{side}:{n}: not valid UTF-8")
+                        raise DataError(f"{side}:{n}: not valid UTF-8")
                     continue
                 try:
                     s = json.loads(line)
                     self.sources[(str(s["id"]), str(s["attribute"]), str(s["value"]))] = str(s["source"])
                 except (ValueError, RecursionError) as e:
-                    raise ValueError(f"{side}:{n}: bad JSON ({str(e)[:80]})") from None
+                    raise DataError(f"{side}:{n}: bad JSON ({str(e)[:80]})") from None
                 except (KeyError, TypeError) as e:
-                    raise ValueError(f"{side}:{n}: a line needs id, attribute, value and source ({e})") from None
+                    raise DataError(f"{side}:{n}: a line needs id, attribute, value and source ({e})") from None
 
     def files(self, split: str) -> list[Path]:
         p = self.root / f"{split}.tsv"
@@ -319,7 +332,7 @@ class WdcPaveAdapter:
 
     def __init__(self, root: Path, seed: int = 0, val_fraction: float = 0.15):
         if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+            raise DataError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
         self.root, self.seed, self.val_fraction = root, seed, val_fraction
 
     def files(self, split: str) -> list[Path]:
@@ -334,7 +347,7 @@ class WdcPaveAdapter:
             for n, row in enumerate(csv.DictReader(f, delimiter=";"), start=2):
                 cat, attr = (row.get("Category") or "").strip(), (row.get("Attribute") or "").strip()
                 if not cat or not attr:
-                    raise ValueError(f"{path}:{n}: a schema row without Category or Attribute")
+                    raise DataError(f"{path}:{n}: a schema row without Category or Attribute")
                 if attr not in out.setdefault(cat, []):
                     out[cat].append(attr)
         return out
@@ -419,10 +432,10 @@ ADAPTER_OPTIONS = {"desire": ("pic_token_len", "pic_token_vocab"), "wdc_pave": (
 def check_source(fmt: str, path: str | Path) -> Path:
     """The raw data folder, once the format is known and the folder exists."""
     if fmt not in ADAPTERS:
-        raise ValueError(f"unknown data.format {fmt!r}; choose one of {sorted(ADAPTERS)}")
+        raise DataError(f"unknown data.format {fmt!r}; choose one of {sorted(ADAPTERS)}")
     root = Path(path)
     if not root.is_dir():
-        raise FileNotFoundError(f"data.path {root} is not a directory")
+        raise DataMissing(f"data.path {root} is not a directory")
     return root
 
 
@@ -468,7 +481,7 @@ def ingest(fmt: str, path: str | Path, out: Path, rejects_dir: Path, max_reject_
     tables: dict[str, list[Record]] = {}
     for split in SPLITS:
         if not adapter.files(split):
-            raise FileNotFoundError(f"{fmt}: no {split} file under {path}")
+            raise DataMissing(f"{fmt}: no {split} file under {path}")
         good: list[Record] = []
         bad: list[Reject] = []
         for item in adapter.read(split):
@@ -487,14 +500,14 @@ def ingest(fmt: str, path: str | Path, out: Path, rejects_dir: Path, max_reject_
         write_jsonl(rejects_dir / f"{split}.jsonl", [asdict(b) for b in bad])
         total = len(good) + len(bad)
         if not good:
-            raise ValueError(f"{fmt}: the {split} split has no usable rows ({total} read) under {path}; "
+            raise DataError(f"{fmt}: the {split} split has no usable rows ({total} read) under {path}; "
                              f"see {rejects_dir}")
         report["splits"][split] = {"kept": len(good), "rejected": len(bad),
                                    "reasons": dict(Counter(b.reason.split(":")[0] for b in bad).most_common())}
         print(f"[ingest] {split}: kept {len(good)}, rejected {len(bad)}"
               + (f" (see {rejects_dir / (split + '.jsonl')})" if bad else ""))
         if total and len(bad) / total > max_reject_fraction:
-            raise RuntimeError(f"{split}: {len(bad)}/{total} rows rejected, more than "
+            raise TooManyRejects(f"{split}: {len(bad)}/{total} rows rejected, more than "
                                f"data.max_reject_fraction={max_reject_fraction}; see {rejects_dir}")
     for split, recs in tables.items():
         with atomic_path(out / f"{split}.parquet") as tmp:

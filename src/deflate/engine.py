@@ -13,58 +13,25 @@ val writes it as its own DVC output, and :meth:`Deflate.load` needs nothing else
 """
 from __future__ import annotations
 
-import json
-import shutil
-from dataclasses import MISSING, asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .batching import Batcher, Example
+from .bundle import DECODE_KEYS, BundleError, DecodeSchema, Decisions, check_record, read_bundle
 from .data import Record
 from .decoding import Trie, build_tries, generate_values, topk_values
-from .files import atomic_dir, write_text
 from .image_files import confine
 from .image_tokenizers import load_for_inference, load_images
-from .inputs import validate
-from .lexical import FILES as LEXICAL_FILES
+from .inputs import shown, validate
 from .lexical import LexicalScorer
 from .model import load_discriminator, load_generator
 from .questions import Claim, Question, candidate_claims, claim_examples, question_examples
 from .scoring import answer_logprobs, candidate_claim_logprobs, candidate_logprobs, claim_probs, combine, fuse
 from .text import NONE_VALUE, QuestionBuilder
 
-MODES = ("free", "constrained", "rerank", "fused")
 SOURCES = ("generator", "discriminator", "lexical")  # the order of fused weights
-PARTS = ("generator", "discriminator", "lexical")
-BUNDLE_FILE = "bundle.json"
-DECODE_KEYS = ("batch_size", "max_new_tokens", "num_beams", "constrain_to_vocab", "constrain_to_spans")
-
-
-class BundleError(ValueError):
-    """A bundle that lacks a part or a decision (the message names it)."""
-
-
-@dataclass(frozen=True)
-class Decisions:
-    """How a trained DEFLATE answers; made on validation by the stage that writes the bundle."""
-    mode: str                   # free | constrained | rerank | fused
-    threshold: float            # discriminator probability an answer needs to be kept
-    keep_all: bool              # answer every asked attribute (the question is which value, not whether)
-    alpha: float                # rerank: weight of the generator against the discriminator
-    weights: tuple[float, float, float]  # fused: generator, discriminator, lexical
-    # keep score = P_gen^w * D^(1-w), P_gen = exp(mean token log-prob of the answer); 0 = the paper's D alone
-    keep_weight: float = 0.0
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise BundleError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
-        if len(self.weights) != 3 or min(self.weights) < 0 or sum(self.weights) <= 0:
-            raise BundleError(f"weights must be three non-negative numbers (generator, discriminator, lexical) "
-                              f"with a positive sum, not {self.weights!r}")
-        if not 0.0 <= self.keep_weight < 1.0:
-            raise BundleError(f"keep_weight must be in [0, 1) (the discriminator keeps a share), "
-                              f"not {self.keep_weight!r}")
 
 
 @dataclass
@@ -123,10 +90,11 @@ class Deflate:
         self.lexical = LexicalScorer.load(lexical) if lexical is not None else None
         self.generator_dir = generator
         self._image_tok = None
-        missing = [k for k in DECODE_KEYS if k not in decode]
-        if missing:
-            raise BundleError(f"decode settings lack {', '.join(missing)}")
-        self.decode, self.claim_batch_size, self.device = dict(decode), int(claim_batch_size), device
+        self.decode = check_record({k: decode[k] for k in DECODE_KEYS if k in decode}, DecodeSchema,
+                                   "decode settings").model_dump()
+        self.device = device
+        self.claim_batch_size = claim_batch_size
+        check_record({**self.decode, "batch_size": claim_batch_size}, DecodeSchema, "claim_batch_size")
         self.candidates: dict[str, list[str]] = self.meta["candidates"]
         self.attributes: list[str] = self.meta["attributes"]
         self.sep: str = self.meta["value_sep"]
@@ -137,11 +105,14 @@ class Deflate:
     # --- the bundle ---------------------------------------------------------------------------------
     @classmethod
     def load(cls, bundle: Path, device: str = "cpu") -> "Deflate":
+        """A bundle, verified (schema, every file's SHA-256, nothing outside it) before anything loads."""
         spec = read_bundle(bundle)
-        parts = {name: bundle / name if name in spec["parts"] else None for name in PARTS}
-        return cls(parts["generator"], discriminator=parts["discriminator"], lexical=parts["lexical"],
-                   decisions=spec["decisions"], decode=spec["decode"], claim_batch_size=spec["claim_batch_size"],
-                   device=device)
+        parts = {name: bundle / name if name in spec["parts"] else None for name in ("generator", "discriminator", "lexical")}
+        engine = cls(parts["generator"], discriminator=parts["discriminator"], lexical=parts["lexical"],
+                     decisions=spec["decisions"], decode=spec["decode"], claim_batch_size=spec["claim_batch_size"],
+                     device=device)
+        engine.image_tok  # a bundle answers new pictures: its image tokenizer is checked and loaded now
+        return engine
 
     def check(self, d: Decisions) -> None:
         """Refuse decisions this model cannot carry out (a missing part or candidate list)."""
@@ -325,7 +296,7 @@ class Deflate:
             else:
                 first[asked] = r.get("_line", k + 1)
         good = [(i, p) for i, (p, _) in enumerate(checked) if p is not None]
-        results = [{"id": str(r.get("id", "")), "line": r.get("_line"), "predictions": [], "errors": errs}
+        results = [{"id": shown(r.get("id", "")), "line": r.get("_line"), "predictions": [], "errors": errs}
                    for r, (_, errs) in zip(rows, checked)]
         if not good:
             return results
@@ -339,49 +310,3 @@ class Deflate:
                 s = None if ans.scores is None else round(float(ans.scores[k]), 4)
                 results[good[q.row][0]]["predictions"].append({"attribute": q.attribute, "value": v, "score": s})
         return results
-
-
-# --- bundles on disk -----------------------------------------------------------------------------------
-def write_bundle(out: Path, decisions: Decisions, decode: dict, claim_batch_size: int, generator: Path,
-                 discriminator: Path | None = None, lexical: Path | None = None) -> Path:
-    """The folder :meth:`Deflate.load` answers from: copies of the trained parts and ``bundle.json``.
-    Built beside ``out`` and swapped in, so a reader never sees half a bundle."""
-    parts = {"generator": generator, "discriminator": discriminator, "lexical": lexical}
-    spec = {"format": 1, "parts": [n for n, src in parts.items() if src is not None],
-            "decisions": {**asdict(decisions), "weights": list(decisions.weights)},
-            "decode": {k: decode[k] for k in DECODE_KEYS}, "claim_batch_size": claim_batch_size}
-    with atomic_dir(out) as tmp:
-        for name, src in parts.items():
-            if src is not None:
-                shutil.copytree(src, tmp / name)
-        write_text(tmp / BUNDLE_FILE, json.dumps(spec, ensure_ascii=False, indent=1, sort_keys=True))
-    return out
-
-
-def read_bundle(bundle: Path) -> dict:
-    """``bundle.json`` checked: every decision present, every listed part on disk."""
-    path = bundle / BUNDLE_FILE
-    if not path.is_file():
-        raise BundleError(f"{bundle} is not a DEFLATE bundle (no {BUNDLE_FILE}); the evaluate stage writes "
-                          f"one to models/deflate")
-    spec = json.loads(path.read_text(encoding="utf-8"))
-    for key in ("parts", "decisions", "decode", "claim_batch_size"):
-        if key not in spec:
-            raise BundleError(f"{path} lacks '{key}'")
-    fields = Decisions.__dataclass_fields__
-    # a decision with a default came later: a bundle written before it keeps the paper's rule
-    missing = [k for k, f in fields.items() if k not in spec["decisions"] and f.default is MISSING]
-    if missing:
-        raise BundleError(f"{path} lacks the decision(s) {', '.join(missing)}")
-    spec["decisions"] = Decisions(**{**{k: spec["decisions"][k] for k in fields if k in spec["decisions"]},
-                                     "weights": tuple(float(w) for w in spec["decisions"]["weights"])})
-    if "generator" not in spec["parts"]:
-        raise BundleError(f"{path} names no generator part")
-    need = {"generator": ("model.safetensors",), "discriminator": ("model.safetensors",), "lexical": LEXICAL_FILES}
-    for name in spec["parts"]:
-        if name not in need:
-            raise BundleError(f"{path} names an unknown part {name!r}")
-        lacking = [f for f in need[name] if not (bundle / name / f).is_file()]
-        if lacking:
-            raise BundleError(f"bundle {bundle} lacks its {name} ({name}/{lacking[0]} not found)")
-    return spec

@@ -3,6 +3,7 @@ flushed to disk, then renamed over the target (atomic on POSIX). Folders are bui
 target and swapped in."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +21,15 @@ def _umask() -> int:
 def _usual_mode(path: Path, base: int) -> None:
     """mkstemp/mkdtemp make private (0600/0700) entries; give them what open/mkdir would have."""
     os.chmod(path, base & ~_umask())
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @contextmanager
@@ -69,6 +79,32 @@ def atomic_writer(path: Path):
         yield f
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextmanager
+def atomic_output(path: Path, sidecar: Path):
+    """A text handle for ``path`` and a dict to fill while writing. When the block ends without an
+    error the old ``sidecar`` is removed, the new output renamed in, and the dict (with the
+    output's SHA-256) written as the new sidecar, with SIGINT and SIGTERM held across those three
+    steps. So a sidecar always describes the output beside it: a SIGKILL there can leave the new
+    output without one (incomplete, by the sidecar's rule), never the old one beside the new output."""
+    import signal
+
+    info: dict = {}
+    held = None
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                yield f, info
+                f.flush()
+                os.fsync(f.fileno())
+            digest = sha256(tmp)
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            Path(sidecar).unlink(missing_ok=True)
+        write_json(sidecar, {**info, "sha256": digest}, indent=1)  # the output is in place now
+    finally:
+        if held is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def write_text(path: Path, text: str) -> None:

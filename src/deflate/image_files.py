@@ -24,6 +24,8 @@ class BadImage(ValueError):
 def confine(root: Path, name: str) -> Path | None:
     """The file ``name`` (relative to ``root``) after symlinks, or None when it lies outside ``root``.
     Nothing is opened: the answer does not depend on whether the file exists."""
+    if "\x00" in name:
+        return None
     base = Path(root).resolve()
     target = (base / name).resolve()
     return target if target.is_relative_to(base) else None

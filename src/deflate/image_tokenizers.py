@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
+from .bundle import BundleError, ImageSpec, inside_name, read_record
 from .image_files import BadImage, open_rgb
 
 
@@ -327,15 +329,26 @@ def save_for_inference(tokens_dir: Path, cfg: dict, out: Path) -> None:
 def load_for_inference(model_dir: Path):
     """The image tokenizer a model was trained with, or None (text-only model)."""
     path = model_dir / "image.json"
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
-    saved = json.loads(path.read_text())
+    saved = read_record(path, ImageSpec)
     # the tokenizer that made the training features (the patches variant runs with image.* of params
     # naming visual_words), else the params' one
-    cfg = {**saved["cfg"], "tokenizer": saved["meta"].get("tokenizer") or saved["cfg"]["tokenizer"]}
+    cfg = {**saved.cfg.model_dump(), "tokenizer": saved.meta.tokenizer}
+    for key in ("dalle_encoder_path", "vit_path"):  # files a bundle carries, relative to the model folder
+        if cfg[key]:
+            if not inside_name(cfg[key]):
+                raise BundleError(f"{path}: cfg.{key} must name a file inside the model folder "
+                                  "(write_bundle copies it there)")
+            cfg[key] = str(model_dir / cfg[key])
+    if cfg["tokenizer"] == "visual_words" and not (model_dir / "codebook.safetensors").is_file():
+        raise BundleError(f"{model_dir} lacks codebook.safetensors (its image tokenizer's codebook)")
     tok = make_tokenizer(cfg, 0)
     if isinstance(tok, VisualWords):
-        tok.load(model_dir / "codebook.safetensors")
+        try:
+            tok.load(model_dir / "codebook.safetensors")
+        except Exception as e:
+            raise BundleError(f"{model_dir / 'codebook.safetensors'}: {str(e)[:160]}") from None
     return tok
 
 

@@ -75,7 +75,7 @@ def iter_rows(path: Path) -> Iterator[dict]:
             if len(cols) != len(header):
                 yield {"_line": n, "_error": f"{len(cols)} columns, expected {len(header)}"}
                 continue
-            row = dict(zip(header, cols), _line=n)
+            row = {**{h: c for h, c in zip(header, cols) if not h.startswith("_")}, "_line": n}  # "_" keys are ours
             if row.get("attributes"):
                 row["attributes"] = [a.strip() for a in row["attributes"].split("|") if a.strip()]
             yield row
@@ -88,7 +88,8 @@ def iter_rows(path: Path) -> Iterator[dict]:
             continue
         try:
             obj = json.loads(raw.decode("utf-8"))
-            obj = dict(obj, _line=n) if isinstance(obj, dict) else {"_line": n, "_error": "bad JSON: not a JSON object"}
+            obj = ({**{k: v for k, v in obj.items() if not k.startswith("_")}, "_line": n} if isinstance(obj, dict)
+                   else {"_line": n, "_error": "bad JSON: not a JSON object"})  # "_" keys are ours
         except UnicodeDecodeError:
             obj = {"_line": n, "_error": "not valid UTF-8"}
         except RecursionError:
@@ -174,16 +175,48 @@ def accuracy(results: list[dict], rows: list[dict]) -> dict:
     return accuracy_of(scored_answers(results, rows))
 
 
+def unicode_ok(s: str) -> bool:
+    """Whether ``s`` is text that can be written as UTF-8 (JSON's ``"\\ud800"`` decodes to a lone
+    surrogate, which cannot)."""
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def shown(x, limit: int = 200) -> str:
+    """A row's value as it may appear in an output or a message: a string or integer id, cut to
+    ``limit`` characters, any lone surrogate written as ``\\udXXX``; anything else as ""."""
+    if isinstance(x, bool) or not isinstance(x, (str, int)):
+        return ""
+    s = x[:limit] if isinstance(x, str) else str(x) if abs(x) < 1 << 63 else "(an integer beyond 64 bits)"
+    return s if unicode_ok(s) else s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def json_line(record: dict) -> str:
+    """One output line, valid UTF-8 whatever a row held (non-ASCII kept where it can be)."""
+    line = json.dumps(record, ensure_ascii=False)
+    return (line if unicode_ok(line) else json.dumps(record)) + "\n"
+
+
 def validate(row: dict, known: set[str], category_attributes: dict | None = None) -> tuple[dict | None, list[str]]:
     """A clean product dict or None, and the row's errors. Without ``attributes`` a row is asked
-    its ``category``'s schema where the model has per-category schemas, else every known attribute."""
+    its ``category``'s schema where the model has per-category schemas, else every known attribute
+    (each asked once however often the row names it). Every string must be valid Unicode; ids are
+    strings or integers (not booleans); an image path holds no NUL."""
     if "_error" in row:
-        return None, [row["_error"]]
+        return None, [shown(row["_error"]) or "bad row"]
     errors = []
     pid, name = row.get("id"), row.get("name")
     desc = row.get("description") or ""
-    if not isinstance(pid, (str, int)) or str(pid).strip() == "":
-        errors.append("missing id")
+    for k in ("id", "name", "description", "category", "image"):
+        if isinstance(row.get(k), str) and not unicode_ok(row[k]):
+            errors.append(f"{k} is not valid Unicode (a lone surrogate)")
+    if isinstance(pid, bool) or not isinstance(pid, (str, int)) or shown(pid).strip() == "" \
+            or isinstance(pid, int) and abs(pid) >= 1 << 63:
+        blank = pid is None or isinstance(pid, str) and not pid.strip()
+        errors.append("missing id" if blank else "id must be a string or an integer")
     if not isinstance(name, str) or not name.strip():
         errors.append("missing name")
     if not isinstance(desc, str):
@@ -191,6 +224,8 @@ def validate(row: dict, known: set[str], category_attributes: dict | None = None
     image = row.get("image")
     if image is not None and not isinstance(image, str):
         errors.append("image must be a path (a string)")
+    elif isinstance(image, str) and "\x00" in image:
+        errors.append("image path contains a NUL character")
     picture = None
     if row.get("image_b64") not in (None, ""):
         inline = row["image_b64"]
@@ -212,9 +247,10 @@ def validate(row: dict, known: set[str], category_attributes: dict | None = None
     if not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs):
         errors.append("attributes must be a list of names")
         attrs = []
+    attrs = list(dict.fromkeys(attrs))  # a name repeated 10,000 times is asked once
     unknown = [a for a in attrs if a not in known]
     if unknown:
-        errors.append(f"unknown attribute(s): {', '.join(unknown[:5])}")
+        errors.append(f"unknown attribute(s): {', '.join(shown(a, 60) for a in unknown[:5])}")
     if errors:
         return None, errors
     return {"id": str(pid), "name": name.strip(), "description": desc.strip(), "category": category,

@@ -17,6 +17,8 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
+from .bundle import BundleError, LexicalMeta, read_record
+
 FILES = ("lexical.json", "lexical.safetensors")
 FLOOR = 1e-6  # probability of a candidate the classifier never saw as a label
 
@@ -60,6 +62,17 @@ class AttributeModel:
         if self.clf is None:  # one value seen in training: it is certain
             return np.ones((len(texts), 1))
         return self.clf.predict_proba(self.features(texts))
+
+
+def check_lexical_arrays(path: Path, i: int, a: dict, arrays: dict) -> None:
+    """One attribute's arrays agree with its vocabularies and classes (else predict_proba fails late)."""
+    words, chars = a.get("word") or [], a.get("char") or []
+    shapes = {f"{i}.word_idf": (len(words),), f"{i}.char_idf": (len(chars),),
+              f"{i}.coef": (1 if len(a["classes"]) == 2 else len(a["classes"]), len(words) + len(chars)),
+              f"{i}.intercept": (1 if len(a["classes"]) == 2 else len(a["classes"]),)}
+    for k, shape in shapes.items():
+        if k not in arrays or tuple(arrays[k].shape) != shape or not np.isfinite(arrays[k]).all():
+            raise BundleError(f"{path}: {k} is missing, not finite, or not of shape {shape}")
 
 
 class LexicalScorer:
@@ -131,12 +144,16 @@ class LexicalScorer:
     def load(cls, path: Path) -> "LexicalScorer":
         from safetensors.numpy import load_file
 
-        meta = json.loads((path / FILES[0]).read_text(encoding="utf-8"))
-        arrays = load_file(str(path / FILES[1]))
+        meta = read_record(path / FILES[0], LexicalMeta).model_dump()
+        try:
+            arrays = load_file(str(path / FILES[1]))
+        except Exception as e:
+            raise BundleError(f"{path / FILES[1]} is not a readable safetensors file ({str(e)[:120]})") from None
         models = {}
         for i, a in enumerate(meta["attributes"]):
             word = char = clf = None
             if f"{i}.coef" in arrays:
+                check_lexical_arrays(path / FILES[1], i, a, arrays)
                 word, char = _vectorizers(None, ({t: j for j, t in enumerate(a["word"])},
                                                  {t: j for j, t in enumerate(a["char"])}))
                 word.idf_, char.idf_ = arrays[f"{i}.word_idf"], arrays[f"{i}.char_idf"]

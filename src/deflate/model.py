@@ -19,6 +19,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 from transformers.modeling_outputs import Seq2SeqLMOutput
 from transformers.utils import can_return_tuple
 
+from .bundle import BundleError, DiscriminatorMeta, GeneratorMeta, T5Fields, TokenizerConfig, read_record
 from .config import load_pretrained
 from .files import atomic_dir, write_text
 from .text import load_tokenizer
@@ -259,10 +260,19 @@ def save_model(model: nn.Module, out: Path, meta: dict, tokenizer=None, t5: T5Fo
 
 
 def load_generator(path: Path) -> tuple[MulT5, object, dict]:
-    meta = json.loads((path / META).read_text())
-    tok = load_tokenizer(path / "tokenizer")
-    cls = PointerT5 if meta.get("copy", False) else T5ForConditionalGeneration  # models before model.copy: plain
-    t5 = cls(T5Config.from_json_file(str(path / "config.json")))
+    """A saved generator; every JSON file is checked against its schema first (``deflate.bundle``)."""
+    meta = read_record(path / META, GeneratorMeta).model_dump(exclude_none=True, by_alias=True)
+    read_record(path / "tokenizer" / "tokenizer_config.json", TokenizerConfig)
+    try:
+        tok = load_tokenizer(path / "tokenizer")
+    except Exception as e:  # the Rust reader's message, bounded; the file is named
+        raise BundleError(f"{path / 'tokenizer'}: cannot load the tokenizer ({str(e)[:120]})") from None
+    config = T5Config.from_dict(read_record(path / "config.json", T5Fields).model_dump(exclude_unset=True))
+    if config.vocab_size < len(tok):
+        raise BundleError(f"{path / 'config.json'}: vocab_size {config.vocab_size} is smaller than the tokenizer's "
+                          f"{len(tok)} tokens")
+    cls = PointerT5 if meta["copy"] else T5ForConditionalGeneration  # models before model.copy: plain
+    t5 = cls(config)
     gen = MulT5(t5, meta["image_vocab"], meta["feature_dim"])
     load_weights(gen, path / WEIGHTS)
     t5.generation_config.decoder_start_token_id = t5.config.decoder_start_token_id
@@ -273,7 +283,7 @@ def load_generator(path: Path) -> tuple[MulT5, object, dict]:
 
 def load_discriminator(path: Path, gen: MulT5) -> tuple[Discriminator, dict]:
     """The discriminator saved in ``path``, built on (a copy of) the already loaded ``gen``."""
-    meta = json.loads((path / META).read_text())
+    meta = read_record(path / META, DiscriminatorMeta).model_dump(exclude_none=True)
     disc = Discriminator.from_generator(gen, mark_value=meta.get("mark_value", False))  # older models: no mark
     load_weights(disc, path / WEIGHTS)
     return disc.eval(), meta

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_file
 
+from .bundle import BundleError
 from .files import atomic_path
 
 
@@ -37,4 +38,10 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
 
 
 def load_weights(model: torch.nn.Module, path: Path, device: str = "cpu") -> None:
-    load_model(model, str(path), device=device)
+    """Load ``path`` into ``model``; a missing, torn or mismatched file is one error naming it."""
+    if not Path(path).is_file():
+        raise BundleError(f"{path} not found")
+    try:
+        load_model(model, str(path), device=device)
+    except Exception as e:  # safetensors' header errors and torch's shape/key mismatches alike
+        raise BundleError(f"{path} is not this model's weights ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None

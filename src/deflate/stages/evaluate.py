@@ -10,10 +10,11 @@ import numpy as np
 
 from .. import prediction_files
 from .. import distributed as dist
+from ..bundle import Decisions, write_bundle
 from ..config import Params
 from ..data import Record, load_split
 from ..dataset import Split, load_data
-from ..engine import Answers, Decisions, Deflate, keep, keep_scores, write_bundle
+from ..engine import Answers, Deflate, keep, keep_scores
 from ..files import write_json, write_jsonl, write_text
 from ..intervals import bootstrap_f1
 from ..metrics import evaluate as compute_metrics

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import distributed as dist
+from ..bundle import Decisions, write_bundle
 from ..config import Params
 from ..dataset import grouped_labels, load_data
-from ..engine import SOURCES, Decisions, Deflate, best_candidates, write_bundle
+from ..engine import SOURCES, Deflate, best_candidates
 from ..files import write_json
 from ..intervals import bootstrap_accuracy
 from ..metrics import accuracy_report, exact_hit, lenient_hit

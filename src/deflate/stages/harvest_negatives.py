@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import distributed as dist
+from ..bundle import Decisions
 from ..config import Params
 from ..dataset import (
     Split,
@@ -23,7 +24,7 @@ from ..dataset import (
     load_data,
     right_answers,
 )
-from ..engine import Decisions, Deflate
+from ..engine import Deflate
 from ..files import write_json, write_jsonl
 from ..questions import Question, absent_attributes, gold_questions
 from ..text import NONE_VALUE

@@ -1,0 +1,438 @@
+"""Hardening II (#34), one test per class of hostile input, on one tiny trained bundle:
+
+rows (any JSON value, any code point) never cost the good rows; a bundle is verified (every file's
+SHA-256), confined (no path, symlink or file outside it is ever opened) and schema-checked; params
+are checked before a stage starts; faults (disk full, signals) end in one line and leave the
+previous output and its ``.done.json`` together."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from deflate.bundle import BUNDLE_FILE, BundleError, read_bundle, sha256
+from deflate.cli import app
+from deflate.engine import Deflate
+from deflate.inputs import json_line
+
+from test_pipeline import build_world, run_all, tiny_params
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                          HealthCheck.function_scoped_fixture])
+GOOD = [{"id": "g0", "name": "外婆家香辣牛肉零食"}, {"id": "g1", "name": "白毫银针茶饮", "description": "冰镇"}]
+OPENED: list[str] = []
+WATCHING = [False]
+
+
+def _audit(event, args):
+    if WATCHING[0] and event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        OPENED.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)  # records only while a test watches
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hard")
+    world = build_world(root / "world", 1)
+    p = tiny_params()
+    p["tracking"]["enabled"] = False
+    run_all(p, world, root / "run")
+    return root / "run" / "bundle"
+
+
+@pytest.fixture(scope="module")
+def engine(bundle):
+    return Deflate.load(bundle)
+
+
+def answers(results):
+    return [(r["id"], r["predictions"]) for r in results]
+
+
+@pytest.fixture(scope="module")
+def baseline(engine):
+    return answers(engine.answer_rows([dict(g) for g in GOOD], progress=False))
+
+
+# --- 1. rows ------------------------------------------------------------------------------------------
+ANY_CHAR = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, categories=None, codec=None)
+ANY_TEXT = st.text(ANY_CHAR, max_size=30) | st.sampled_from(["\ud800", "a\udfffb", "\x00", "x\x00.jpg", "true"])
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | ANY_TEXT,
+                    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(ANY_TEXT, kids, max_size=4),
+                    max_leaves=12)
+FIELDS = ("id", "name", "description", "category", "image", "image_b64", "attributes")
+
+
+@SETTINGS
+@given(bad=st.dictionaries(st.sampled_from(FIELDS) | ANY_TEXT, JSON, max_size=6))
+def test_any_row_gets_a_result_and_never_costs_the_good_rows(engine, baseline, bad):
+    rows = [dict(GOOD[0]), bad, dict(GOOD[1])]
+    res = engine.answer_rows(rows, None, progress=False)
+    assert len(res) == 3 and answers([res[0], res[2]]) == baseline
+    for r in res:
+        json_line(r).encode("utf-8")  # valid UTF-8 always
+        assert json.loads(json_line(r))["id"] == r["id"]
+
+
+@SETTINGS
+@given(text=st.text(ANY_CHAR, min_size=1, max_size=40), field=st.sampled_from(["id", "name", "description",
+                                                                              "image", "attributes"]))
+def test_any_code_point_in_any_field(engine, baseline, text, field):
+    row = {"id": "x", "name": "红烧牛肉", field: [text] if field == "attributes" else text}
+    res = engine.answer_rows([dict(GOOD[0]), row, dict(GOOD[1])], None, progress=False)
+    assert answers([res[0], res[2]]) == baseline
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in text) and field != "attributes":
+        assert any("not valid Unicode" in e for e in res[1]["errors"])
+    json_line(res[1]).encode("utf-8")
+
+
+def test_lone_surrogates_and_nul_through_deflate_predict(bundle, baseline, tmp_path):
+    bad = ['{"id": "a", "name": "\\ud800牛肉"}', '{"id": "\\udfff", "name": "牛肉"}',
+           '{"id": "c", "name": "牛肉", "attributes": ["\\ud800"]}', '{"id": "d", "name": "牛肉", "image": "a\\u0000.jpg"}',
+           '{"id": true, "name": "牛肉"}', '{"id": false, "name": "牛肉"}']
+    lines = [json.dumps(GOOD[0], ensure_ascii=False)] + bad + [json.dumps(GOOD[1], ensure_ascii=False)]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["predict", "--model", str(bundle), "--input", str(tmp_path / "in.jsonl"),
+                                 "--output", str(tmp_path / "out.jsonl")])
+    assert r.exit_code == 0, r.output
+    raw = (tmp_path / "out.jsonl").read_bytes()
+    out = [json.loads(x) for x in raw.decode("utf-8").splitlines()]  # strict UTF-8
+    assert len(out) == 8 and answers([out[0], out[-1]]) == baseline
+    for o in out[1:-1]:
+        assert o["errors"] and not o["predictions"], o
+    assert "not valid Unicode" in out[1]["errors"][0] and "NUL" in " ".join(out[4]["errors"])
+    assert "string or an integer" in out[5]["errors"][0] and "string or an integer" in out[6]["errors"][0]
+
+
+def test_a_repeated_attribute_is_asked_once(engine):
+    attr = engine.attributes[0]
+    t = time.perf_counter()
+    many = engine.answer_rows([{"id": "a", "name": "红烧牛肉", "attributes": [attr] * 10_000}], progress=False)
+    dt = time.perf_counter() - t
+    once = engine.answer_rows([{"id": "a", "name": "红烧牛肉", "attributes": [attr]}], progress=False)
+    assert answers(many) == answers(once) and dt < 5
+
+
+# --- 2. the bundle ------------------------------------------------------------------------------------
+def copy(bundle: Path, to: Path) -> Path:
+    shutil.copytree(bundle, to)
+    return to
+
+
+def rehash(b: Path, rel: str) -> None:
+    """What a hostile author does: change a file and write its new SHA-256 into bundle.json."""
+    spec = json.loads((b / BUNDLE_FILE).read_text())
+    spec["files"][rel] = sha256(b / rel)
+    (b / BUNDLE_FILE).write_text(json.dumps(spec))
+
+
+def edit_spec(b: Path, change) -> None:
+    spec = json.loads((b / BUNDLE_FILE).read_text())
+    change(spec)
+    (b / BUNDLE_FILE).write_text(json.dumps(spec) if not isinstance(spec, str) else spec)
+
+
+TAMPER = {
+    "4 KB flipped in the weights": (lambda b: flip(b / "generator" / "model.safetensors"), "generator/model.safetensors"),
+    "truncated weights": (lambda b: truncate(b / "discriminator" / "model.safetensors"), "discriminator/model.safetensors"),
+    "a deleted file": (lambda b: (b / "generator" / "tokenizer" / "tokenizer.json").unlink(), "tokenizer.json"),
+    "an unlisted file": (lambda b: (b / "generator" / "extra.json").write_text("{}"), "generator/extra.json"),
+    "a symlinked part": (lambda b: relink(b, "discriminator"), "symlink"),
+    "a symlinked file": (lambda b: relink(b, "generator/config.json"), "symlink"),
+    "format 1": (lambda b: edit_spec(b, lambda s: s.update(format=1)), "format-1"),
+    "no manifest": (lambda b: edit_spec(b, lambda s: s.pop("files")), "files"),
+    "a '..' name": (lambda b: edit_spec(b, lambda s: s["files"].update({"../x": "0" * 64})), "not a plain relative"),
+    "an absolute name": (lambda b: edit_spec(b, lambda s: s["files"].update({"/etc/passwd": "0" * 64})),
+                         "not a plain relative"),
+    "threshold a string": (lambda b: edit_spec(b, lambda s: s["decisions"].update(threshold="0.5")), "threshold"),
+    "threshold a list": (lambda b: edit_spec(b, lambda s: s["decisions"].update(threshold=[0.5])), "threshold"),
+    "threshold NaN": (lambda b: (b / BUNDLE_FILE).write_text((b / BUNDLE_FILE).read_text().replace(
+        '"threshold": ', '"threshold": NaN, "x": ', 1)), "threshold"),
+    "negative claim_batch_size": (lambda b: edit_spec(b, lambda s: s.update(claim_batch_size=-1)), "claim_batch_size"),
+    "string batch size": (lambda b: edit_spec(b, lambda s: s["decode"].update(batch_size="64")), "decode.batch_size"),
+    "an unknown mode": (lambda b: edit_spec(b, lambda s: s["decisions"].update(mode="magic")), "decisions.mode"),
+    "an unknown key": (lambda b: edit_spec(b, lambda s: s.update(extra=1)), "extra"),
+    "malformed bundle.json": (lambda b: (b / BUNDLE_FILE).write_text('{"format": 2, '), "not valid JSON"),
+    "deeply nested bundle.json": (lambda b: (b / BUNDLE_FILE).write_text("[" * 100_000 + "]" * 100_000),
+                                  "nested"),
+    "deeply nested config.json, rehashed": (lambda b: (write(b / "generator" / "config.json", "[" * 100_000 + "]" * 100_000),
+                                                       rehash(b, "generator/config.json")), "nested"),
+    "malformed deflate.json, rehashed": (lambda b: (write(b / "generator" / "deflate.json", "{"),
+                                                    rehash(b, "generator/deflate.json")), "not valid JSON"),
+    "vocab_size a string, rehashed": (lambda b: (edit_json(b / "generator" / "config.json", vocab_size="9"),
+                                                 rehash(b, "generator/config.json")), "vocab_size"),
+    "a tokenizer with remote code, rehashed": (
+        lambda b: (edit_json(b / "generator" / "tokenizer" / "tokenizer_config.json", auto_map={"x": "y"}),
+                   rehash(b, "generator/tokenizer/tokenizer_config.json")), "auto_map"),
+    "max_len negative, rehashed": (lambda b: (edit_json(b / "generator" / "deflate.json", max_len=-1),
+                                              rehash(b, "generator/deflate.json")), "max_len"),
+}
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def edit_json(path: Path, **changes) -> None:
+    obj = json.loads(path.read_text())
+    obj.update(changes)
+    path.write_text(json.dumps(obj))
+
+
+def flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 4096] = bytes(255 - x for x in data[mid:mid + 4096])
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+
+
+def relink(b: Path, rel: str) -> None:
+    """Move ``rel`` out of the bundle ``b`` and leave a symlink to it."""
+    away = b.parent / f"away-{rel.replace('/', '-')}"
+    shutil.move(b / rel, away)
+    (b / rel).symlink_to(away)
+
+
+@pytest.mark.parametrize("case", sorted(TAMPER))
+def test_a_damaged_or_hostile_bundle_is_refused_naming_what(bundle, tmp_path, case):
+    b = copy(bundle, tmp_path / "b")
+    damage, says = TAMPER[case]
+    damage(b)
+    with pytest.raises(BundleError, match=None) as e:
+        Deflate.load(b)
+    assert says in str(e.value), str(e.value)
+    rows = tmp_path / "in.jsonl"
+    rows.write_text(json.dumps(GOOD[0], ensure_ascii=False) + "\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["predict", "--model", str(b), "--input", str(rows), "--output", str(tmp_path / "o")])
+    assert r.exit_code == 1 and r.output.startswith("error: ") and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_bundle_never_opens_a_file_outside_it(bundle, tmp_path):
+    """A hostile author points the image tokenizer at a sentinel outside and rehashes: refused, and
+    the sentinel is never opened; nor is anything outside the bundle opened by a clean load."""
+    sentinel = tmp_path / "sentinel.pkl"
+    sentinel.write_bytes(b"must stay unread")
+    for key, tokenizer in (("dalle_encoder_path", "dalle"), ("vit_path", "patches")):
+        for where in (str(sentinel), f"../../{sentinel.name}", "generator/../../x"):
+            b = tmp_path / f"b-{key}-{abs(hash(where))}"
+            copy(bundle, b)
+            spec = json.loads((b / "generator" / "image.json").read_text())
+            spec["cfg"].update({key: where, "tokenizer": tokenizer})
+            spec["meta"]["tokenizer"] = tokenizer
+            (b / "generator" / "image.json").write_text(json.dumps(spec))
+            rehash(b, "generator/image.json")
+            OPENED.clear()
+            WATCHING[0] = True
+            try:
+                with pytest.raises(BundleError, match=key):
+                    Deflate.load(b).image_tok
+            finally:
+                WATCHING[0] = False
+            assert not any(Path(f).name == sentinel.name for f in OPENED), OPENED
+    OPENED.clear()
+    WATCHING[0] = True
+    try:
+        e = Deflate.load(bundle)
+        e.image_tok
+        e.answer_rows([dict(GOOD[0])], progress=False)
+    finally:
+        WATCHING[0] = False
+    root = bundle.resolve()
+    outside = {f for f in OPENED if Path(f).is_absolute() and not Path(f).resolve().is_relative_to(root)
+               and not f.startswith((sys.prefix, sys.base_prefix, "/proc", "/sys", "/dev", "/usr", "/etc/ld"))
+               and "site-packages" not in f and "__pycache__" not in f and not f.endswith(".py")}
+    assert not outside, sorted(outside)[:5]
+
+
+def test_write_bundle_copies_an_external_image_file_in(bundle, tmp_path):
+    """A model whose image tokenizer names a file outside: the bundle carries a copy, named relatively."""
+    from deflate.bundle import write_bundle
+    gen = tmp_path / "gen"
+    shutil.copytree(bundle / "generator", gen)
+    ext = tmp_path / "ext" / "encoder.safetensors"
+    ext.parent.mkdir()
+    ext.write_bytes(b"weights")
+    spec = json.loads((gen / "image.json").read_text())
+    spec["cfg"]["dalle_encoder_path"] = str(ext)
+    (gen / "image.json").write_text(json.dumps(spec))
+    spec_b = read_bundle(bundle)
+    b = write_bundle(tmp_path / "b", spec_b["decisions"], spec_b["decode"], spec_b["claim_batch_size"], gen)
+    saved = json.loads((b / "generator" / "image.json").read_text())["cfg"]["dalle_encoder_path"]
+    assert saved == "image_files/dalle_encoder.safetensors" and (b / "generator" / saved).read_bytes() == b"weights"
+    assert f"generator/{saved}" in json.loads((b / BUNDLE_FILE).read_text())["files"]
+    read_bundle(b)
+
+
+BUNDLE_VALUES = st.one_of(JSON, st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**30, 10**30))
+
+
+@SETTINGS
+@given(section=st.sampled_from(["decisions", "decode", None]), key=st.sampled_from(
+    ["mode", "threshold", "keep_all", "alpha", "weights", "keep_weight", "batch_size", "max_new_tokens", "num_beams",
+     "constrain_to_vocab", "claim_batch_size", "parts", "format"]), value=BUNDLE_VALUES)
+def test_any_bundle_field_value_loads_or_is_one_bundle_error(bundle, tmp_path_factory, section, key, value):
+    b = copy(bundle, tmp_path_factory.mktemp("fuzz") / "b")
+    spec = json.loads((b / BUNDLE_FILE).read_text())
+    (spec[section] if section else spec)[key] = value
+    (b / BUNDLE_FILE).write_text(json.dumps(spec))
+    try:
+        read_bundle(b)
+    except BundleError as e:
+        assert str(e)
+
+
+def test_predict_overrides_are_checked(bundle, tmp_path):
+    rows = tmp_path / "in.jsonl"
+    rows.write_text(json.dumps(GOOD[0], ensure_ascii=False) + "\n", encoding="utf-8")
+    for opt, value in (("--threshold", "nan"), ("--threshold", "2"), ("--alpha", "inf"), ("--keep-weight", "1"),
+                       ("--weights", "1,nan,0"), ("--batch-size", "0"), ("--batch-size", "abc")):
+        r = CliRunner().invoke(app, ["predict", "--model", str(bundle), "--input", str(rows), "--output",
+                                     str(tmp_path / "o.jsonl"), opt, value])
+        assert r.exit_code in (1, 2) and "Traceback" not in r.output and "rror" in r.output, (opt, value, r.output)
+
+
+# --- 3. params ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key,value,says", [
+    ("generator.epochs", -1, "generator.epochs"), ("synth.n_products", "abc", "synth.n_products"),
+    ("synth.n_products", -1, "synth.n_products"), ("eval.threshold", float("nan"), "eval.threshold"),
+    ("image.tokenizer", "vq", "image.tokenizer"), ("decode.numbeams", 2, "decode.numbeams"),
+    ("model.use_image", "yes", "model.use_image"), ("distributed.mixed_precision", "fp8", "mixed_precision"),
+    ("eval.keep_weights", [1.5], "keep_weights"), ("data.val_fraction", 1.0, "data.val_fraction")])
+def test_every_bad_param_is_named(tmp_path, key, value, says):
+    import yaml
+
+    from deflate.config import load_params
+    from deflate.params_schema import ParamsError
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    sec, k = key.split(".")
+    raw[sec][k] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    with pytest.raises(ParamsError, match=says.replace(".", r"\.")):
+        load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("pipeline", [".", "pipelines/wdc_pave", "pipelines/implicitave", "pipelines/mepave"])
+def test_every_committed_params_file_passes_the_schema(pipeline):
+    from deflate.config import load_params
+    load_params(ROOT / pipeline / "params.yaml")
+
+
+def stage(script: str, cwd: Path, params: dict) -> subprocess.CompletedProcess:
+    import yaml
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, str(ROOT / "stages" / script)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_a_stage_ends_on_bad_input_in_one_line(tmp_path):
+    import yaml
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "plain").write_text("x")
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for split in ("train", "val", "test"):
+        (wide / f"{split}.tsv").write_text("\t".join(["c"] * 5000) + "\n" + "\t".join(["v"] * 5000) + "\n")
+    cases = {"missing folder": (dict(raw, data={**raw["data"], "path": str(tmp_path / "nope")}), "not a directory"),
+             "a plain file": (dict(raw, data={**raw["data"], "path": str(tmp_path / "plain")}), "not a directory"),
+             "5,000 columns": (dict(raw, data={**raw["data"], "path": str(wide)}), "rows"),
+             "bad param": (dict(raw, data={**raw["data"], "val_fraction": "x"}), "data.val_fraction")}
+    for name, (params, says) in cases.items():
+        r = stage("ingest.py", tmp_path, params)
+        assert r.returncode == 1, (name, r.stderr[-500:])
+        assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0, (name, r.stderr[-500:])
+        assert r.stderr.startswith("error: ") and says in r.stderr, (name, r.stderr)
+    r = stage("synth.py", tmp_path, dict(raw, synth={**raw["synth"], "n_products": -1}))
+    assert r.returncode == 1 and "synth.n_products" in r.stderr and "Traceback" not in r.stderr
+    r = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "s"), "--n-products", "-1"])
+    assert r.exit_code == 2 and not (tmp_path / "s").exists()
+
+
+# --- 4. faults ----------------------------------------------------------------------------------------
+def previous(tmp_path: Path, bundle: Path) -> tuple[Path, bytes, bytes]:
+    rows = tmp_path / "in.jsonl"
+    rows.write_text("".join(json.dumps(g, ensure_ascii=False) + "\n" for g in GOOD), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    r = CliRunner().invoke(app, ["predict", "--model", str(bundle), "--input", str(rows), "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    done = out.with_name(out.name + ".done.json")
+    assert json.loads(done.read_text())["sha256"] == sha256(out)  # the sidecar names what it describes
+    return rows, out.read_bytes(), done.read_bytes()
+
+
+def left_over(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_disk_full_is_one_line_and_keeps_the_previous_output(bundle, tmp_path, monkeypatch):
+    import errno
+
+    import deflate.files as files
+    rows, before, side = previous(tmp_path, bundle)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(files.os, "fsync", full)
+    out = tmp_path / "out.jsonl"
+    r = CliRunner().invoke(app, ["predict", "--model", str(bundle), "--input", str(rows), "--output", str(out)])
+    assert r.exit_code == 1 and r.output.strip().splitlines()[-1] == "error: No space left on device", r.output
+    assert "Traceback" not in r.output
+    assert out.read_bytes() == before and out.with_name("out.jsonl.done.json").read_bytes() == side
+    assert left_over(tmp_path) == []
+
+
+def test_a_kill_after_the_rename_never_leaves_the_old_sidecar(bundle, tmp_path, monkeypatch):
+    import deflate.files as files
+    rows, before, side = previous(tmp_path, bundle)
+    real = files.write_json
+
+    def killed(path, obj, **kw):
+        if str(path).endswith(".done.json"):
+            raise SystemExit(137)  # as if SIGKILLed between the output's rename and the new sidecar
+        return real(path, obj, **kw)
+    monkeypatch.setattr(files, "write_json", killed)
+    r = CliRunner().invoke(app, ["predict", "--model", str(bundle), "--input", str(rows), "--output",
+                                 str(tmp_path / "out.jsonl")])
+    assert r.exit_code == 137, r.output
+    assert not (tmp_path / "out.jsonl.done.json").exists()  # new output, no sidecar: incomplete by the rule
+    assert left_over(tmp_path) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_write_is_one_line_and_leaves_no_temp_file(bundle, tmp_path, sig):
+    rows, before, side = previous(tmp_path, bundle)
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps(dict(GOOD[i % 2], id=f"r{i}"), ensure_ascii=False) + "\n"
+                           for i in range(3000)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    child = subprocess.Popen([sys.executable, "-m", "deflate.cli", "predict", "--model", str(bundle), "--input",
+                              str(big), "--output", str(out), "--chunk-rows", "200"],
+                             env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    t = time.time()
+    while not list(tmp_path.glob(".out.jsonl.*.tmp")) and child.poll() is None and time.time() - t < 120:
+        time.sleep(0.01)
+    time.sleep(0.5)
+    assert child.poll() is None, child.communicate()
+    child.send_signal(sig)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 128 + sig, err[-800:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: stopped by"), err[-800:]
+    assert out.read_bytes() == before and out.with_name("out.jsonl.done.json").read_bytes() == side
+    assert left_over(tmp_path) == []
