@@ -11,7 +11,15 @@ Kills and tampering too: a SIGKILL while `deflate predict` writes (the previous 
 end at the uninterrupted run's weights), and checkpoints torn, mixed or garbled by hand (set aside,
 training restarts, same weights).
 
-    python benchmarks/hostile_inputs.py [--work DIR]      # ~2 minutes on 2 cores
+Hardening II (#34) adds: rows with any JSON value or code point in each field; a row repeating one
+attribute 10,000 times; damaged and hostile bundles (flipped, truncated, deleted, unlisted and
+symlinked files; external paths rehashed into the manifest; every bundle.json field out of type or
+range; 50 MB of nesting), each refused in one line with no output and no file outside opened; bad
+params for stages and bad data paths; a full disk and a read-only folder (a 64 KiB tmpfs, where
+this machine may mount one), SIGTERM and SIGINT mid-write, bad --threshold/--alpha/--weights/
+--batch-size overrides. Results: benchmarks/results/hostile_inputs.md.
+
+    python benchmarks/hostile_inputs.py [--work DIR]      # ~4 minutes on 2 cores
 """
 from __future__ import annotations
 
