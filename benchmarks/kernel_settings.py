@@ -1,0 +1,57 @@
+"""Weight hashes of ../shared/checks/kernel_portability.py's tiny T5 under more kernel settings
+than it tries (issue #35): each (setting, threads) twice in fresh processes, to tell a setting that
+is stable on this machine from one that also matches another CPU (compare the hashes by hand with
+the same script's output there; the check's own Intel hashes cover `portable` only).
+
+    python benchmarks/kernel_settings.py [--out benchmarks/results/kernel_settings_<cpu>.json]   # ~3 min
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+CHECK = Path(__file__).resolve().parents[2] / "shared" / "checks"
+SETTINGS = {
+    "native": {},
+    "portable": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "portable_strict": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "compatible": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "default_compatible": {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+}
+
+
+def cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    sys.path.insert(0, str(CHECK))
+    from kernel_portability import CHILD, MEASURED_ON_INTEL_AVX512
+
+    import torch
+    rows = []
+    for name, env in SETTINGS.items():
+        for threads in (1, 2):
+            hashes = [subprocess.run([sys.executable, "-c", CHILD], env={**os.environ, **env, "KP_THREADS": str(threads)},
+                                     capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                      for _ in range(2)]
+            rows.append({"setting": name, "threads": threads, "hashes": hashes, "stable": len(set(hashes)) == 1,
+                         "intel_avx512": MEASURED_ON_INTEL_AVX512.get((name, threads))})
+            print(rows[-1], flush=True)
+    out = {"cpu": cpu(), "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "rows": rows}
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
