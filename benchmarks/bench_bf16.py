@@ -1,12 +1,13 @@
 """bf16 autocast on CPU at our model sizes: the default generator trained once in float32 and once
-with ``torch.autocast("cpu", dtype=torch.bfloat16)`` around every training step, same data, seed and
-epochs. Reports training examples/s per epoch and the best validation accuracy (what model selection
+with bf16 autocast around every training step (``distributed.mixed_precision: bf16``), same data,
+seed and epochs. Reports training examples/s per epoch and the best validation accuracy (what model selection
 uses), so a speed-up is only taken if quality holds. Needs the default pipeline's data
 (dvc repro image_tokens).
 
     python benchmarks/bench_bf16.py [--epochs 6]
 """
 import argparse
+import copy
 import json
 import statistics
 import tempfile
@@ -15,26 +16,14 @@ from pathlib import Path
 
 import torch
 
-from deflate.config import load_params
+from deflate.infra.config import load_params
 from deflate.stages import train_generator
 
-_autocast = torch.autocast
-
-
-def bf16_on_cpu(device_type, *args, **kwargs):
-    """train.fit disables autocast on CPU; this turns it on (bf16) for the benchmark process only."""
-    if device_type == "cpu":
-        return _autocast("cpu", dtype=torch.bfloat16)
-    return _autocast(device_type, *args, **kwargs)
-
-
 def one(p, bf16: bool, work: Path) -> dict:
-    torch.autocast = bf16_on_cpu if bf16 else _autocast
+    p = copy.deepcopy(p)
+    p["distributed"]["mixed_precision"] = "bf16" if bf16 else "no"
     t = time.perf_counter()
-    try:
-        train_generator.run(p, Path("data/processed"), Path("data/tokens"), work / "gen", work / "ckpt")
-    finally:
-        torch.autocast = _autocast
+    train_generator.run(p, Path("data/processed"), Path("data/tokens"), work / "gen", work / "ckpt")
     hist = json.loads((work / "gen" / "history.json").read_text())
     return {"bf16": bf16, "seconds": round(time.perf_counter() - t, 1),
             "median_train_examples_per_s": round(statistics.median(h["examples_per_s"] for h in hist), 1),

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deflate.image_tokenizers import Dalle, VisualWords, load_images
-from deflate.synth import make_product, render_image
+from deflate.data.image_tokens import Dalle, VisualWords, load_images
+from deflate.data.synth import make_product, render_image
 
 
 def main():

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from deflate.data import load_split
-from deflate.engine import Deflate
+from deflate.answering.engine import Deflate
+from deflate.data.records import load_split
 
 
 def main():

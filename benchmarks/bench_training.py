@@ -11,13 +11,14 @@ from pathlib import Path
 
 import torch
 
-from deflate.batching import Batcher
-from deflate.config import load_params, seed_everything
-from deflate.dataset import image_spec, load_data
-from deflate.model import build_generator
-from deflate.questions import qa_examples
-from deflate.text import QuestionBuilder, corpus, train_tokenizer
-from deflate.train import make_optimizer
+from deflate.data.splits import image_spec, load_data
+from deflate.infra.config import load_params
+from deflate.infra.runtime import seed_everything
+from deflate.model.batching import Batcher
+from deflate.model.mul_t5 import build_generator
+from deflate.model.questions import qa_examples
+from deflate.model.tokenizer import QuestionBuilder, corpus, train_tokenizer
+from deflate.model.train import make_optimizer
 
 
 def run(gen, opt, batcher, ex, order, pad_to=0, pad_target_to=0):

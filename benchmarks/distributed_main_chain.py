@@ -31,7 +31,7 @@ def row(m: dict) -> dict:
 
 
 def stage_seconds(log: Path) -> dict:
-    """Each main-chain stage's last timed run (deflate.config.stage_timer: the main process, start to end)."""
+    """Each main-chain stage's last timed run (deflate.infra.runtime.stage_timer: the main process, start to end)."""
     return {s: r["seconds"] for s, r in last_runs(log).items() if s in STAGES}
 
 

@@ -1,5 +1,5 @@
 """Training throughput and peak memory of a T5-base-size Mul-T5 generator from scratch (issue #18),
-through the project's own batching and training step (``deflate.train._step``: forward, backward;
+through the project's own batching and training step (``deflate.model.train.step``: forward, backward;
 then gradient clipping and Adamax as in ``fit``), under bf16 autocast on a GPU.
 
 Two shapes: the paper's input (60 question tokens + <IMG> + 1024 DALL-E tokens, vocabulary 8192,
@@ -15,10 +15,10 @@ import time
 import numpy as np
 import torch
 
-from deflate import distributed as dist
-from deflate.batching import Batcher, Example
-from deflate.model import build_generator
-from deflate.train import _step, make_optimizer
+from deflate.infra import distributed as dist
+from deflate.model.batching import Batcher, Example
+from deflate.model.mul_t5 import build_generator
+from deflate.model.train import make_optimizer, step
 
 BASE = {"pretrained_path": "", "copy": False, "d_model": 768, "d_ff": 3072, "d_kv": 64, "num_heads": 12, "num_layers": 12,
         "num_decoder_layers": 12, "dropout": 0.1}  # T5-base / T5-pegasus-base sizes
@@ -57,7 +57,7 @@ def measure(device: str, batch: int, text_len: int, image_len: int, steps: int, 
             t0 = time.perf_counter()
         idx = list(range(s * batch, (s + 1) * batch))
         opt.zero_grad(set_to_none=True)
-        _step(gen, lambda m, b: m(b).loss, batcher, exs, idx, device, amp, 1, 1)
+        step(gen, lambda m, b: m(b).loss, batcher, exs, idx, device, amp, 1, 1)
         torch.nn.utils.clip_grad_norm_(gen.parameters(), 1.0)
         opt.step()
     torch.cuda.synchronize() if device.startswith("cuda") else None

@@ -23,9 +23,9 @@ SETTINGS = [
 CHILD = """
 import hashlib, json, sys
 from pathlib import Path
-from deflate.config import load_params
-from deflate.data import SPLITS, load_split
-from deflate.image_tokenizers import run_stage
+from deflate.infra.config import load_params
+from deflate.data.records import SPLITS, load_split
+from deflate.data.image_tokens import run_stage
 processed, out, threads = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 p = load_params()
 records = {s: load_split(processed, s) for s in SPLITS}

@@ -35,9 +35,8 @@ def main():
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     sys.path.insert(0, str(CHECK))
-    from kernel_portability import CHILD, MEASURED_ON_INTEL_AVX512
-
     import torch
+    from kernel_portability import CHILD, MEASURED_ON_INTEL_AVX512
     rows = []
     for name, env in SETTINGS.items():
         for threads in (1, 2):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def last_runs(log: Path, since: str = "") -> dict[str, dict]:
-    """Each stage's newest timing record at or after ``since`` (deflate.config.stage_timer's log)."""
+    """Each stage's newest timing record at or after ``since`` (deflate.infra.runtime.stage_timer's log)."""
     last = {}
     for x in Path(log).read_text().splitlines():
         if x.strip() and (r := json.loads(x))["time"] >= since:

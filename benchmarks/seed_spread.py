@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from deflate.config import load_params
-from deflate.experiments import run_system
-from deflate.files import write_json
-from deflate.tables import CI_KEYS
+from deflate.infra.config import load_params
+from deflate.infra.files import write_json
+from deflate.reports.paper_tables import CI_KEYS
+from deflate.stages.system import run_system
 
 # table column -> its path in a metrics file (the tables' own mapping)
 METRICS = {c: tuple(CI_KEYS[c].split(".")) for c in ("ave_f1", "ap_f1", "fuzzy_f1", "eav_ave_f1", "image_only_ave_f1")}

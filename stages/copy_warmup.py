@@ -3,7 +3,8 @@ Usage: python stages/copy_warmup.py TABLES_DIR OUT_DIR"""
 import sys
 from pathlib import Path
 
-from deflate.config import stage_params, stage_timer
+from deflate.infra.config import stage_params
+from deflate.infra.runtime import stage_timer
 from deflate.stages import copy_warmup
 
 processed, out = sys.argv[1:3]

@@ -3,8 +3,9 @@ val-chosen threshold and the trained parts become the bundle models/deflate."""
 import json
 from pathlib import Path
 
-from deflate import distributed
-from deflate.config import stage_params, stage_timer
+from deflate.infra import distributed
+from deflate.infra.config import stage_params
+from deflate.infra.runtime import stage_timer
 from deflate.stages import evaluate
 
 p = stage_params()

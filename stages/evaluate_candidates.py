@@ -3,8 +3,9 @@ best candidate, candidates re-ranked by the discriminator, and (in pipelines wit
 lexical scorer alone and fused with both; the val-chosen decisions become the bundle models/deflate."""
 from pathlib import Path
 
-from deflate import distributed
-from deflate.config import stage_params, stage_timer
+from deflate.infra import distributed
+from deflate.infra.config import stage_params
+from deflate.infra.runtime import stage_timer
 from deflate.stages import evaluate_candidates
 
 p = stage_params()

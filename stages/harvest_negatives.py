@@ -1,8 +1,9 @@
 """DVC stage: the generator's answers for attributes a product lacks become negatives."""
 from pathlib import Path
 
-from deflate import distributed
-from deflate.config import stage_params, stage_timer
+from deflate.infra import distributed
+from deflate.infra.config import stage_params
+from deflate.infra.runtime import stage_timer
 from deflate.stages import harvest_negatives
 
 p = stage_params()

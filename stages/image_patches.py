@@ -2,11 +2,11 @@
 raw RGB patches, or a local ViT's patch embeddings when image.vit_path is set)."""
 from pathlib import Path
 
-from deflate.config import stage_params, stage_timer
-from deflate.data import SPLITS, load_split
-from deflate.image_tokenizers import run_stage
+from deflate.data.image_tokens import tokenize_processed
+from deflate.infra.config import stage_params
+from deflate.infra.runtime import stage_timer
 
 p = stage_params()
 with stage_timer("image_patches"):
-    records = {s: load_split(Path("data/processed"), s) for s in SPLITS}
-    run_stage(records, {**p["image"], "tokenizer": "patches"}, Path("data/tokens_patches"), p["seed"])
+    tokenize_processed(Path("data/processed"), {**p["image"], "tokenizer": "patches"}, Path("data/tokens_patches"),
+                       p["seed"])

@@ -1,9 +1,10 @@
 """DVC stage: raw input (data.format at data.path) -> validated tables, rejects and schema."""
 from pathlib import Path
 
-from deflate.config import stage_params, stage_timer
-from deflate.data import ingest
-from deflate.files import write_json
+from deflate.data.adapters import ingest
+from deflate.infra.config import stage_params
+from deflate.infra.files import write_json
+from deflate.infra.runtime import stage_timer
 
 p = stage_params()
 d = p["data"]

@@ -2,8 +2,9 @@
 import json
 from pathlib import Path
 
-from deflate.config import stage_params, stage_timer
-from deflate.data import ingest
+from deflate.data.adapters import ingest
+from deflate.infra.config import stage_params
+from deflate.infra.runtime import stage_timer
 
 p = stage_params()
 with stage_timer("ingest_mepave"):

@@ -3,10 +3,11 @@ MEPAVE-shaped training products.  Usage: python stages/learning_curve.py SYSTEM"
 import sys
 from pathlib import Path
 
-from deflate import distributed
-from deflate.config import stage_params, stage_timer
-from deflate.experiments import learning_curve
-from deflate.files import write_json
+from deflate.infra import distributed
+from deflate.infra.config import stage_params
+from deflate.infra.files import write_json
+from deflate.infra.runtime import stage_timer
+from deflate.stages.system import learning_curve
 
 system = sys.argv[1]
 p = stage_params()

@@ -3,10 +3,11 @@ dataset.  Usage: python stages/system.py SYSTEM TABLES_DIR TOKENS_DIR NAME"""
 import sys
 from pathlib import Path
 
-from deflate import distributed
-from deflate.config import stage_params, stage_timer
-from deflate.experiments import run_system
-from deflate.files import write_json
+from deflate.infra import distributed
+from deflate.infra.config import stage_params
+from deflate.infra.files import write_json
+from deflate.infra.runtime import stage_timer
+from deflate.stages.system import run_system
 
 system, processed, tokens, name = sys.argv[1:5]
 p = stage_params()

@@ -1,8 +1,9 @@
 """DVC stage: train the Mul-T5 generator (QA over text + image tokens)."""
 from pathlib import Path
 
-from deflate import distributed
-from deflate.config import stage_params, stage_timer
+from deflate.infra import distributed
+from deflate.infra.config import stage_params
+from deflate.infra.runtime import stage_timer
 from deflate.stages import train_generator
 
 p = stage_params()

@@ -2,7 +2,8 @@
 per attribute) used as a reference and as a third re-ranking score."""
 from pathlib import Path
 
-from deflate.config import stage_params, stage_timer
+from deflate.infra.config import stage_params
+from deflate.infra.runtime import stage_timer
 from deflate.stages import train_lexical
 
 with stage_timer("train_lexical"):

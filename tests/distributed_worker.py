@@ -8,11 +8,16 @@ Usage: python tests/distributed_worker.py PARAMS WORLD OUT train|train_killed
 import sys
 from pathlib import Path
 
-from deflate import distributed
-from deflate.config import load_params
-from deflate.files import write_json
-from deflate.stages import (evaluate, evaluate_candidates, harvest_negatives, train_discriminator,
-                            train_generator)
+from deflate.infra import distributed
+from deflate.infra.config import load_params
+from deflate.infra.files import write_json
+from deflate.stages import (
+    evaluate,
+    evaluate_candidates,
+    harvest_negatives,
+    train_discriminator,
+    train_generator,
+)
 
 params, world, out, what = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 p = load_params(params)
@@ -31,7 +36,7 @@ elif what == "train":
     if distributed.is_main():
         write_json(out / "train.json", result)
 elif what == "system":  # one compared system end to end (experiments.run_system), e.g. a baseline
-    from deflate.experiments import run_system
+    from deflate.stages.system import run_system
 
     m = run_system(sys.argv[5], p, proc, tok, out / sys.argv[5])
     if distributed.is_main():

@@ -1,12 +1,13 @@
 import json
 
 import pytest
-
-from deflate.baselines import jgave_target, parse_pairs, run_baseline
-from deflate.data import Record, ingest
-from deflate.taggers import decode_spans, encode_tags, spans_of, tag_names
-
 from test_pipeline import build_world, tiny_params
+
+from deflate.baselines.systems import jgave_target, parse_pairs
+from deflate.baselines.taggers import decode_spans, encode_tags, spans_of, tag_names
+from deflate.data.adapters import ingest
+from deflate.data.records import Record
+from deflate.stages.baseline import run_baseline
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +58,11 @@ def test_each_baseline_trains_and_is_scored_by_the_shared_metrics(world, tmp_pat
 
 def test_extractive_models_cannot_produce_values_absent_from_the_text(world, tmp_path):
     """Whatever the tagger learned, every value it outputs is a substring of the product text."""
-    from deflate.baselines import _Tagging, tagger_predict
-    from deflate.dataset import load_data
-    from deflate.taggers import BiLSTMCRF
     import torch
+
+    from deflate.baselines.systems import _Tagging, tagger_predict
+    from deflate.baselines.taggers import BiLSTMCRF
+    from deflate.data.splits import load_data
 
     data = load_data(world / "processed", world / "tokens", "test")
     schema = json.loads((world / "processed" / "schema.json").read_text())
@@ -76,8 +78,8 @@ def test_extractive_models_cannot_produce_values_absent_from_the_text(world, tmp
 
 @pytest.mark.slow
 def test_variant_and_learning_curve_runners(world, tmp_path, monkeypatch):
-    from deflate.experiments import learning_curve, run_system
-    from deflate.synth import write_mepave
+    from deflate.data.synth import write_mepave
+    from deflate.stages.system import learning_curve, run_system
 
     monkeypatch.chdir(tmp_path)
     m = run_system("dv_minus", small(), world / "processed", world / "tokens", tmp_path / "dv", "desire")

@@ -2,14 +2,20 @@ import numpy as np
 import pytest
 import torch
 
-from deflate.batching import Batcher, Example
-from deflate.data import Record
-from deflate.metrics import accuracy_report
-from deflate.model import build_generator
-from deflate.questions import Question, candidate_claims, claim_examples
-from deflate.scoring import (candidate_claim_logprobs, candidate_logprobs, combine, fuse, pick_alpha,
-                             pick_weights)
-from deflate.text import QuestionBuilder, train_tokenizer
+from deflate.answering.scores import (
+    candidate_claim_logprobs,
+    candidate_logprobs,
+    combine,
+    fuse,
+    pick_alpha,
+    pick_weights,
+)
+from deflate.data.records import Record
+from deflate.evaluation.metrics import accuracy_report
+from deflate.model.batching import Batcher, Example
+from deflate.model.mul_t5 import build_generator
+from deflate.model.questions import Question, candidate_claims, claim_examples
+from deflate.model.tokenizer import QuestionBuilder, train_tokenizer
 
 TINY = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
         "dropout": 0.0, "pretrained_path": "", "copy": False}
@@ -98,7 +104,7 @@ def test_accuracy_report_exact_and_lenient():
 
 
 def test_trie_topk_returns_only_candidates_best_first_with_their_logprob(setup):
-    from deflate.decoding import build_tries, topk_values
+    from deflate.answering.decoding import build_tries, topk_values
 
     tok, qb, gen = setup
     cands = {"Form": ["Bags/Packets", "Teabags", "Powder", "Box", "Tin"], "Size": ["Box"]}

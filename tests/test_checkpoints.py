@@ -11,19 +11,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from deflate import checkpoints
-from deflate.files import atomic_dir
+from deflate.infra import checkpoints
+from deflate.infra.files import atomic_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A tiny regression trained with deflate.train.fit; KILL=<what>:<epoch> SIGKILLs the process at
+# A tiny regression trained with deflate.model.train.fit; KILL=<what>:<epoch> SIGKILLs the process at
 # one point of that epoch's checkpoint: before the manifest, or halfway through the weights file.
 SCRIPT = textwrap.dedent('''
     import os, signal, sys
     from pathlib import Path
     import numpy as np, torch
     from safetensors.torch import save_file
-    from deflate import checkpoints, train, weights
+    from deflate.infra import checkpoints, weights
+    from deflate.model import train
 
     ckpt, out = Path(sys.argv[1]), Path(sys.argv[2])
     kill = os.environ.get("KILL", "")
@@ -169,9 +170,9 @@ def test_atomic_dir_swaps_whole_folders_and_leaves_the_old_one_on_failure(tmp_pa
 
 def test_weights_files_are_byte_identical_for_equal_tensors(tmp_path):
     """Tied embeddings used to put an alias map in the header in no fixed order."""
-    from deflate.weights import load_weights
+    from deflate.infra.weights import load_weights
 
-    code = ("import sys, torch; from deflate.weights import save_weights\n"
+    code = ("import sys, torch; from deflate.infra.weights import save_weights\n"
             "torch.manual_seed(0); m = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 50))\n"
             "m[1].weight = m[0].weight\nsave_weights(m, sys.argv[1])\n")
     outs = []

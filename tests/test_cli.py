@@ -62,7 +62,7 @@ def test_predict_refuses_a_bad_output_before_any_compute(tmp_path):
 
 
 def test_hostile_rows_become_row_errors(tmp_path):
-    from deflate.inputs import MAX_LINE, read_rows, validate
+    from deflate.answering.predict_rows import MAX_LINE, read_rows, validate
     path = tmp_path / "in.jsonl"
     lines = [b'{"id": "a", "name": "ok"}', b"[" * 200_000 + b"]" * 200_000, b'{"id": "b", "name": "n", "image": 123}',
              b'{"id": "c", "name": "n", "image": ["a.jpg"]}', b'{"id": "d", "name": "' + b"x" * (MAX_LINE + 10) + b'"}',
@@ -77,7 +77,7 @@ def test_hostile_rows_become_row_errors(tmp_path):
 
 
 def test_an_interrupted_write_leaves_the_previous_file_whole(tmp_path):
-    from deflate.files import atomic_writer
+    from deflate.infra.files import atomic_writer
     out = tmp_path / "pred.jsonl"
     out.write_text("previous run\n")
     try:

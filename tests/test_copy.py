@@ -1,13 +1,19 @@
-"""The copy path (``model.copy``: :class:`deflate.model.PointerT5`): a generator that points at its
+"""The copy path (``model.copy``: :class:`deflate.model.mul_t5.PointerT5`): a generator that points at its
 input copies a token it never saw in training; its planted twin without the copy path cannot."""
 import numpy as np
 import pytest
 import torch
-
-from deflate.batching import Batcher, Example
-from deflate.model import PointerT5, build_generator, copy_ids, load_generator, save_model
-from deflate.scoring import mean_logprobs
 from conftest import gen_meta
+
+from deflate.answering.scores import mean_logprobs
+from deflate.model.batching import Batcher, Example
+from deflate.model.mul_t5 import (
+    PointerT5,
+    build_generator,
+    copy_ids,
+    load_generator,
+    save_model,
+)
 
 SIZES = {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
          "dropout": 0.0, "pretrained_path": ""}
@@ -91,7 +97,7 @@ def test_a_row_with_nothing_to_copy_still_generates(twins):
 
 def test_a_saved_pointer_generator_loads_as_one_and_answers_the_same(twins, tmp_path):
     (pointer, b), _ = twins
-    from deflate.text import train_tokenizer
+    from deflate.model.tokenizer import train_tokenizer
     tok = train_tokenizer(["a b c"], 64)
     save_model(pointer, tmp_path / "g", gen_meta(), tok, pointer.t5)  # it adds "copy"
     again, _, _ = load_generator(tmp_path / "g")
@@ -117,7 +123,7 @@ def test_the_training_loss_is_the_mixtures_negative_log_likelihood(twins):
 def test_a_plain_t5_checkpoint_loads_into_the_pointer_generator_with_a_fresh_copy_head(tmp_path):
     from transformers import T5ForConditionalGeneration
 
-    from deflate.model import t5_config
+    from deflate.model.mul_t5 import t5_config
     T5ForConditionalGeneration(t5_config(SIZES, VOCAB)).save_pretrained(tmp_path / "t5")
     gen = build_generator(dict(SIZES, copy=True, pretrained_path=str(tmp_path / "t5")), Vocab(), 0, 0).eval()
     head = {n: p for n, p in gen.named_parameters() if ".copy_" in n}

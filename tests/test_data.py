@@ -3,9 +3,15 @@ import json
 import pytest
 from PIL import Image
 
-from deflate.data import (DesireAdapter, MepaveAdapter, Record, RowError, ingest, load_split, parse_attributes,
-                          parse_pic_tokens)
-from deflate.synth import DESIRE_COLUMNS
+from deflate.data.adapters import (
+    DesireAdapter,
+    MepaveAdapter,
+    ingest,
+    parse_attributes,
+    parse_pic_tokens,
+)
+from deflate.data.records import Record, RowError, load_split
+from deflate.data.synth import DESIRE_COLUMNS
 
 
 def desire_line(name="红烧牛肉", sku="P1", image="", tokens="", attribute="{'主料': '牛肉'}", desc=""):
@@ -127,7 +133,7 @@ def test_implicitave_adapter_merges_rows_and_guards_images(tmp_path):
 
 
 def test_desire_adapter_reads_synthetic_default(tmp_path):
-    from deflate.synth import write_desire
+    from deflate.data.synth import write_desire
     write_desire(tmp_path, 30, seed=1, progress=False)
     recs = [r for r in DesireAdapter(tmp_path).read("train")]
     assert recs and all(isinstance(r, Record) and r.image and r.labels for r in recs)
@@ -135,7 +141,7 @@ def test_desire_adapter_reads_synthetic_default(tmp_path):
 
 
 def test_tables_do_not_depend_on_where_the_repo_lives(tmp_path, monkeypatch):
-    from deflate.synth import write_desire
+    from deflate.data.synth import write_desire
     write_desire(tmp_path / "raw", 20, seed=1, image_size=16, progress=False)
     monkeypatch.chdir(tmp_path)
     ingest("desire", "raw", tmp_path / "p", tmp_path / "r", 0.0)

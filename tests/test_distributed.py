@@ -1,4 +1,4 @@
-"""Several processes, one result (deflate.distributed): 2 CPU processes (gloo) train the weights one
+"""Several processes, one result (deflate.infra.distributed): 2 CPU processes (gloo) train the weights one
 process trains at the same global batch, and write byte-identical answers."""
 import itertools
 import json
@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from deflate import distributed
 from test_pipeline import build_world, qa_setup, tiny_params
+
+from deflate.infra import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("distributed_worker.py")
@@ -152,7 +152,7 @@ def test_launch_command_follows_params():
 
 @pytest.mark.slow
 def test_predict_on_two_processes_writes_the_one_process_file(runs, tmp_path):
-    from deflate.data import load_split
+    from deflate.data.records import load_split
 
     one, _ = runs
     world = one.parent / "world"
@@ -186,8 +186,8 @@ def test_the_paper_setting_names_only_real_params():
 
 @pytest.mark.slow
 def test_gradient_accumulation_gives_the_whole_batch_update(runs, tmp_path):
-    from deflate.model import build_generator
-    from deflate.train import fit
+    from deflate.model.mul_t5 import build_generator
+    from deflate.model.train import fit
 
     p = tiny_params()
     tok, ex, b = qa_setup(runs[0].parent / "world")

@@ -7,9 +7,18 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deflate.data import (DESIRE_NCOLS, DesireAdapter, ImplicitAveAdapter, MepaveAdapter, Record, Reject, RowError,
-                          WdcPaveAdapter, parse_attributes, parse_literal, parse_pic_tokens)
-from deflate.inputs import read_rows, validate
+from deflate.answering.predict_rows import read_rows, validate
+from deflate.data.adapters import (
+    DESIRE_NCOLS,
+    DesireAdapter,
+    ImplicitAveAdapter,
+    MepaveAdapter,
+    WdcPaveAdapter,
+    parse_attributes,
+    parse_literal,
+    parse_pic_tokens,
+)
+from deflate.data.records import Record, Reject, RowError
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

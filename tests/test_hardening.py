@@ -4,6 +4,7 @@ rows (any JSON value, any code point) never cost the good rows; a bundle is veri
 SHA-256), confined (no path, symlink or file outside it is ever opened) and schema-checked; params
 are checked before a stage starts; faults (disk full, signals) end in one line and leave the
 previous output and its ``.done.json`` together."""
+import base64
 import json
 import os
 import shutil
@@ -13,17 +14,20 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
+from test_pipeline import build_world, run_all, tiny_params
 from typer.testing import CliRunner
 
-from deflate.bundle import BUNDLE_FILE, BundleError, read_bundle, sha256
+from deflate.answering.engine import Deflate
+from deflate.answering.predict_rows import json_line
+from deflate.answering.pyfunc import frame_rows, to_frame
 from deflate.cli import app
-from deflate.engine import Deflate
-from deflate.inputs import json_line
-
-from test_pipeline import build_world, run_all, tiny_params
+from deflate.infra.bundle import BUNDLE_FILE, BundleError, read_bundle, sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -122,6 +126,109 @@ def test_a_repeated_attribute_is_asked_once(engine):
     dt = time.perf_counter() - t
     once = engine.answer_rows([{"id": "a", "name": "红烧牛肉", "attributes": [attr]}], progress=False)
     assert answers(many) == answers(once) and dt < 5
+
+
+# The audit's named lines (once benchmarks/hostile_inputs.py): each between good rows, through
+# `deflate predict` with a picture folder. Clean: exit 0, one output line per row in order, an error
+# on the bad row, the good rows answered as without it, nothing opened outside the folder.
+def named_lines(pics: Path, outside: Path) -> dict[str, str]:
+    png16 = pics / "sixteen.png"
+    Image.fromarray((np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16)).save(png16)
+    row = lambda **kw: json.dumps({"id": "x", "name": "红烧牛肉", **kw}, ensure_ascii=False)  # noqa: E731
+    return {
+        "JSON nested 200k deep": "[" * 200_000 + "]" * 200_000,
+        "image 123": row(image=123), "image a list": row(image=["a.jpg"]),
+        "absolute path outside": row(image=str(outside / "secret.jpg")), "'..' out of the folder": row(image="../secret.jpg"),
+        "symlink out of the folder": row(image="link.jpg"), "/etc/shadow": row(image="/etc/shadow"),
+        "missing file outside": row(image="/nonexistent/x.jpg"), "16-bit PNG": row(image=png16.name),
+        "duplicate id": json.dumps({"id": "g0", "name": "重复"}, ensure_ascii=False), "not UTF-8": "\udcff\udcfe",
+        "bad base64 picture": row(image_b64="%%%"), "line over 1 MiB": json.dumps({"id": "x", "name": "x" * (1 << 20)}),
+        "id 2**70": json.dumps({"id": 2 ** 70, "name": "红烧牛肉"}), "id 1.5": json.dumps({"id": 1.5, "name": "牛肉"}),
+        "id an object": json.dumps({"id": {"a": 1}, "name": "牛肉"}), "name a number": json.dumps({"id": "x", "name": 7}),
+        "description an object": row(description={"a": 1}), "attributes a string of JSON": row(attributes="[\"主料\"]"),
+        "attributes nested lists": row(attributes=[["主料"]]), "attributes of numbers": row(attributes=[1, 2]),
+        "image_b64 a list": row(image_b64=["AAAA"]), "a forged _error key": row(_error=["x", {"a": 1}]),
+        "a forged _line key": row(_line={"a": [1]}), "JSON array row": "[1, 2, 3]", "JSON string row": '"just a string"',
+        "NaN literal": '{"id": "x", "name": NaN}', "empty object": "{}",
+    }
+
+
+ANSWERED = ("16-bit PNG", "a forged _error key", "a forged _line key")  # a usable picture; "_" keys are dropped
+
+
+@pytest.fixture(scope="module")
+def folder(bundle, tmp_path_factory):
+    """A picture folder (a good picture, a symlink out of it), a folder outside, good rows and their answers."""
+    work = tmp_path_factory.mktemp("named")
+    pics, outside = work / "pics", work / "outside"
+    pics.mkdir()
+    outside.mkdir()
+    picture = next((bundle.parents[1] / "world" / "raw" / "images").glob("*.jpg"))
+    shutil.copy(picture, pics / "good.jpg")
+    shutil.copy(picture, outside / "secret.jpg")
+    (pics / "link.jpg").symlink_to(outside / "secret.jpg")
+    good = [json.dumps({"id": "g0", "name": "外婆家香辣牛肉零食", "image": "good.jpg"}, ensure_ascii=False),
+            json.dumps({"id": "g1", "name": "白毫银针茶饮", "description": "冰镇"}, ensure_ascii=False),
+            json.dumps({"id": "g2", "name": "红烧牛肉", "image_b64": base64.b64encode(picture.read_bytes()).decode()})]
+    (work / "base.jsonl").write_text("\n".join(good) + "\n", encoding="utf-8")
+    assert predict(bundle, work / "base.jsonl", work / "base.out.jsonl", pics).exit_code == 0
+    base = [json.loads(x) for x in (work / "base.out.jsonl").read_text(encoding="utf-8").splitlines()]
+    return work, pics, outside, good, answers(base)
+
+
+def predict(bundle: Path, rows: Path, out: Path, images: Path):
+    return CliRunner().invoke(app, ["predict", "--model", str(bundle), "--input", str(rows), "--output", str(out),
+                                    "--images", str(images)])
+
+
+NAMED = ("JSON nested 200k deep", "image 123", "image a list", "absolute path outside", "'..' out of the folder",
+         "symlink out of the folder", "/etc/shadow", "missing file outside", "16-bit PNG", "duplicate id", "not UTF-8",
+         "bad base64 picture", "line over 1 MiB", "id 2**70", "id 1.5", "id an object", "name a number",
+         "description an object", "attributes a string of JSON", "attributes nested lists", "attributes of numbers",
+         "image_b64 a list", "a forged _error key", "a forged _line key", "JSON array row", "JSON string row",
+         "NaN literal", "empty object")
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_a_named_hostile_line_costs_nothing_else(bundle, folder, name):
+    work, pics, outside, good, base = folder
+    lines = named_lines(pics, outside)
+    assert set(lines) == set(NAMED)
+    line = lines[name]
+    (work / "in.jsonl").write_bytes(("\n".join(good[:2] + [line] + good[2:]) + "\n").encode("utf-8", "surrogateescape"))
+    OPENED.clear()
+    WATCHING[0] = True
+    try:
+        r = predict(bundle, work / "in.jsonl", work / "out.jsonl", pics)
+    finally:
+        WATCHING[0] = False
+    assert r.exit_code == 0, r.output
+    out = [json.loads(x) for x in (work / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(out) == 4 and answers(out[:2] + out[3:]) == base
+    assert bool(out[2]["errors"]) is (name not in ANSWERED), out[2]
+    assert [f for f in OPENED if outside in Path(f).parents or f.startswith(("/etc/", "/nonexistent"))] == []
+
+
+@pytest.mark.parametrize("target", ["input", "folder", "/proc/x/o.jsonl"])
+def test_a_bad_output_path_is_refused_before_any_work(bundle, folder, target):
+    work, pics, *_ = folder
+    before = (work / "base.jsonl").read_bytes()
+    out = {"input": work / "base.jsonl", "folder": work}.get(target, Path(target))
+    r = predict(bundle, work / "base.jsonl", out, pics)
+    assert r.exit_code == 1 and (work / "base.jsonl").read_bytes() == before and "Traceback" not in r.output
+
+
+def test_the_pyfunc_answers_bad_cells_row_by_row(engine):
+    frame = pd.DataFrame([{"id": "a", "name": "红烧牛肉", "image": 123}, {"id": "b", "name": "红烧牛肉", "image": "/etc/shadow"},
+                          {"id": "c", "name": "红烧牛肉", "attributes": 7}, {"id": "d", "name": "红烧牛肉"}])
+    OPENED.clear()
+    WATCHING[0] = True
+    try:
+        res = engine.answer_rows(frame_rows(frame), None, progress=False)
+    finally:
+        WATCHING[0] = False
+    assert [bool(r["errors"]) for r in res] == [True, True, True, False] and "/etc/shadow" not in OPENED
+    assert len(to_frame(res)) >= 4
 
 
 # --- 2. the bundle ------------------------------------------------------------------------------------
@@ -262,7 +369,7 @@ def test_a_bundle_never_opens_a_file_outside_it(bundle, tmp_path):
 
 def test_write_bundle_copies_an_external_image_file_in(bundle, tmp_path):
     """A model whose image tokenizer names a file outside: the bundle carries a copy, named relatively."""
-    from deflate.bundle import write_bundle
+    from deflate.infra.bundle import write_bundle
     gen = tmp_path / "gen"
     shutil.copytree(bundle / "generator", gen)
     ext = tmp_path / "ext" / "encoder.safetensors"
@@ -317,8 +424,8 @@ def test_predict_overrides_are_checked(bundle, tmp_path):
 def test_every_bad_param_is_named(tmp_path, key, value, says):
     import yaml
 
-    from deflate.config import load_params
-    from deflate.params_schema import ParamsError
+    from deflate.infra.config import load_params
+    from deflate.infra.params_schema import ParamsError
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     sec, k = key.split(".")
     raw[sec][k] = value
@@ -329,7 +436,7 @@ def test_every_bad_param_is_named(tmp_path, key, value, says):
 
 @pytest.mark.parametrize("pipeline", [".", "pipelines/wdc_pave", "pipelines/implicitave", "pipelines/mepave"])
 def test_every_committed_params_file_passes_the_schema(pipeline):
-    from deflate.config import load_params
+    from deflate.infra.config import load_params
     load_params(ROOT / pipeline / "params.yaml")
 
 
@@ -383,7 +490,7 @@ def left_over(folder: Path) -> list[str]:
 def test_disk_full_is_one_line_and_keeps_the_previous_output(bundle, tmp_path, monkeypatch):
     import errno
 
-    import deflate.files as files
+    import deflate.infra.files as files
     rows, before, side = previous(tmp_path, bundle)
 
     def full(fd):
@@ -398,7 +505,7 @@ def test_disk_full_is_one_line_and_keeps_the_previous_output(bundle, tmp_path, m
 
 
 def test_a_kill_after_the_rename_never_leaves_the_old_sidecar(bundle, tmp_path, monkeypatch):
-    import deflate.files as files
+    import deflate.infra.files as files
     rows, before, side = previous(tmp_path, bundle)
     real = files.write_json
 

@@ -1,10 +1,19 @@
 """The house rules of the package, checked: no import cycle (imports inside functions count too),
-no block of six or more lines written twice."""
+the subpackages in the pipeline's order (a lower layer never imports a higher one), no private
+name used across modules, every stage's DVC deps covering all the code it runs, and no block of
+six or more lines written twice. Each check has a planted-violation twin that must fail it."""
 import ast
 import re
+import shutil
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "deflate"
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "deflate"
+# the pipeline's layers, bottom up: a module may import its own layer and the ones before it
+LAYERS = ("infra", "data", "evaluation", "model", "answering", "baselines", "reports", "stages", "cli")
+COMPAT = ("engine",)  # old import paths that logged MLflow models use: top layer, imported by nothing
 MIN_LINES = 6
 
 
@@ -13,26 +22,41 @@ def module_name(path: Path, src: Path = SRC) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def imports_of(path: Path, package: str, files: dict[str, Path]) -> set[str]:
+    """The package modules ``path`` imports anywhere in its body (functions included), with the
+    packages above each (importing ``deflate.data.records`` runs ``deflate/__init__.py`` and
+    ``deflate/data/__init__.py`` too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            # `from pkg import name` imports the module pkg.name when there is one, else pkg
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+        else:
+            continue
+        for t in targets:
+            parts = t.split(".")
+            found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & files.keys()
+    return found
+
+
+def source_files(src: Path = SRC) -> dict[str, Path]:
+    return {module_name(f, src): f for f in src.rglob("*.py")}
+
+
 def import_graph(src: Path = SRC) -> dict[str, set[str]]:
-    """Module -> the package modules it imports anywhere in its body (functions included)."""
-    files = {module_name(f, src): f for f in src.rglob("*.py")}
-    graph: dict[str, set[str]] = {m: set() for m in files}
+    """Module -> the package modules it imports (a package's own __init__ is not an edge)."""
+    files = source_files(src)
+    graph: dict[str, set[str]] = {}
     for mod, path in files.items():
         package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")
-                    anchor = anchor[: len(anchor) - (node.level - 1)]
-                    base = ".".join(anchor + ([base] if base else []))
-                # `from pkg import name` imports the module pkg.name when there is one, else pkg
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
-            else:
-                continue
-            graph[mod] |= {t for t in targets if t in files and t != mod}
+        graph[mod] = {t for t in imports_of(path, package, files) if t != mod and not mod.startswith(t + ".")}
     return graph
 
 
@@ -74,6 +98,182 @@ def test_the_cycle_check_finds_a_cycle_inside_a_function(tmp_path):
     assert find_cycle(import_graph(pkg)) == ["deflate.a", "deflate.sub.b", "deflate.c", "deflate.a"]
     (pkg / "c.py").write_text("x = 1\n")
     assert find_cycle(import_graph(pkg)) is None
+
+
+def layer_breaks(src: Path = SRC) -> list[str]:
+    """Imports that go up the layers (or into a folder that is no layer)."""
+    def layer(mod: str) -> int:
+        parts = mod.split(".")
+        if len(parts) == 1:
+            return -1
+        return LAYERS.index(parts[1]) if parts[1] in LAYERS else len(LAYERS) - 1 if parts[1] in COMPAT else len(LAYERS)
+    graph = import_graph(src)
+    return ([f"{m} -> {d}" for m, deps in sorted(graph.items()) for d in sorted(deps)
+             if layer(d) > layer(m) or layer(m) == len(LAYERS)]
+            + [f"{m} -> {d} (a compatibility path)" for m, deps in sorted(graph.items()) for d in sorted(deps)
+               if d.split(".")[-1] in COMPAT and d.count(".") == 1])
+
+
+def test_layers_import_only_downwards():
+    assert {p.name for p in SRC.iterdir() if p.is_dir() and p.name != "__pycache__"} | {"cli"} == set(LAYERS)
+    assert {p.stem for p in SRC.glob("*.py")} == {"__init__", "cli", *COMPAT}
+    assert layer_breaks() == []
+
+
+def test_the_layer_check_finds_an_upward_import(tmp_path):
+    pkg = tmp_path / "deflate"
+    for d in ("infra", "model"):
+        (pkg / d).mkdir(parents=True)
+        (pkg / d / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "model" / "m.py").write_text("from deflate.infra import f\n")
+    (pkg / "infra" / "f.py").write_text("x = 1\n")
+    assert layer_breaks(pkg) == []
+    (pkg / "infra" / "f.py").write_text("def g():\n    from deflate.model.m import y\n")
+    assert layer_breaks(pkg) == ["deflate.infra.f -> deflate.model", "deflate.infra.f -> deflate.model.m"]
+    (pkg / "infra" / "f.py").write_text("x = 1\n")
+    (pkg / "engine.py").write_text("from deflate.model.m import y\n")  # a compatibility path: may import down
+    assert layer_breaks(pkg) == []
+    (pkg / "model" / "m.py").write_text("import deflate.engine\n")  # ... but nothing may import it
+    assert layer_breaks(pkg) == ["deflate.model.m -> deflate.engine", "deflate.model.m -> deflate.engine (a compatibility path)"]
+
+
+def private_uses(paths: list[Path], files: dict[str, Path]) -> list[str]:
+    """``from deflate.x import _name`` and ``module._name`` on a deflate module, outside that module."""
+    found = []
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        modules = set()  # local names bound to deflate modules
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("deflate"):
+                for a in node.names:
+                    if a.name.startswith("_") and not a.name.startswith("__"):
+                        found.append(f"{path.name}:{node.lineno} imports {node.module}.{a.name}")
+                    if f"{node.module}.{a.name}" in files:
+                        modules.add(a.asname or a.name)
+            elif isinstance(node, ast.Import):
+                modules |= {a.asname for a in node.names if a.asname and a.name in files}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                found.append(f"{path.name}:{node.lineno} uses {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_private_name_is_used_across_modules():
+    files = source_files()
+    assert private_uses(sorted(SRC.rglob("*.py")) + sorted((ROOT / "benchmarks").rglob("*.py"))
+                        + sorted((ROOT / "stages").glob("*.py")), files) == []
+
+
+def test_the_private_check_finds_both_forms(tmp_path):
+    (tmp_path / "a.py").write_text("from deflate.model import train\nfrom deflate.answering.pyfunc import _rows\n"
+                                   "train._step(1)\ntrain.fit(2)\n")
+    found = private_uses([tmp_path / "a.py"], source_files())
+    assert found == ["a.py:2 imports deflate.answering.pyfunc._rows", "a.py:3 uses train._step"]
+
+
+PLUMBING = {"stage_params", "stage_timer", "relaunch", "is_main", "write_json", "write_text"}
+
+
+def stage_script_breaks(script: Path) -> list[str]:
+    """A stage script wires params to one library call: one ``with stage_timer(...)`` holding one
+    statement with one call into the package; outside it, only plumbing (params, launch, writing)."""
+    tree = ast.parse(script.read_text(encoding="utf-8"))
+    ours = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+            and (n.module or "").startswith("deflate") for a in n.names}
+
+    def calls(nodes) -> list[str]:
+        out = []
+        for node in (c for n in nodes for c in ast.walk(n) if isinstance(c, ast.Call)):
+            f = node.func
+            name = (f.id if isinstance(f, ast.Name) and f.id in ours else
+                    f.attr if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in ours
+                    else None)
+            if name is not None and name not in PLUMBING:
+                out.append(name)
+        return out
+
+    timers = [n for n in tree.body if isinstance(n, ast.With) and isinstance(n.items[0].context_expr, ast.Call)
+              and getattr(n.items[0].context_expr.func, "id", "") == "stage_timer"]
+    if len(timers) != 1:
+        return [f"{script.name}: {len(timers)} stage_timer blocks"]
+    breaks = [f"{script.name}: {len(timers[0].body)} statements timed"] if len(timers[0].body) != 1 else []
+    if len(inside := calls(timers[0].body)) != 1:
+        breaks.append(f"{script.name}: {len(inside)} library calls timed ({', '.join(inside)})")
+    breaks += [f"{script.name}: {name} called outside the timed call" for name in
+               calls(n for n in tree.body if n is not timers[0])]
+    return breaks
+
+
+def test_each_stage_script_is_one_call():
+    scripts = sorted((ROOT / "stages").glob("*.py"))
+    assert len(scripts) == 16
+    assert [b for f in scripts for b in stage_script_breaks(f)] == []
+
+
+def test_the_stage_script_check_finds_a_second_call(tmp_path):
+    head = "from deflate.infra.config import stage_params\nfrom deflate.infra.runtime import stage_timer\n" \
+           "from deflate.data.synth import write_desire, write_mepave\n"
+    (tmp_path / "s.py").write_text(head + "with stage_timer('s'):\n    write_desire(stage_params())\n")
+    assert stage_script_breaks(tmp_path / "s.py") == []
+    (tmp_path / "s.py").write_text(head + "with stage_timer('s'):\n    write_desire(1)\n    write_mepave(2)\n")
+    assert stage_script_breaks(tmp_path / "s.py") == ["s.py: 2 statements timed",
+                                                      "s.py: 2 library calls timed (write_desire, write_mepave)"]
+    (tmp_path / "s.py").write_text(head + "x = write_mepave(2)\nwith stage_timer('s'):\n    write_desire(x)\n")
+    assert stage_script_breaks(tmp_path / "s.py") == ["s.py: write_mepave called outside the timed call"]
+
+
+def stage_scripts(dvc_file: Path) -> dict[str, tuple[Path, list[Path]]]:
+    """Each stage of a dvc.yaml: the Python script its cmd runs and its deps, resolved from the
+    file's folder (a ``foreach`` stage's ``do`` counts once)."""
+    out = {}
+    for name, st in yaml.safe_load(dvc_file.read_text(encoding="utf-8"))["stages"].items():
+        st = st.get("do", st)
+        script = next(w for w in st["cmd"].split() if w.endswith(".py"))
+        out[name] = ((dvc_file.parent / script).resolve(),
+                     [(dvc_file.parent / d).resolve() for d in st.get("deps", []) if "${" not in d])
+    return out
+
+
+def uncovered_code(dvc_file: Path, src: Path = SRC) -> list[str]:
+    """Package files a stage runs (its script's imports, followed through the package) that none of
+    its deps names or holds: a change there would leave the stage's outputs looking up to date."""
+    files = source_files(src)
+    graph = import_graph(src)
+    missing = []
+    for name, (script, deps) in stage_scripts(dvc_file).items():
+        todo = list(imports_of(script, "", files))
+        seen: set[str] = set()
+        while todo:
+            m = todo.pop()
+            if m in seen or m not in files:
+                continue
+            seen.add(m)
+            todo += graph[m] | {".".join(m.split(".")[:i]) for i in range(1, m.count(".") + 1)}
+        need = [files[m].resolve() for m in sorted(seen)] + [script]
+        missing += [f"{name}: {f.relative_to(src.parents[1])}" for f in need
+                    if not any(f == d or d in f.parents for d in deps)]
+    return missing
+
+
+DVC_FILES = [ROOT / "dvc.yaml", *sorted((ROOT / "pipelines").glob("*/dvc.yaml"))]
+
+
+def test_every_stage_depends_on_all_the_code_it_runs():
+    assert len(DVC_FILES) == 4
+    for f in DVC_FILES:
+        assert uncovered_code(f) == [], f
+
+
+def test_the_deps_check_finds_a_missing_folder(tmp_path):
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "stages").symlink_to(ROOT / "stages")
+    (tmp_path / "src").symlink_to(ROOT / "src")
+    assert uncovered_code(tmp_path / "dvc.yaml") == []
+    text = (tmp_path / "dvc.yaml").read_text().replace("src/deflate/model,", "", 1)
+    (tmp_path / "dvc.yaml").write_text(text)
+    assert "train_generator: src/deflate/model/train.py" in uncovered_code(tmp_path / "dvc.yaml")
 
 
 def code_lines(path: Path) -> list[tuple[int, str]]:

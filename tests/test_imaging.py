@@ -7,9 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deflate.data import Record
-from deflate.image_files import BadImage, open_rgb
-from deflate.image_tokenizers import (
+from deflate.data.image_tokens import (
     NotADalleEncoder,
     Patches,
     VisualWords,
@@ -18,7 +16,10 @@ from deflate.image_tokenizers import (
     run_stage,
     to_patches,
 )
-from deflate.synth import make_product, render_image
+from deflate.data.images import BadImage, open_rgb
+from deflate.data.records import Record
+from deflate.data.synth import make_product, render_image
+from deflate.infra.errors import UserError
 
 CFG = {"tokenizer": "visual_words", "grid": 4, "vocab_size": 16, "resize": 32, "batch_size": 4, "num_threads": 1,
        "dalle_encoder_path": "", "dalle_resize": 32, "dalle_sizes": {}, "vit_path": ""}
@@ -159,7 +160,7 @@ def test_dalle_state_dict_and_refusals(tmp_path):
     with pytest.raises(NotADalleEncoder, match="refused to unpickle"):
         load_dalle_encoder(tmp_path / "evil.pkl")
     assert not marker.exists()
-    with pytest.raises(FileNotFoundError, match="dalle_encoder_path"):
+    with pytest.raises(UserError, match="dalle_encoder_path"):
         load_dalle_encoder(tmp_path / "missing.pkl")
 
 
@@ -167,8 +168,10 @@ def test_no_training_pictures_means_text_only(tmp_path):
     recs = {s: [Record(f"{s}{i}", "x") for i in range(3)] for s in ("train", "val", "test")}
     meta = run_stage(recs, CFG, tmp_path / "tok", seed=0, progress=False)
     assert meta["text_only"] and not list((tmp_path / "tok").glob("*.safetensors"))
-    from deflate.data import records_to_frame
-    from deflate.dataset import load_data  # the model side then reads it as text-only
+    from deflate.data.records import records_to_frame
+    from deflate.data.splits import (
+        load_data,  # the model side then reads it as text-only
+    )
     (tmp_path / "proc").mkdir()
     records_to_frame(recs["val"]).to_parquet(tmp_path / "proc" / "val.parquet")
     data = load_data(tmp_path / "proc", tmp_path / "tok", "val")
@@ -176,7 +179,7 @@ def test_no_training_pictures_means_text_only(tmp_path):
 
 
 def test_every_pil_mode_becomes_correct_rgb(tmp_path):
-    from deflate.image_files import open_rgb, to_rgb
+    from deflate.data.images import open_rgb, to_rgb
     ramp16 = (np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16)  # 0 .. 61380
     Image.fromarray(ramp16).save(tmp_path / "sixteen.png")  # mode I;16: convert("RGB") clips it to white
     got = np.asarray(open_rgb(tmp_path / "sixteen.png"), dtype=np.float64)
@@ -197,7 +200,7 @@ def test_every_pil_mode_becomes_correct_rgb(tmp_path):
 
 
 def test_confine_keeps_paths_inside_one_folder(tmp_path):
-    from deflate.image_files import confine
+    from deflate.data.images import confine
     root = tmp_path / "pics"
     (root / "sub").mkdir(parents=True)
     (tmp_path / "out.jpg").write_bytes(b"x")
@@ -213,8 +216,8 @@ def test_confine_keeps_paths_inside_one_folder(tmp_path):
 def test_a_model_trained_on_patch_features_encodes_new_pictures_with_patches(tmp_path):
     """The patches variant trains on data/tokens_patches while params' image.tokenizer says
     visual_words: the model folder must rebuild the tokenizer that made its features."""
-    from deflate.config import load_params
-    from deflate.image_tokenizers import load_for_inference, save_for_inference
+    from deflate.data.image_tokens import load_for_inference, save_for_inference
+    from deflate.infra.config import load_params
     cfg = load_params(Path(__file__).resolve().parents[1] / "params.yaml")["image"]
     tokens = tmp_path / "tokens_patches"
     tokens.mkdir()
@@ -258,7 +261,7 @@ PINNED_TOKENS_SHA256 = "740042ad1311647b390ae17ba9329edd0804956460e11a84f8d07db3
 
 
 def test_nearest_code_is_exact_with_lowest_index_on_ties():
-    from deflate.image_tokenizers import nearest_code
+    from deflate.data.image_tokens import nearest_code
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (500, 48), dtype=np.uint8)

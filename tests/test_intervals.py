@@ -2,9 +2,9 @@
 resample, and the intervals behave as intervals."""
 import numpy as np
 
-from deflate.data import Record
-from deflate.intervals import beyond, bootstrap_accuracy, bootstrap_f1
-from deflate.metrics import evaluate, gold_from_records
+from deflate.data.records import Record
+from deflate.evaluation.intervals import beyond, bootstrap_accuracy, bootstrap_f1
+from deflate.evaluation.metrics import evaluate, gold_from_records
 
 
 def _data(n=30, seed=0):

@@ -2,7 +2,7 @@
 comes back from disk (JSON + safetensors, no pickle) with the same scores."""
 import numpy as np
 
-from deflate.lexical import FILES, LexicalScorer, lexical_text
+from deflate.answering.lexical import FILES, LexicalScorer, lexical_text
 
 EXAMPLES = {
     "Sleeve Style": [(lexical_text("Acme long sleeve shirt", "Shirts"), "Long Sleeve"),

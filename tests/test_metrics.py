@@ -1,7 +1,13 @@
 import pytest
 
-from deflate.metrics import evaluate, fuzzy_match, longest_common_substring, majority_baseline, prf
-from deflate.data import Record
+from deflate.data.records import Record
+from deflate.evaluation.metrics import (
+    evaluate,
+    fuzzy_match,
+    longest_common_substring,
+    majority_baseline,
+    prf,
+)
 
 
 def test_prf_and_lcs():

@@ -1,13 +1,25 @@
 import numpy as np
 import pytest
 import torch
-
-from deflate.batching import Batcher, Example
-from deflate.decoding import Trie, build_tries, generate_values
-from deflate.model import Discriminator, build_generator, load_generator, save_model
-from deflate.questions import Question
-from deflate.text import CLS, IMG, NONE_VALUE, QuestionBuilder, train_tokenizer
 from conftest import gen_meta
+
+from deflate.answering.decoding import Trie, build_tries, generate_values
+from deflate.infra.errors import UserError
+from deflate.model.batching import Batcher, Example
+from deflate.model.mul_t5 import (
+    Discriminator,
+    build_generator,
+    load_generator,
+    save_model,
+)
+from deflate.model.questions import Question
+from deflate.model.tokenizer import (
+    CLS,
+    IMG,
+    NONE_VALUE,
+    QuestionBuilder,
+    train_tokenizer,
+)
 
 TINY = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
         "dropout": 0.0, "pretrained_path": "", "copy": False}
@@ -100,9 +112,9 @@ def test_discriminator_starts_from_generator_encoder(tok):
 def test_a_marked_claim_value_is_told_apart_from_the_same_tokens_in_the_text(tok, tmp_path):
     """discriminator.mark_value: the claim's value tokens (and only they) carry a learned vector,
     zero at the start; the mark is saved with the model and read back."""
-    from deflate.data import Record
-    from deflate.model import load_discriminator
-    from deflate.questions import Claim, claim_examples
+    from deflate.data.records import Record
+    from deflate.model.mul_t5 import load_discriminator
+    from deflate.model.questions import Claim, claim_examples
     qb = QuestionBuilder(tok, "zh", 24, 4)
     records = [Record("p1", "红烧牛肉", "清蒸")]
     claim = Claim(Question(0, "主料"), "牛肉")
@@ -144,7 +156,7 @@ def test_pretrained_t5_loads_from_a_local_folder(tok, tmp_path):
     T5ForConditionalGeneration(cfg).save_pretrained(tmp_path / "t5")
     gen = build_generator(dict(TINY, pretrained_path=str(tmp_path / "t5")), tok, 10, 0)
     assert gen.t5.get_input_embeddings().num_embeddings >= len(tok)  # grown for <IMG>/<CLS>
-    with pytest.raises(FileNotFoundError, match="pretrained_path"):
+    with pytest.raises(UserError, match="pretrained_path"):
         build_generator(dict(TINY, pretrained_path=str(tmp_path / "nope")), tok, 10, 0)
 
 
@@ -164,7 +176,7 @@ def test_trie_constrained_decoding_only_emits_candidates(tok):
 
 
 def test_pretrained_path_takes_a_folder_or_a_model_id_and_says_in_one_line_when_neither_loads(tmp_path):
-    from deflate.config import load_pretrained
+    from deflate.model.pretrained import load_pretrained
 
     assert load_pretrained(lambda src: src, str(tmp_path), "model.pretrained_path") == str(tmp_path)
     assert load_pretrained(lambda src: src, "google-t5/t5-base", "model.pretrained_path") == "google-t5/t5-base"
@@ -172,8 +184,8 @@ def test_pretrained_path_takes_a_folder_or_a_model_id_and_says_in_one_line_when_
     def offline(src):
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nmore detail")
 
-    with pytest.raises(OSError, match=r"^model.pretrained_path 'google-t5/t5-base' is no local folder .*connect") as e:
+    with pytest.raises(UserError, match=r"^model.pretrained_path 'google-t5/t5-base' is no local folder .*connect") as e:
         load_pretrained(offline, "google-t5/t5-base", "model.pretrained_path")
     assert "\n" not in str(e.value)
-    with pytest.raises(FileNotFoundError, match="not a folder"):
+    with pytest.raises(UserError, match="not a folder"):
         load_pretrained(offline, str(tmp_path / "missing"), "model.pretrained_path")

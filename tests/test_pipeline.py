@@ -7,12 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from deflate.config import load_params
-from deflate.data import SPLITS, ingest, load_split
-from deflate.image_tokenizers import run_stage
-from deflate.stages import evaluate, harvest_negatives, train_discriminator, train_generator
-from deflate.synth import write_desire
-from deflate.tracking import Tracker
+from deflate.data.adapters import ingest
+from deflate.data.image_tokens import run_stage
+from deflate.data.records import SPLITS, load_split
+from deflate.data.synth import write_desire
+from deflate.infra.config import load_params
+from deflate.infra.tracking import Tracker
+from deflate.stages import (
+    evaluate,
+    harvest_negatives,
+    train_discriminator,
+    train_generator,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,8 +120,8 @@ def test_logged_pyfunc_model_answers_like_predict(world, trained, tmp_path, monk
     import pandas as pd
     from typer.testing import CliRunner
 
+    from deflate.answering.engine import Deflate
     from deflate.cli import app
-    from deflate.engine import Deflate
 
     run_dir, m = trained
     uri = (run_dir / "mlflow_model.txt").read_text().strip()
@@ -149,8 +155,8 @@ def test_stages_run_from_a_pretrained_t5_folder(world, trained, tmp_path, monkey
     params' sizes, and the bundle they leave answers."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from deflate.engine import Deflate
-    from deflate.text import load_tokenizer
+    from deflate.answering.engine import Deflate
+    from deflate.model.tokenizer import load_tokenizer
     run_dir, _ = trained
     tok = load_tokenizer(run_dir / "gen" / "tokenizer")
     pre = tmp_path / "t5-pretrained"
@@ -204,10 +210,10 @@ def test_tracking_outage_does_not_stop_training(world, tmp_path, monkeypatch):
 
 def qa_setup(world: Path):
     """A tokenizer, QA examples and a batcher for the world's training products (the loop's inputs)."""
-    from deflate.batching import Batcher
-    from deflate.dataset import load_data
-    from deflate.questions import qa_examples
-    from deflate.text import QuestionBuilder, corpus, train_tokenizer
+    from deflate.data.splits import load_data
+    from deflate.model.batching import Batcher
+    from deflate.model.questions import qa_examples
+    from deflate.model.tokenizer import QuestionBuilder, corpus, train_tokenizer
 
     schema = json.loads((world / "processed" / "schema.json").read_text())
     data = load_data(world / "processed", world / "tokens", "train")
@@ -217,8 +223,8 @@ def qa_setup(world: Path):
 
 
 def test_killed_training_resumes_to_the_same_weights(world, tmp_path):
-    from deflate.model import build_generator
-    from deflate.train import fit
+    from deflate.model.mul_t5 import build_generator
+    from deflate.model.train import fit
 
     p = tiny_params()
     tok, ex, b = qa_setup(world)
@@ -256,8 +262,8 @@ def test_predict_on_good_and_bad_rows(world, trained, tmp_path):
     import base64
     import shutil
 
-    from deflate.engine import Deflate
-    from deflate.inputs import read_rows
+    from deflate.answering.engine import Deflate
+    from deflate.answering.predict_rows import read_rows
     run, _ = trained
     img = next((world / "raw" / "images").glob("*.jpg"))
     pics = tmp_path / "pics"
@@ -322,8 +328,8 @@ def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monke
     import mlflow
     import pandas as pd
 
-    from deflate.dataset import grouped_labels
-    from deflate.metrics import accuracy_report
+    from deflate.data.splits import grouped_labels
+    from deflate.evaluation.metrics import accuracy_report
     from deflate.stages import evaluate_candidates, train_lexical
     monkeypatch.chdir(tmp_path)
     p = tiny_params(**{"negatives.mode": "candidates", "decode.top_k": 3, "discriminator.claim_value": True})
@@ -387,9 +393,9 @@ def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monke
     acc = json.loads((tmp_path / "iave.accuracy.json").read_text())
     assert acc["overall"]["exact"] == m["fused"]["overall"]["exact"] and acc["overall"]["n"] == len(qs)
     # every mode: the MLflow model of a bundle answers exactly as `deflate predict` on that bundle folder
-    from deflate.bundle import write_bundle
-    from deflate.engine import Deflate
-    from deflate.tracking import Tracker
+    from deflate.answering.engine import Deflate
+    from deflate.infra.bundle import write_bundle
+    from deflate.infra.tracking import Tracker
     frame = pd.DataFrame([{"id": f"{r.id}#{a}", "name": r.name, "description": r.description, "attributes": [a]}
                           for r, a in qs[:12]] + [{"id": "x", "name": "y", "attributes": ["nope"]}])
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in
@@ -413,7 +419,7 @@ def test_text_only_pipeline_with_candidates_and_reranking(world, tmp_path, monke
 
 
 def test_resume_key_changes_with_code(monkeypatch):
-    import deflate.train as tr
+    import deflate.model.train as tr
     a = tr.config_hash({"x": 1})
     assert a == tr.config_hash({"x": 1}) and a != tr.config_hash({"x": 2})
     monkeypatch.setattr(tr, "code_fingerprint", lambda: "other code")
@@ -424,6 +430,7 @@ def test_predict_command_line_answers_the_same_from_any_directory(world, trained
     """The threshold comes from the bundle (chosen on val), never from a metrics file in the working
     directory: a decoy metrics/deflate.json beside one run changes nothing."""
     from typer.testing import CliRunner
+
     from deflate.cli import app
     run, m = trained
     # the same inputs as the stage saw: text and picture (images allowed from the world's folder only)
@@ -467,6 +474,7 @@ def test_a_bundle_missing_a_part_or_a_decision_is_one_line_error(trained, tmp_pa
     import shutil
 
     from typer.testing import CliRunner
+
     from deflate.cli import app
     run, _ = trained
     (tmp_path / "in.jsonl").write_text(json.dumps({"id": "a", "name": "红烧牛肉"}, ensure_ascii=False) + "\n")
@@ -497,8 +505,8 @@ def test_a_bundle_missing_a_part_or_a_decision_is_one_line_error(trained, tmp_pa
 def test_a_claim_without_its_value_is_what_the_discriminator_trained_on(world, trained, tmp_path):
     """discriminator.claim_value false (params.yaml): the folder records it, the engine then builds
     "<CLS> question" claims whatever the answer, and refuses to rank candidates with such a claim."""
-    from deflate.engine import BundleError, Deflate
-    from deflate.questions import Question
+    from deflate.answering.engine import BundleError, Deflate
+    from deflate.model.questions import Question
     run, _ = trained
     assert tiny_params()["discriminator"]["claim_value"] is False
     assert json.loads((run / "disc" / "deflate.json").read_text())["claim_value"] is False
@@ -525,7 +533,7 @@ def test_a_claim_without_its_value_is_what_the_discriminator_trained_on(world, t
 def test_params_name_a_missing_key(tmp_path):
     import yaml
 
-    from deflate.config import MissingParam, Params
+    from deflate.infra.config import MissingParam, Params
     p = Params(yaml.safe_load("decode:\n  batch_size: 8\n"))  # load_params would refuse it whole (the schema)
     assert p["decode"]["batch_size"] == 8
     with pytest.raises(MissingParam, match="'decode.top_k'"):
@@ -536,7 +544,7 @@ def test_params_name_a_missing_key(tmp_path):
 
 
 def test_resume_key_follows_the_training_data(tmp_path):
-    from deflate.train import file_digest
+    from deflate.model.train import file_digest
     a, b = tmp_path / "a.bin", tmp_path / "b.bin"
     a.write_bytes(b"tokens v1")
     b.write_bytes(b"negatives")
@@ -552,8 +560,8 @@ def test_engine_loads_the_image_tokenizer_only_to_encode_pictures(trained, tmp_p
     rebuilt (the patches variant's has no codebook) still harvests and evaluates."""
     import shutil
 
-    from deflate.bundle import BundleError
-    from deflate.engine import Deflate
+    from deflate.answering.engine import Deflate
+    from deflate.infra.bundle import BundleError
     run, _ = trained
     shutil.copytree(run / "gen", tmp_path / "gen")
     (tmp_path / "gen" / "codebook.safetensors").unlink()
@@ -565,8 +573,8 @@ def test_engine_loads_the_image_tokenizer_only_to_encode_pictures(trained, tmp_p
 
 
 def test_predict_tokenizes_pictures_exactly_as_the_image_stage(world, trained):
-    from deflate.image_tokenizers import load_tokens
-    from deflate.engine import Deflate
+    from deflate.answering.engine import Deflate
+    from deflate.data.image_tokens import load_tokens
     run, _ = trained
     recs = load_split(world / "processed", "test")
     tokens, has, _ = load_tokens(world / "tokens", "test")
@@ -612,13 +620,13 @@ def test_predict_scores_an_implicitave_folder(world, trained, tmp_path, monkeypa
     assert acc["overall"]["exact"] == round(100 * right / (len(good) + 1), 2)
     # fused mode: a lexical scorer that has memorised these rows, with all the weight, gets every row
     # whose gold value is one of the model's candidates
-    from deflate.lexical import LexicalScorer, lexical_text
+    from deflate.answering.lexical import LexicalScorer, lexical_text
     memo = {}
     for r in test[:4]:
         memo.setdefault(r.labels[0]["attribute"], []).extend([(lexical_text(r.name, r.category), r.labels[0]["value"])] * 3)
     LexicalScorer.fit(memo, progress=False).save(tmp_path / "lex")
-    from deflate.bundle import write_bundle
-    from deflate.engine import Deflate
+    from deflate.answering.engine import Deflate
+    from deflate.infra.bundle import write_bundle
     b = Deflate.load(run_dir / "bundle")
     write_bundle(tmp_path / "with_lex", b.decisions, b.decode, b.claim_batch_size, run_dir / "bundle" / "generator",
                  run_dir / "bundle" / "discriminator", tmp_path / "lex")
@@ -637,8 +645,8 @@ def test_the_keep_score_mixes_in_the_generators_confidence_only_when_weighted(wo
     with P_gen the generator's mean token probability of the answer it wrote."""
     import numpy as np
 
-    from deflate.engine import BundleError, Deflate, keep_scores
-    from deflate.questions import Question
+    from deflate.answering.engine import BundleError, Deflate, keep_scores
+    from deflate.model.questions import Question
     run, _ = trained
     probs = np.array([0.9, 0.2, 0.0], np.float32)
     glp = np.array([-0.1, -3.0, -0.5], np.float32)
@@ -673,7 +681,7 @@ def test_the_keep_score_mixes_in_the_generators_confidence_only_when_weighted(wo
 
 def split_batcher(engine, world: Path):
     """The engine's batcher over the tiny world's test split (its image tokens)."""
-    from deflate.dataset import load_data
+    from deflate.data.splits import load_data
     data = load_data(world / "processed", world / "tokens", "test")
     return engine.batcher(data.image, data.has_image)
 
@@ -683,9 +691,9 @@ def test_answer_scores_leave_a_forced_prefix_out_of_the_mean(world, trained):
     log p(first token) + (n - 1) * mean(skip 1), the first token's log-prob being a one-token target's."""
     import numpy as np
 
-    from deflate.batching import Example
-    from deflate.engine import Deflate
-    from deflate.scoring import mean_logprobs
+    from deflate.answering.engine import Deflate
+    from deflate.answering.scores import mean_logprobs
+    from deflate.model.batching import Example
     run, _ = trained
     engine = Deflate.load(run / "bundle")
     b = split_batcher(engine, world)
@@ -703,7 +711,7 @@ def test_answer_scores_leave_a_forced_prefix_out_of_the_mean(world, trained):
 def test_a_bundle_written_before_keep_weight_keeps_the_papers_rule(trained, tmp_path):
     import shutil
 
-    from deflate.engine import read_bundle
+    from deflate.answering.engine import read_bundle
     run, _ = trained
     shutil.copytree(run / "bundle", tmp_path / "b")
     spec = json.loads((tmp_path / "b" / "bundle.json").read_text())
@@ -734,8 +742,8 @@ def test_the_val_choice_of_keep_weight_prefers_the_papers_rule_on_ties(world):
     """best_keep_rule: a weight that adds nothing on val loses to w = 0; one that helps wins."""
     import numpy as np
 
-    from deflate.engine import Answers
-    from deflate.questions import Question
+    from deflate.answering.engine import Answers
+    from deflate.model.questions import Question
     from deflate.stages.evaluate import best_keep_rule
     records = load_split(world / "processed", "val")[:6]
     qs, values, right = [], [], []

@@ -1,5 +1,6 @@
 """Adapters on the real public data in ../shared (skipped when it is absent)."""
-from deflate.data import ingest, load_split
+from deflate.data.adapters import ingest
+from deflate.data.records import load_split
 
 
 def test_mepave_sample(shared_data, tmp_path):
@@ -18,7 +19,7 @@ def test_implicitave(shared_data, tmp_path):
 
 
 def test_predict_reads_the_implicitave_eval_folder(shared_data):
-    from deflate.inputs import read_implicitave
+    from deflate.answering.predict_rows import read_implicitave
 
     rows, pictures = read_implicitave(shared_data / "implicitave" / "eval_visible")
     assert len(rows) == 534 and not [r for r in rows if "_error" in r]

@@ -3,8 +3,18 @@ import json
 
 import numpy as np
 
-from deflate.synth import (ATTRIBUTES, CUES, PALETTE, SPICE_COUNT, TYPES, make_mepave_row, make_product,
-                           render_image, write_desire, write_mepave)
+from deflate.data.synth import (
+    ATTRIBUTES,
+    CUES,
+    PALETTE,
+    SPICE_COUNT,
+    TYPES,
+    make_mepave_row,
+    make_product,
+    render_image,
+    write_desire,
+    write_mepave,
+)
 
 
 def _digest(root):

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from deflate.cli import app
-from deflate.experiments import subsample
-from deflate.tables import build, load_tables, markdown
+from deflate.reports.paper_tables import build, load_tables, markdown
+from deflate.stages.system import subsample
 
 
 def fake_metrics(ave, ap, image_only=None, eav=None, system="x", params=1000, train=100):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from deflate import pave_scoring
-from deflate.data import Record, Reject, WdcPaveAdapter, ingest, load_split, wdc_val_cluster
-from deflate.dictionary import Dictionary
+from deflate.baselines.dictionary import Dictionary
+from deflate.data.adapters import WdcPaveAdapter, ingest, wdc_val_cluster
+from deflate.data.records import Record, Reject, load_split
+from deflate.evaluation import wdc_pave_rule as pave_scoring
 
 SCHEMA = ("Category;Attribute;Annotation_Guideline\nOffice Products;Brand;x\nOffice Products;Color(s);\"a;b\"\n"
           "Jewelry;Metal;y\n")
@@ -118,8 +119,8 @@ def test_real_wdc_pave_ingests_cleanly(shared_data, tmp_path):
 
 
 def test_products_are_asked_their_categorys_attributes():
-    from deflate.inputs import validate
-    from deflate.questions import Question, all_questions, answer_questions
+    from deflate.answering.predict_rows import validate
+    from deflate.model.questions import Question, all_questions, answer_questions
 
     schema = {"attributes": ["A", "B", "M"], "category_attributes": {"C": ["A", "B"], "J": ["M"]}}
     recs = [Record("1", "t", "", "C", labels=[{"attribute": "A", "value": "x"}]), Record("2", "t", "", "J"),
@@ -152,9 +153,9 @@ def wdc_run(tmp_path_factory):
     """Every WDC-PAVE system, tiny, on 60 fixture offers; then the table."""
     import sys
 
-    from deflate.config import load_params
-    from deflate.experiments import run_system
-    from deflate.wdc_table import SYSTEMS, build
+    from deflate.infra.config import load_params
+    from deflate.reports.wdc_table import SYSTEMS, build
+    from deflate.stages.system import run_system
 
     root = tmp_path_factory.mktemp("wdc")
     write(root / "raw", fixture_offers(60), fixture_offers(12, 100))
@@ -177,12 +178,12 @@ def wdc_run(tmp_path_factory):
         m = run_system(s, p, root / "processed", root / "no_tokens", root / "models" / f"{s}-wdc_pave", "wdc_pave")
         (root / "metrics" / "systems" / f"{s}-wdc_pave.json").write_text(json.dumps(m))
     table = build(p, root / "processed", root / "models", root / "metrics", root / "metrics" / "wdc_pave.json")
-    assert "deflate" in sys.modules["deflate.wdc_table"].NAMES
+    assert "deflate" in sys.modules["deflate.reports.wdc_table"].NAMES
     return root, table
 
 
 def test_every_system_writes_predictions_and_the_table_scores_them(wdc_run):
-    from deflate.wdc_table import SYSTEMS, markdown
+    from deflate.reports.wdc_table import SYSTEMS, markdown
 
     root, t = wdc_run
     assert list(t["rows"]) == list(SYSTEMS)
@@ -204,7 +205,7 @@ def test_every_system_writes_predictions_and_the_table_scores_them(wdc_run):
 
 
 def test_a_prefixed_generator_records_it_and_answers_only_in_free_span_mode(wdc_run):
-    from deflate.engine import BundleError, Deflate, read_bundle
+    from deflate.answering.engine import BundleError, Deflate, read_bundle
 
     root, _ = wdc_run
     bundle = root / "models" / "deflate-wdc_pave" / "deflate"
@@ -249,7 +250,7 @@ def test_predict_format_wdc_pave_scores_a_trained_model(wdc_run, tmp_path):
 
 
 def test_targets_as_in_text_copy_question_tokens_and_decode_the_same():
-    from deflate.text import QuestionBuilder, train_tokenizer
+    from deflate.model.tokenizer import QuestionBuilder, train_tokenizer
 
     tok = train_tokenizer(["Avery Dennison shipping tags", "The Brand of tags is", "Xerox toner"] * 20, 300)
     qb = QuestionBuilder(tok, "en", 64, 16, "as_in_text")
@@ -264,7 +265,7 @@ def test_targets_as_in_text_copy_question_tokens_and_decode_the_same():
 
 
 def test_span_trie_allows_only_spans_of_the_question_and_none():
-    from deflate.decoding import _span_allowed, span_trie
+    from deflate.answering.decoding import _span_allowed, span_trie
 
     trie = span_trie([5, 6, 7, 6, 8], 2, [[9, 10]])
     allowed = _span_allowed([trie], end=1)
@@ -276,11 +277,11 @@ def test_span_trie_allows_only_spans_of_the_question_and_none():
 
 
 def test_answer_prefix_is_learned_forced_when_answering_and_stripped():
-    from deflate.batching import Batcher
-    from deflate.decoding import build_tries, generate_values, span_beams
-    from deflate.model import build_generator
-    from deflate.questions import Question, question_examples
-    from deflate.text import QuestionBuilder, train_tokenizer
+    from deflate.answering.decoding import build_tries, generate_values, span_beams
+    from deflate.model.batching import Batcher
+    from deflate.model.mul_t5 import build_generator
+    from deflate.model.questions import Question, question_examples
+    from deflate.model.tokenizer import QuestionBuilder, train_tokenizer
 
     tok = train_tokenizer(["Avery Dennison shipping tags", "The Brand of tags is", "Brand: Xerox toner"] * 20, 300)
     qb = QuestionBuilder(tok, "en", 64, 16, "as_in_text", answer_prefix=True)
@@ -312,7 +313,7 @@ def test_answer_prefix_is_learned_forced_when_answering_and_stripped():
 def test_copy_warm_up_is_seeded_and_its_answers_follow_the_marker():
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from deflate import copying
+    from deflate.model import copy_warmup as copying
 
     x, y = copying.copy_batch(torch.Generator().manual_seed(1), 4, 20, 50)
     for row, ans in zip(x.tolist(), y.tolist()):
@@ -339,7 +340,7 @@ def test_a_shared_warm_up_loads_only_where_it_is_exactly_the_one_a_system_would_
     warm-up gives; other settings or other starting weights are refused and warmed up here."""
     from transformers import T5Config, T5ForConditionalGeneration
 
-    from deflate import copying
+    from deflate.model import copy_warmup as copying
 
     cfg = {"optimizer": "adamax", "lr": 2e-3, "weight_decay": 1e-4, "batch_size": 4, "grad_clip": 1.0}
     plan = copying.schedule(6)
@@ -369,7 +370,7 @@ def test_a_shared_warm_up_loads_only_where_it_is_exactly_the_one_a_system_would_
 def test_wrong_values_become_negatives_and_every_right_spelling_is_spared(monkeypatch):
     """negatives.wrong_values: the generator's answer to an attribute the product has is a negative
     only when it is a value and none of the right answers (any gold spelling, the joined values)."""
-    from deflate.dataset import Split, right_answers
+    from deflate.data.splits import Split, right_answers
     from deflate.stages import harvest_negatives
 
     recs = [Record("a", "Avery red tags", labels=[{"attribute": "Brand", "value": "Avery", "source": "explicit"},

@@ -24,10 +24,9 @@ def synth(out: Path = typer.Option(Path("data/raw/synth"), help="Output folder (
           seed: int = typer.Option(42, help="Seed: same seed, byte-identical files."),
           image_size: int = typer.Option(128, min=8, max=4096, help="Side of the rendered product pictures in pixels.")):
     """Generate the deterministic DESIRE-shaped default dataset (raw TSV + JPEGs + value sources)."""
-    from .synth import write_desire, write_mepave
+    from deflate.data.synth import write_synth
 
-    stats = write_desire(out / "desire", n_products, seed, image_size=image_size)
-    write_mepave(out / "mepave", mepave_rows, seed)
+    stats = write_synth(out, n_products, mepave_rows, seed, image_size=image_size)
     typer.echo(json.dumps(stats, ensure_ascii=False, indent=1))
 
 
@@ -38,7 +37,7 @@ def ingest(fmt: str = typer.Option("desire", "--format", help="desire | mepave |
            rejects: Path = typer.Option(Path("data/rejects"), help="Where rejected rows are reported (JSONL)."),
            max_reject_fraction: float = typer.Option(0.05, help="Fail when more rows than this are rejected.")):
     """Validate raw rows into normalised tables; bad rows go to the rejects folder with a reason."""
-    from .data import ingest as run
+    from deflate.data.adapters import ingest as run
 
     try:
         report = run(fmt, path, out, rejects, max_reject_fraction)
@@ -50,8 +49,8 @@ def ingest(fmt: str = typer.Option("desire", "--format", help="desire | mepave |
 def _load_engine(model: str, device: str = "cpu"):
     """The answering engine from a bundle folder, or from an MLflow model URI (runs:/..., models:/...)
     that carries one."""
-    from .bundle import BundleError
-    from .engine import Deflate
+    from deflate.answering.engine import Deflate
+    from deflate.infra.bundle import BundleError
 
     if ":/" in model:
         import os
@@ -99,7 +98,7 @@ def _chunks(rows, size: int):
 def _answer_all(engine, rows, chunk_rows: int, images, fmt: str, f, counts: dict, scored: list, offers: list):
     """Answer the rows chunk by chunk, writing one JSON line per row to ``f``; tally ``counts`` and
     keep what the accuracy (``scored``) or WDC-PAVE scores (``offers``) need."""
-    from .inputs import json_line, scored_answers
+    from deflate.answering.predict_rows import json_line, scored_answers
 
     seen: dict = {}  # duplicate questions across chunks
     for chunk in _chunks(rows, chunk_rows):
@@ -176,12 +175,16 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
     import sys
     import time
 
-    from . import distributed as dist
-    from .config import resolve_device
-    from .bundle import MODES, BundleError
-    from .errors import one_line, stopping_on_signals
-    from .files import atomic_output
-    from .inputs import iter_rows, iter_wdc_pave, read_implicitave
+    from deflate.answering.predict_rows import (
+        iter_rows,
+        iter_wdc_pave,
+        read_implicitave,
+    )
+    from deflate.infra import distributed as dist
+    from deflate.infra.bundle import MODES, BundleError
+    from deflate.infra.errors import one_line, stopping_on_signals
+    from deflate.infra.files import atomic_output
+    from deflate.infra.runtime import resolve_device
 
     if fmt not in ("products", "implicitave", "wdc_pave"):
         _fail(f"--format must be products, implicitave or wdc_pave, not {fmt!r}")
@@ -255,8 +258,8 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
 def _report(engine, d, model: str, output: Path, metrics: Path | None, counts: dict, scored: list, offers: list,
             dt: float) -> None:
     """The summary line, and the accuracy or WDC-PAVE scores JSON of rows that carry gold."""
-    from .files import write_json
-    from .inputs import accuracy_of
+    from deflate.answering.predict_rows import accuracy_of
+    from deflate.infra.files import write_json
 
     rule = ("every asked attribute answered" if d.keep_all else f"threshold {d.threshold:.3f}"
             + (f", generator weight {d.keep_weight}" if d.keep_weight else ""))
@@ -281,8 +284,9 @@ def _report(engine, d, model: str, output: Path, metrics: Path | None, counts: d
 
 def _wdc_scores(offers: list, category_attributes: dict) -> dict:
     """The dataset authors' rule and the paper's metrics for answered WDC-PAVE offers."""
-    from .data import Record, wdc_target
-    from .wdc_table import score_offers
+    from deflate.data.adapters import wdc_target
+    from deflate.data.records import Record
+    from deflate.reports.wdc_table import score_offers
 
     records, pred = [], {}
     for row, res in offers:
@@ -323,8 +327,8 @@ def report(metrics: Path = typer.Option(Path("metrics"), help="Folder with table
     WDC-PAVE comparison on real offers.
 
     Ours come from the generated default data, not from DESIRE/MEPAVE (not public)."""
-    from .tables import load_tables, markdown
-    from .wdc_table import markdown as wdc_markdown
+    from deflate.reports.paper_tables import load_tables, markdown
+    from deflate.reports.wdc_table import markdown as wdc_markdown
 
     tables = load_tables(metrics)
     if wdc_pave is not None and not wdc_pave.is_file():

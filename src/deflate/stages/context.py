@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 
-from .. import distributed as dist
-from ..config import Params, resolve_device, seed_everything
-from ..dataset import load_schema
-from ..tracking import Tracker
+from deflate.data.splits import load_schema
+from deflate.infra import distributed as dist
+from deflate.infra.config import Params
+from deflate.infra.runtime import resolve_device, seed_everything
+from deflate.infra.tracking import Tracker
 
 TRACKED = ("seed", "data", "image", "text", "model", "generator", "negatives", "discriminator", "lexical",
            "decode", "eval", "distributed")  # the params sections an MLflow run records
@@ -32,7 +33,7 @@ class StageContext:
 
     @property
     def train_kw(self) -> dict:
-        """How :func:`deflate.train.fit` runs here: device, mixed precision, gradient accumulation."""
+        """How :func:`deflate.model.train.fit` runs here: device, mixed precision, gradient accumulation."""
         d = self.params["distributed"]
         return {"device": self.device, "precision": d["mixed_precision"], "grad_accum": d["grad_accum"]}
 

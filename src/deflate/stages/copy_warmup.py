@@ -1,4 +1,4 @@
-"""Stage: the generator's data-free copy warm-up (:mod:`deflate.copying`), run once for every system
+"""Stage: the generator's data-free copy warm-up (:mod:`deflate.model.copy_warmup`), run once for every system
 that trains the same generator from scratch. DEFLATE and d− build the same T5 (same sizes, seed and
 tokenizer), so they would repeat the same warm-up; with ``generator.copy_warmup_from`` naming this
 stage's folder, :mod:`deflate.stages.train_generator` loads it instead (only where its key matches)."""
@@ -7,14 +7,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .. import copying
-from .. import distributed as dist
-from ..config import Params
-from ..data import load_split
-from ..files import atomic_dir, write_json
-from ..model import build_generator
-from .context import StageContext
-from .train_generator import generator_tokenizer
+from deflate.data.records import load_split
+from deflate.infra import distributed as dist
+from deflate.infra.config import Params
+from deflate.infra.files import atomic_dir, write_json
+from deflate.model import copy_warmup as copying
+from deflate.model.mul_t5 import build_generator
+from deflate.stages.context import StageContext
+from deflate.stages.train_generator import generator_tokenizer
 
 
 def run(p: Params, processed: Path, out: Path) -> dict:

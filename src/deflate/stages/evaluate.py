@@ -8,19 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import prediction_files
-from .. import distributed as dist
-from ..bundle import Decisions, write_bundle
-from ..config import Params
-from ..data import Record, load_split
-from ..dataset import Split, load_data
-from ..engine import Answers, Deflate, keep, keep_scores
-from ..files import write_json, write_jsonl, write_text
-from ..intervals import bootstrap_f1
-from ..metrics import evaluate as compute_metrics
-from ..metrics import gold_from_records, majority_baseline
-from ..questions import all_questions
-from .context import StageContext
+from deflate.answering.engine import Answers, Deflate, keep, keep_scores
+from deflate.data.records import Record, load_split
+from deflate.data.splits import Split, load_data
+from deflate.evaluation import prediction_files
+from deflate.evaluation.intervals import bootstrap_f1
+from deflate.evaluation.metrics import evaluate as compute_metrics
+from deflate.evaluation.metrics import gold_from_records, majority_baseline
+from deflate.infra import distributed as dist
+from deflate.infra.bundle import Decisions, write_bundle
+from deflate.infra.config import Params
+from deflate.infra.files import write_json, write_jsonl, write_text
+from deflate.model.questions import all_questions
+from deflate.stages.context import StageContext
 
 FREE = Decisions(mode="free", threshold=0.5, keep_all=False, alpha=1.0, weights=(1.0, 0.0, 0.0))
 

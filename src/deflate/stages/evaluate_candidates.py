@@ -14,17 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import distributed as dist
-from ..bundle import Decisions, write_bundle
-from ..config import Params
-from ..dataset import grouped_labels, load_data
-from ..engine import SOURCES, Deflate, best_candidates
-from ..files import write_json
-from ..intervals import bootstrap_accuracy
-from ..metrics import accuracy_report, exact_hit, lenient_hit
-from ..questions import gold_questions
-from ..scoring import combine, fuse, pick_alpha, pick_weights
-from .context import StageContext
+from deflate.answering.engine import SOURCES, Deflate, best_candidates
+from deflate.answering.scores import combine, fuse, pick_alpha, pick_weights
+from deflate.data.splits import grouped_labels, load_data
+from deflate.evaluation.intervals import bootstrap_accuracy
+from deflate.evaluation.metrics import accuracy_report, exact_hit, lenient_hit
+from deflate.infra import distributed as dist
+from deflate.infra.bundle import Decisions, write_bundle
+from deflate.infra.config import Params
+from deflate.infra.files import write_json
+from deflate.model.questions import gold_questions
+from deflate.stages.context import StageContext
 
 
 @dataclass

@@ -13,10 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import distributed as dist
-from ..bundle import Decisions
-from ..config import Params
-from ..dataset import (
+from deflate.answering.engine import Deflate
+from deflate.data.splits import (
     Split,
     attributes_of,
     candidate_vocab,
@@ -24,11 +22,13 @@ from ..dataset import (
     load_data,
     right_answers,
 )
-from ..engine import Deflate
-from ..files import write_json, write_jsonl
-from ..questions import Question, absent_attributes, gold_questions
-from ..text import NONE_VALUE
-from .context import StageContext
+from deflate.infra import distributed as dist
+from deflate.infra.bundle import Decisions
+from deflate.infra.config import Params
+from deflate.infra.files import write_json, write_jsonl
+from deflate.model.questions import Question, absent_attributes, gold_questions
+from deflate.model.tokenizer import NONE_VALUE
+from deflate.stages.context import StageContext
 
 MODES = ("absent", "candidates")
 

@@ -7,17 +7,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import distributed as dist
-from ..batching import Batcher
-from ..config import Params, peak_memory_mb
-from ..dataset import load_data
-from ..files import read_jsonl, write_json
-from ..model import Discriminator, load_generator, save_model
-from ..questions import claim_examples, training_claims
-from ..scoring import claim_probs
-from ..text import QuestionBuilder
-from ..train import config_hash, file_digest, fit
-from .context import StageContext
+from deflate.answering.scores import claim_probs
+from deflate.data.splits import load_data
+from deflate.infra import distributed as dist
+from deflate.infra.config import Params
+from deflate.infra.files import read_jsonl, write_json
+from deflate.infra.runtime import peak_memory_mb
+from deflate.model.batching import Batcher
+from deflate.model.mul_t5 import Discriminator, load_generator, save_model
+from deflate.model.questions import claim_examples, training_claims
+from deflate.model.tokenizer import QuestionBuilder
+from deflate.model.train import config_hash, file_digest, fit
+from deflate.stages.context import StageContext
 
 
 def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Path, out: Path,

@@ -6,19 +6,25 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import copying
-from .. import distributed as dist
-from ..batching import Batcher
-from ..config import Params, peak_memory_mb
-from ..dataset import candidate_vocab, image_spec, load_data, value_sep
-from ..decoding import generate_values
-from ..image_tokenizers import save_for_inference
-from ..model import build_generator, save_model
-from ..questions import qa_examples
-from ..text import QuestionBuilder, corpus, load_tokenizer, train_tokenizer
-from ..train import config_hash, file_digest, fit
-from .context import StageContext
-from ..files import write_json
+from deflate.answering.decoding import generate_values
+from deflate.data.image_tokens import save_for_inference
+from deflate.data.splits import candidate_vocab, image_spec, load_data, value_sep
+from deflate.infra import distributed as dist
+from deflate.infra.config import Params
+from deflate.infra.files import write_json
+from deflate.infra.runtime import peak_memory_mb
+from deflate.model import copy_warmup as copying
+from deflate.model.batching import Batcher
+from deflate.model.mul_t5 import build_generator, save_model
+from deflate.model.questions import qa_examples
+from deflate.model.tokenizer import (
+    QuestionBuilder,
+    corpus,
+    load_tokenizer,
+    train_tokenizer,
+)
+from deflate.model.train import config_hash, file_digest, fit
+from deflate.stages.context import StageContext
 
 
 def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path) -> dict:

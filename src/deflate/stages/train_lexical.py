@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..config import Params
-from ..data import load_split
-from ..files import write_json
-from ..lexical import LexicalScorer, lexical_examples
-from .context import StageContext
+from deflate.answering.lexical import LexicalScorer, lexical_examples
+from deflate.data.records import load_split
+from deflate.infra.config import Params
+from deflate.infra.files import write_json
+from deflate.stages.context import StageContext
 
 
 def run(p: Params, processed: Path, out: Path) -> dict:

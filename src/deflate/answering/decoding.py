@@ -1,0 +1,174 @@
+"""The generator's decoding: a value per question (greedy or beam), optionally inside a token trie
+of the attribute's known values (closed vocabularies) or of the spans of its own question (open,
+extractive values: the answer is a copy of input tokens), the candidate trie's top-k, and the
+span trie's k best beams. Exact scoring is :mod:`deflate.answering.scores`."""
+from __future__ import annotations
+
+import torch
+
+from deflate.infra import distributed as dist
+from deflate.model.batching import Batcher, Example, to_device
+from deflate.model.tokenizer import NONE_VALUE
+
+
+class Trie:
+    """Token-id trie of the allowed values of one attribute (each ending in </s>)."""
+
+    def __init__(self, sequences: list[list[int]]):
+        self.root: dict = {}
+        for seq in sequences:
+            node = self.root
+            for t in seq:
+                node = node.setdefault(t, {})
+
+    def next_tokens(self, prefix: list[int]) -> list[int]:
+        node = self.root
+        for t in prefix:
+            node = node.get(t)
+            if node is None:
+                return []
+        return list(node)
+
+
+def span_trie(question: list[int], max_len: int, extra: list[list[int]] = ()) -> Trie:
+    """Every contiguous span of ``question`` up to ``max_len`` tokens, plus the ``extra`` sequences
+    (e.g. d-'s "None" answer), as one trie (ends are not marked: any span may end anywhere)."""
+    trie = Trie(list(extra))
+    for i in range(len(question)):
+        node = trie.root
+        for t in question[i:i + max_len]:
+            node = node.setdefault(t, {})
+    return trie
+
+
+def _span_allowed(tries: list[Trie], end: int):
+    def allowed(batch_id, sent):
+        prefix = sent.tolist()[1:]  # drop the decoder start token
+        nxt = tries[batch_id].next_tokens(prefix)
+        return (nxt + [end] if prefix else nxt) or [end]
+    return allowed
+
+
+def build_tries(values_by_attr: dict[str, list[str]], qb) -> dict[str, Trie]:
+    return {a: Trie([qb.value(v) for v in vs]) for a, vs in values_by_attr.items() if vs}
+
+
+def _allowed(tries: dict[str, Trie], attrs: list[str], qb):
+    """``prefix_allowed_tokens_fn`` keeping each row inside its attribute's trie (transformers
+    passes the example's index, the same for all of its beams)."""
+    everything = list(range(len(qb.tok)))
+    end = [qb.eos_id if qb.eos_id is not None else qb.tok.pad_token_id]
+
+    def allowed(batch_id, sent):
+        trie = tries.get(attrs[batch_id])
+        if trie is None:
+            return everything
+        return trie.next_tokens(sent.tolist()[1:]) or end  # drop the decoder start token
+    return allowed
+
+
+def _after_prefix(heads: list[list[int]], inner, everything: list[int]):
+    """Forces each row's answer prefix (:meth:`QuestionBuilder.prefix`), then leaves the rest of the
+    answer to ``inner`` (a trie, the spans) as if the prefix were not there."""
+    def allowed(batch_id, sent):
+        head, n = heads[batch_id], sent.shape[0] - 1  # tokens after the decoder start
+        if n < len(head):
+            return [head[n]]
+        return inner(batch_id, torch.cat([sent[:1], sent[1 + len(head):]])) if inner else everything
+    return allowed
+
+
+@torch.no_grad()
+def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: dict, device: str = "cpu",
+                    tries: dict[str, Trie] | None = None, desc: str = "generate", progress: bool = True,
+                    spans: bool = False) -> list[str]:
+    """One decoded string per example (its ``key`` Question's attribute picks the trie; with
+    ``spans``, each answer is a span of its own question or d-'s "None").
+    ``decode``: ``batch_size``, ``max_new_tokens``, ``num_beams`` (params.yaml's ``decode``)."""
+    gen.eval().to(device)
+    out: list[str] = [""] * len(examples)
+    order = batcher.batches(examples, decode["batch_size"], shuffle=False, bucket=True)
+    for idx in dist.progress(order, desc, progress):
+        batch = to_device(batcher.collate([examples[i] for i in idx]), device)
+        kw = {"max_new_tokens": decode["max_new_tokens"], "num_beams": decode["num_beams"],
+              "do_sample": False}
+        attrs = [examples[i].key.attribute if examples[i].key is not None else "" for i in idx]
+        if tries:
+            qb.refuse_prefix("candidate tries (decode.constrain_to_vocab, candidate modes)")
+            kw["prefix_allowed_tokens_fn"] = _allowed(tries, attrs, qb)
+        elif spans:
+            kw["prefix_allowed_tokens_fn"], extra = span_constraint(qb, [examples[i] for i in idx])
+            kw["max_new_tokens"] += extra
+        else:
+            heads = [qb.prefix(a) if a else [] for a in attrs]
+            if any(heads):  # free decoding after the forced prefix
+                kw["max_new_tokens"] += max(map(len, heads))
+                kw["prefix_allowed_tokens_fn"] = _after_prefix(heads, None, list(range(len(qb.tok))))
+        seqs = gen.generate(batch, **kw)
+        for i, a, s in zip(idx, attrs, seqs.tolist()):
+            out[i] = qb.answer(s[1:], a)  # after the decoder start
+    return dist.complete(out, order)
+
+
+def span_constraint(qb, examples: list[Example]):
+    """``prefix_allowed_tokens_fn`` for a batch of questions: each answer a span of its own question
+    (or d-'s "None"), after the forced answer prefix where the generator writes one."""
+    none = [qb.value(NONE_VALUE)[:-1]]
+    inner = _span_allowed([span_trie(e.ids, qb.max_value_len, none) for e in examples], qb.eos_id)
+    heads = [qb.prefix(e.key.attribute) if e.key is not None and e.key.attribute else [] for e in examples]
+    if not any(heads):
+        return inner, 0
+    return _after_prefix(heads, inner, list(range(len(qb.tok)))), max(map(len, heads))
+
+
+@torch.no_grad()
+def span_beams(gen, qb, batcher: Batcher, examples: list[Example], k: int, decode: dict, device: str = "cpu",
+               desc: str = "span beams", progress: bool = True) -> list[list[tuple[str, float]]]:
+    """Beam search inside each question's span trie: up to ``k`` distinct non-empty answers with the
+    generator's length-normalised log-probability, best first (diagnostics: how often some beam is
+    right, re-ranking beams; the product answers with :func:`generate_values`)."""
+    gen.eval().to(device)
+    out: list[list[tuple[str, float]]] = [[] for _ in examples]
+    order = batcher.batches(examples, max(1, decode["batch_size"] // k), shuffle=False, bucket=True)
+    for idx in dist.progress(order, desc, progress):
+        exs = [examples[i] for i in idx]
+        allowed, extra = span_constraint(qb, exs)
+        res = gen.generate(to_device(batcher.collate(exs), device), max_new_tokens=decode["max_new_tokens"] + extra,
+                           num_beams=k, num_return_sequences=k, do_sample=False, output_scores=True,
+                           return_dict_in_generate=True, prefix_allowed_tokens_fn=allowed)
+        seqs, scores = res.sequences.view(len(idx), k, -1).tolist(), res.sequences_scores.view(len(idx), k).tolist()
+        for i, e, row, sc in zip(idx, exs, seqs, scores):
+            seen: dict[str, float] = {}
+            for s, v in zip(row, sc):
+                text = qb.answer(s[1:], e.key.attribute if e.key is not None else "")
+                if v > -1e8 and text and text not in seen:  # beams beyond the last span carry a -1e9 score
+                    seen[text] = float(v)
+            out[i] = list(seen.items())
+    return dist.complete(out, order)
+
+
+@torch.no_grad()
+def topk_values(gen, qb, batcher: Batcher, examples: list[Example], tries: dict[str, Trie], k: int,
+                decode: dict, device: str = "cpu", desc: str = "top-k",
+                progress: bool = True) -> list[list[tuple[str, float]]]:
+    """Beam search inside each example's candidate trie: up to ``k`` distinct candidates with their
+    total generator log-probability, best first (fewer when the attribute has fewer candidates)."""
+    qb.refuse_prefix("top-k candidates")
+    gen.eval().to(device)
+    out: list[list[tuple[str, float]]] = [[] for _ in examples]
+    order = batcher.batches(examples, max(1, decode["batch_size"] // k), shuffle=False, bucket=True)
+    for idx in dist.progress(order, desc, progress):
+        batch = to_device(batcher.collate([examples[i] for i in idx]), device)
+        res = gen.generate(batch, max_new_tokens=decode["max_new_tokens"], num_beams=k,
+                           num_return_sequences=k, do_sample=False, length_penalty=0.0, early_stopping="never",
+                           output_scores=True, return_dict_in_generate=True,
+                           prefix_allowed_tokens_fn=_allowed(tries, [examples[i].key.attribute for i in idx], qb))
+        seqs, scores = res.sequences.view(len(idx), k, -1).tolist(), res.sequences_scores.view(len(idx), k).tolist()
+        for i, row, sc in zip(idx, seqs, scores):
+            seen: dict[str, float] = {}
+            for s, v in zip(row, sc):
+                text = qb.decode(s)
+                if v > -1e8 and text not in seen:  # beams beyond the last candidate carry a -1e9 score
+                    seen[text] = float(v)
+            out[i] = sorted(seen.items(), key=lambda t: -t[1])
+    return dist.complete(out, order)

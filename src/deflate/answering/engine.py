@@ -1,0 +1,332 @@
+"""The answering engine: a trained DEFLATE loaded once, every way of answering in one place.
+
+A :class:`Deflate` holds the generator (with its tokenizer, question builder and image tokenizer),
+the discriminator and the lexical scorer where they exist, and the :class:`Decisions` made on
+validation (answer mode, threshold, weights). Evaluation, closed-vocabulary evaluation,
+``deflate predict`` and the MLflow pyfunc all answer through it:
+
+    question ──generate / score candidates──► value ──claim──► P(true) ──keep rule──► kept answer
+
+A **bundle** is a folder with ``bundle.json`` (decisions + decode settings) and the trained parts
+beside it (``generator/``, ``discriminator/``, ``lexical/``); the stage that makes the decisions on
+val writes it as its own DVC output, and :meth:`Deflate.load` needs nothing else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from deflate.answering.decoding import Trie, build_tries, generate_values, topk_values
+from deflate.answering.lexical import LexicalScorer
+from deflate.answering.predict_rows import shown, validate
+from deflate.answering.scores import (
+    answer_logprobs,
+    candidate_claim_logprobs,
+    candidate_logprobs,
+    claim_probs,
+    combine,
+    fuse,
+)
+from deflate.data.image_tokens import load_for_inference, load_images
+from deflate.data.images import confine
+from deflate.data.records import Record
+from deflate.infra.bundle import (
+    DECODE_KEYS,
+    BundleError,
+    Decisions,
+    DecodeSchema,
+    check_record,
+    read_bundle,
+)
+from deflate.model.batching import Batcher, Example
+from deflate.model.mul_t5 import load_discriminator, load_generator
+from deflate.model.questions import (
+    Claim,
+    Question,
+    candidate_claims,
+    claim_examples,
+    question_examples,
+)
+from deflate.model.tokenizer import NONE_VALUE, QuestionBuilder
+
+SOURCES = ("generator", "discriminator", "lexical")  # the order of fused weights
+
+
+@dataclass
+class Answers:
+    """One value per question, the discriminator's P(true) of each claim (None: no discriminator),
+    the generator's mean token log-prob of each answer (None: not computed), and each answer's keep
+    score (what the threshold is compared with: see :func:`keep_scores`)."""
+    questions: list[Question]
+    values: list[str]
+    probs: np.ndarray | None
+    kept: list[bool] = field(default_factory=list)
+    gen_logprobs: np.ndarray | None = None
+    scores: np.ndarray | None = None
+
+
+def keep_scores(probs: np.ndarray | None, gen_logprobs: np.ndarray | None, weight: float) -> np.ndarray | None:
+    """Each answer's keep score: D, or with a generator weight w the geometric mix P_gen^w * D^(1-w)
+    (beyond the paper: the generator's confidence in its value, which a discriminator that does not
+    read the value cannot judge). None without a discriminator."""
+    if probs is None or not weight:
+        return probs  # the paper's rule, compared as the float32 probability itself
+    if gen_logprobs is None:
+        raise ValueError("a keep weight needs the generator's answer log-probs")
+    return np.exp(weight * gen_logprobs.astype(np.float64)
+                  + (1 - weight) * np.log(np.maximum(probs.astype(np.float64), 1e-7)))
+
+
+def keep(value: str, score: float | None, threshold: float) -> bool:
+    """The keep rule: an answer that is not ``None`` and, with a discriminator, whose keep score
+    (the claim's P(true) in the paper) is at least the threshold."""
+    return bool(value) and value != NONE_VALUE and (score is None or score >= threshold)
+
+
+def best_candidates(scores: dict[str, list[np.ndarray] | None], mode: str, alpha: float,
+                    weights: tuple[float, float, float]) -> list[int]:
+    """Index of each question's chosen candidate (-1: its attribute has none) under an answer mode."""
+    g, d, lex = (scores.get(s) for s in SOURCES)
+    if mode == "constrained":
+        return combine(g, None, 1.0)
+    if mode == "rerank":
+        return combine(g, d, alpha)
+    if mode == "fused":
+        return fuse([g, d, lex], weights)  # a source with weight 0 is skipped, so it may be absent
+    raise ValueError(f"mode {mode!r} answers without candidates")
+
+
+class Deflate:
+    def __init__(self, generator: Path, *, discriminator: Path | None, lexical: Path | None, decisions: Decisions,
+                 decode: dict, claim_batch_size: int, device: str = "cpu"):
+        """The trained parts from their folders; ``decode``: params.yaml's ``decode`` keys
+        (batch_size, max_new_tokens, num_beams, constrain_to_vocab, constrain_to_spans)."""
+        self.gen, tok, self.meta = load_generator(generator)
+        self.qb = QuestionBuilder.from_meta(tok, self.meta)
+        self.disc, disc_meta = load_discriminator(discriminator, self.gen) if discriminator is not None else (None, {})
+        self.claim_value: bool = disc_meta.get("claim_value", True)  # models saved before the switch read values
+        self.lexical = LexicalScorer.load(lexical) if lexical is not None else None
+        self.generator_dir = generator
+        self._image_tok = None
+        self.decode = check_record({k: decode[k] for k in DECODE_KEYS if k in decode}, DecodeSchema,
+                                   "decode settings").model_dump()
+        self.device = device
+        self.claim_batch_size = claim_batch_size
+        check_record({**self.decode, "batch_size": claim_batch_size}, DecodeSchema, "claim_batch_size")
+        self.candidates: dict[str, list[str]] = self.meta["candidates"]
+        self.attributes: list[str] = self.meta["attributes"]
+        self.sep: str = self.meta["value_sep"]
+        self.decisions = decisions
+        self._tries: dict[str, Trie] | None = None
+        self.check(decisions)
+
+    # --- the bundle ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, bundle: Path, device: str = "cpu") -> "Deflate":
+        """A bundle, verified (schema, every file's SHA-256, nothing outside it) before anything loads."""
+        spec = read_bundle(bundle)
+        parts = {name: bundle / name if name in spec["parts"] else None for name in ("generator", "discriminator", "lexical")}
+        engine = cls(parts["generator"], discriminator=parts["discriminator"], lexical=parts["lexical"],
+                     decisions=spec["decisions"], decode=spec["decode"], claim_batch_size=spec["claim_batch_size"],
+                     device=device)
+        engine.image_tok  # a bundle answers new pictures: its image tokenizer is checked and loaded now
+        return engine
+
+    def check(self, d: Decisions) -> None:
+        """Refuse decisions this model cannot carry out (a missing part or candidate list)."""
+        if d.mode != "free" and not self.candidates:
+            raise BundleError("this model was saved without candidate values; use mode 'free'")
+        if self.qb.answer_prefix and (d.mode != "free" or self.decode["constrain_to_vocab"]):
+            raise BundleError("this generator writes an answer prefix (text.answer_prefix): it answers in mode "
+                              "'free' with open or span decoding only")
+        if d.mode == "rerank" and self.disc is None:
+            raise BundleError("mode 'rerank' needs the discriminator, which this bundle lacks")
+        if d.mode == "rerank" and not self.ranks_candidates:
+            raise BundleError("mode 'rerank' needs a discriminator that reads the value; this one was trained "
+                              "with discriminator.claim_value false")
+        if d.mode == "fused":
+            disc = self.disc if self.ranks_candidates else None
+            for w, name, part in zip(d.weights, SOURCES, (self.gen, disc, self.lexical)):
+                if w and part is None:
+                    raise BundleError(f"mode 'fused' gives the {name} weight {w} but this bundle has no {name} "
+                                      "that scores candidates")
+
+    @property
+    def ranks_candidates(self) -> bool:
+        """Whether the discriminator can score candidate values: it must exist and read the value
+        (a claim without its value, ``discriminator.claim_value: false``, ranks no candidate)."""
+        return self.disc is not None and self.claim_value
+
+    def with_decisions(self, **changes) -> "Deflate":
+        """The same loaded model answering under other decisions (a user's override)."""
+        d = replace(self.decisions, **changes)
+        self.check(d)
+        self.decisions = d
+        return self
+
+    @property
+    def image_tok(self):
+        """The image tokenizer the generator was trained with (None: text-only), loaded on first use:
+        only new products' pictures need it; the stages read precomputed tokens."""
+        if self._image_tok is None and self.meta["use_image"]:
+            self._image_tok = load_for_inference(self.generator_dir)
+        return self._image_tok
+
+    # --- building blocks ---------------------------------------------------------------------------
+    def batcher(self, image: np.ndarray | None, has_image: np.ndarray | None) -> Batcher:
+        return Batcher(image, has_image, self.meta["use_image"], self.qb.img_id)
+
+    def questions(self, records: list[Record], questions: list[Question]) -> list[Example]:
+        return question_examples(records, self.qb, questions)
+
+    def claims(self, records: list[Record], questions: list[Question], values: list[str]) -> list[Example]:
+        return claim_examples(records, self.qb, [Claim(q, v) for q, v in zip(questions, values)],
+                              with_value=self.claim_value)
+
+    def tries(self) -> dict[str, Trie]:
+        """Token tries of the known values (plus ``None`` for a model without discriminator, which
+        answers ``None`` for an absent attribute)."""
+        if self._tries is None:
+            vocab = self.candidates if self.disc is not None else {a: vs + [NONE_VALUE]
+                                                                 for a, vs in self.candidates.items()}
+            self._tries = build_tries(vocab, self.qb)
+        return self._tries
+
+    def generate(self, batcher: Batcher, exs: list[Example], constrained: bool = False, desc: str = "generate",
+                 progress: bool = True) -> list[str]:
+        return generate_values(self.gen, self.qb, batcher, exs, self.decode, self.device,
+                               self.tries() if constrained else None, desc, progress,
+                               spans=not constrained and self.decode["constrain_to_spans"])
+
+    def topk(self, batcher: Batcher, exs: list[Example], k: int, desc: str = "top-k",
+             progress: bool = True) -> list[list[tuple[str, float]]]:
+        """The candidate trie's k best values per question by beam search, with total log-probs."""
+        return topk_values(self.gen, self.qb, batcher, exs, build_tries(self.candidates, self.qb), k, self.decode,
+                           self.device, desc, progress)
+
+    def claim_probs(self, batcher: Batcher, claims: list[Example], desc: str = "discriminate",
+                    progress: bool = True) -> np.ndarray:
+        return claim_probs(self.disc, batcher, claims, self.claim_batch_size, self.device, desc, progress)
+
+    def answer_logprobs(self, batcher: Batcher, records: list[Record], questions: list[Question], values: list[str],
+                        desc: str = "score answers", progress: bool = True) -> np.ndarray:
+        """The generator's mean token log-prob of each answer (an empty one scored as ``None``)."""
+        exs = question_examples(records, self.qb, questions, [v or NONE_VALUE for v in values])
+        return answer_logprobs(self.gen, self.qb, batcher, exs, self.decode["batch_size"], self.device, desc,
+                               progress)
+
+    def candidate_scores(self, batcher: Batcher, records: list[Record], exs: list[Example],
+                         sources: tuple[str, ...] = SOURCES,
+                         progress: bool = True) -> dict[str, list[np.ndarray] | None]:
+        """Every known value of each question scored by each source this model has (None where it
+        lacks one or it was not asked for): generator mean token log-prob, discriminator log D of
+        the claim, lexical log-prob."""
+        out: dict[str, list[np.ndarray] | None] = dict.fromkeys(SOURCES)
+        questions = [e.key for e in exs]
+        if "generator" in sources:
+            out["generator"] = candidate_logprobs(self.gen, self.qb, batcher, exs, self.candidates,
+                                                  self.decode["batch_size"], self.device, progress)
+        if "discriminator" in sources and self.ranks_candidates:
+            claims, where = candidate_claims(questions, self.candidates)
+            out["discriminator"] = candidate_claim_logprobs(
+                self.disc, batcher, exs, claim_examples(records, self.qb, claims), where, self.candidates,
+                self.claim_batch_size, self.device, progress)
+        if "lexical" in sources and self.lexical is not None:
+            out["lexical"] = self.lexical.question_logprobs(records, questions, self.candidates)
+        return out
+
+    # --- answering ---------------------------------------------------------------------------------
+    def answer(self, records: list[Record], questions: list[Question], batcher: Batcher, desc: str = "",
+               progress: bool = True, gen_logprobs: bool = False) -> Answers:
+        """Answer each question under the current decisions, score every answer's claim with the
+        discriminator, and apply the keep rule; the generator's log-prob of each answer is computed
+        where the keep rule needs it, or where asked (``gen_logprobs``: to choose its weight)."""
+        d = self.decisions
+        exs = self.questions(records, questions)
+        # free text where asked, and for attributes without known values (the fallback of the other modes)
+        free = [k for k, q in enumerate(questions) if d.mode == "free" or not self.candidates.get(q.attribute)]
+        values = [""] * len(exs)
+        constrained = d.mode == "free" and self.decode["constrain_to_vocab"]
+        generated = self.generate(batcher, [exs[k] for k in free], constrained, f"generate {desc}".strip(), progress)
+        for k, v in zip(free, generated):
+            values[k] = v
+        if d.mode != "free":
+            needed = {"constrained": ("generator",), "rerank": ("generator", "discriminator"),
+                      "fused": tuple(s for s, w in zip(SOURCES, d.weights) if w)}[d.mode]
+            scores = self.candidate_scores(batcher, records, exs, ("generator",) + needed, progress)
+            best = best_candidates(scores, d.mode, d.alpha, d.weights)
+            values = [self.candidates[q.attribute][b] if b >= 0 else v for q, b, v in zip(questions, best, values)]
+        probs = None
+        if self.disc is not None:
+            probs = self.claim_probs(batcher, self.claims(records, questions, values), f"discriminate {desc}".strip(),
+                                     progress)
+        glp = None
+        if probs is not None and (gen_logprobs or d.keep_weight):
+            glp = self.answer_logprobs(batcher, records, questions, values, f"score answers {desc}".strip(), progress)
+        scores = keep_scores(probs, glp, d.keep_weight)
+        kept = [keep(v, None if scores is None else scores[k], d.threshold) or (d.keep_all and bool(v))
+                for k, v in enumerate(values)]
+        return Answers(questions, values, probs, kept, glp, scores)
+
+    def images(self, products: list[dict], images_dir: Path | None, errors: list[list[str]]):
+        """Image tokens per product, loaded exactly as the image stage loads them (same guard, same
+        resampling). A picture comes as bytes (``image_bytes``) or as a path inside ``images_dir``
+        (after symlinks; anything else is refused without touching it); a refused, missing or broken
+        picture is reported and masked out (the row is answered from its text)."""
+        if not self.meta["use_image"]:
+            return None, None
+        sources: list = []
+        for i, p in enumerate(products):
+            source = p.get("image_bytes") or ""
+            if not source and p["image"]:
+                where = confine(images_dir, p["image"]) if images_dir is not None else None
+                if where is None:
+                    errors[i].append("image ignored: outside the allowed image folder" if images_dir is not None
+                                     else "image ignored: no image folder allowed here; send the picture as image_b64")
+                else:
+                    source = str(where)
+            sources.append(source)
+        size = self.image_tok.resize
+        blank = np.zeros((size, size, 3), np.uint8)
+        arrays = []
+        for i, arr, why in load_images(sources, size, "load pictures", progress=False):
+            if arr is None and sources[i]:
+                errors[i].append(f"image ignored: {why}")
+            arrays.append(arr)
+        has = np.array([a is not None for a in arrays], dtype=bool)
+        return self.image_tok.encode([a if a is not None else blank for a in arrays]), has
+
+    def answer_rows(self, rows: list[dict], images_dir: Path | None = None, progress: bool = True,
+                    seen: dict | None = None) -> list[dict]:
+        """``deflate predict`` and the pyfunc: one result per input row, ``{"id", "line",
+        "predictions": [{"attribute", "value", "score"}], "errors"}``; a bad row gets its errors and
+        every other row is answered (a row asking again what an earlier row asked, same id and
+        attributes, is an error of the later row; pass the same ``seen`` to every chunk of one input).
+        Image paths resolve inside ``images_dir`` only."""
+        checked = [validate(r, set(self.attributes), self.meta.get("category_attributes")) for r in rows]
+        first: dict[tuple, object] = {} if seen is None else seen
+        for k, (r, (p, _)) in enumerate(zip(rows, checked)):
+            if p is None:
+                continue
+            asked = (p["id"], tuple(sorted(p["attributes"])))
+            if asked in first:
+                checked[k] = (None, [f"duplicate of line {first[asked]} (same id {p['id']!r} and attributes)"])
+            else:
+                first[asked] = r.get("_line", k + 1)
+        good = [(i, p) for i, (p, _) in enumerate(checked) if p is not None]
+        results = [{"id": shown(r.get("id", "")), "line": r.get("_line"), "predictions": [], "errors": errs}
+                   for r, (_, errs) in zip(rows, checked)]
+        if not good:
+            return results
+        products = [p for _, p in good]
+        image, has = self.images(products, images_dir, [results[i]["errors"] for i, _ in good])
+        records = [Record(p["id"], p["name"], p["description"], p["category"]) for p in products]
+        questions = [Question(j, a) for j, p in enumerate(products) for a in p["attributes"]]
+        ans = self.answer(records, questions, self.batcher(image, has), "predict", progress)
+        for k, (q, v) in enumerate(zip(questions, ans.values)):
+            if ans.kept[k]:
+                s = None if ans.scores is None else round(float(ans.scores[k]), 4)
+                results[good[q.row][0]]["predictions"].append({"attribute": q.attribute, "value": v, "score": s})
+        return results

@@ -1,0 +1,62 @@
+"""DEFLATE as an MLflow pyfunc model, so ``mlflow models predict`` and ``mlflow.pyfunc.load_model``
+answer the same input as ``deflate predict``: both are :class:`deflate.answering.engine.Deflate` on one
+bundle. Logged "from code" (this file is the model, no pickled object); the bundle folder
+(trained parts + the decisions made on val) travels as the one artifact.
+
+Input: a DataFrame (or the JSON/CSV that ``mlflow models predict`` turns into one) with ``id``,
+``name`` and optional ``description``, ``attributes`` (a list, or ``|``-separated), ``image_b64``
+(the picture's bytes, base64) or ``image`` (a path, only under the folder named by the
+``DEFLATE_IMAGE_ROOT`` environment variable where the model is served). Output: one row per kept
+(product, attribute, value) and one per row error: ``id, attribute, value, score, error``; a bad row
+never fails the batch.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow.pyfunc
+import pandas as pd
+
+
+def frame_rows(frame: pd.DataFrame) -> list[dict]:
+    """A DataFrame of products as the rows ``deflate predict`` reads: NaN cells dropped, an
+    ``a|b`` attributes cell split, each row numbered for its errors."""
+    rows = []
+    for n, r in enumerate(frame.to_dict(orient="records"), 1):
+        r = {k: v for k, v in r.items() if not (isinstance(v, float) and pd.isna(v))}
+        attrs = r.get("attributes")
+        if isinstance(attrs, str):
+            r["attributes"] = [a.strip() for a in attrs.split("|") if a.strip()]
+        elif attrs is not None and not isinstance(attrs, list) and hasattr(attrs, "__iter__"):
+            r["attributes"] = list(attrs)  # a numpy array from a DataFrame cell; anything else: validation says
+        r["_line"] = n
+        rows.append(r)
+    return rows
+
+
+def to_frame(results: list[dict]) -> pd.DataFrame:
+    out = []
+    for r in results:
+        out += [{"id": r["id"], "attribute": p["attribute"], "value": p["value"], "score": p["score"], "error": ""}
+                for p in r["predictions"]]
+        out += [{"id": r["id"], "attribute": "", "value": "", "score": None, "error": e} for e in r["errors"]]
+    return pd.DataFrame(out, columns=["id", "attribute", "value", "score", "error"])
+
+
+class DeflateModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        from deflate.answering.engine import (
+            Deflate,  # absolute: MLflow runs this file as a script
+        )
+
+        self.engine = Deflate.load(Path(context.artifacts["bundle"]))
+        root = os.environ.get("DEFLATE_IMAGE_ROOT")  # the one folder request paths may name
+        self.images_root = Path(root) if root else None
+
+    def predict(self, context, model_input, params=None):
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return to_frame(self.engine.answer_rows(frame_rows(frame), self.images_root, progress=False))
+
+
+mlflow.models.set_model(DeflateModel())

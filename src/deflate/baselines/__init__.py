@@ -1,0 +1,1 @@
+"""The compared systems: BiLSTM-CRF, M-JAVE, JG-AVE, the dictionary."""

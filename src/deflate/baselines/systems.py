@@ -1,0 +1,214 @@
+"""The comparison systems of paper §5.1, trained and scored on the same tables, image tokens and
+metric code as DEFLATE: ``bilstm_crf`` and ``mjave`` (extractive, :mod:`deflate.baselines.taggers`) and
+``jgave`` (Roy et al. 2022, word-sequence variant: a T5 of DEFLATE's size that writes every
+``attribute: value`` pair of a product as one sequence, in random order, from the text alone),
+and ``dictionary`` (the WDC-PAVE reference: :mod:`deflate.baselines.dictionary`, nothing trained).
+Each returns its val and test answers (:class:`Trained`); :mod:`deflate.stages.baseline` writes and scores them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deflate.answering.decoding import generate_values
+from deflate.baselines.dictionary import Dictionary
+from deflate.baselines.taggers import (
+    MJAVE,
+    BiLSTMCRF,
+    TagBatcher,
+    char_vocab,
+    decode_spans,
+    encode_tags,
+    spans_of,
+    tag_names,
+)
+from deflate.data.records import Record, load_split
+from deflate.data.splits import (
+    Split,
+    grouped_labels,
+    image_spec,
+    load_data,
+    load_schema,
+)
+from deflate.evaluation.metrics import evaluate as compute_metrics
+from deflate.evaluation.metrics import gold_from_records
+from deflate.infra import distributed as dist
+from deflate.model.batching import Batcher, Example, to_device
+from deflate.model.mul_t5 import build_generator, save_model
+from deflate.model.tokenizer import QuestionBuilder, corpus, train_tokenizer
+from deflate.model.train import config_hash, file_digest, fit
+
+SYSTEMS = ("bilstm_crf", "mjave", "jgave", "dictionary")
+
+
+@dataclass
+class Trained:
+    """A trained baseline's answers on val and test (``{(product id, attribute): [values]}``)."""
+    val: list[Record]
+    val_pred: dict
+    test: list[Record]
+    test_pred: dict
+    history: list[dict]
+    params: int
+
+
+def score(records, pred: dict) -> dict:
+    """The paper's metrics of ``pred`` against the records' gold."""
+    gold, texts = gold_from_records(records)
+    return compute_metrics(gold, pred, texts)
+
+
+# --- extractive taggers ---------------------------------------------------------------------------
+class _Tagging:
+    """Character ids, BIO tags and attribute targets of one split."""
+
+    def __init__(self, data: Split, vocab: dict, attributes: list[str], max_chars: int):
+        self.data, self.names = data, tag_names(attributes)
+        tag_id = {t: i for i, t in enumerate(self.names)}
+        a_id = {a: i for i, a in enumerate(attributes)}
+        self.texts = [r.text[:max_chars] for r in data.records]
+        self.attr = np.zeros((len(data.records), len(attributes)), dtype=np.float32)
+        self.examples = []
+        attributes = set(attributes)
+        for i, (r, t) in enumerate(zip(data.records, self.texts)):
+            for lab in r.labels:
+                if lab["attribute"] in a_id:
+                    self.attr[i, a_id[lab["attribute"]]] = 1.0
+            ids = [vocab.get(c, 1) for c in t] or [1]
+            labels = [lab for lab in r.labels if lab["attribute"] in attributes]
+            self.examples.append(Example(ids, i, encode_tags(len(ids), spans_of(t, labels), tag_id)))
+
+    def batcher(self, use_image: bool) -> TagBatcher:
+        return TagBatcher(self.data.image, self.data.has_image, use_image, self.attr)
+
+
+@torch.no_grad()
+def tagger_predict(model: BiLSTMCRF, tagging: _Tagging, batcher: TagBatcher, batch_size: int = 128,
+                   device: str = "cpu", attr_threshold: float = 0.5) -> dict:
+    """{(pid, attribute): [values]} from the tagged spans (M-JAVE: of predicted attributes only)."""
+    model.eval().to(device)
+    attributes = [n[2:] for n in tagging.names[1::2]]
+    pred: dict = {}
+    for idx in batcher.batches(tagging.examples, batch_size, shuffle=False, bucket=True):
+        paths, probs = model.predict(to_device(batcher.collate([tagging.examples[i] for i in idx]), device))
+        for j, (i, path) in enumerate(zip(idx, paths)):
+            rid = tagging.data.records[i].id
+            for attr, value in decode_spans(tagging.texts[i], path, tagging.names):
+                if probs is not None and probs[j, attributes.index(attr)] < attr_threshold:
+                    continue
+                vals = pred.setdefault((rid, attr), [])
+                if value and value not in vals:
+                    vals.append(value)
+    return pred
+
+
+def train_tagger(system: str, p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, train_kw: dict):
+    device = train_kw["device"]
+    cfg = p["baselines"]["tagger"]
+    attributes = load_schema(processed)["attributes"]
+    train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
+    use_image = system == "mjave" and train.image is not None
+    vocab = char_vocab(r.text[:cfg["max_chars"]] for r in train.records)
+    tr, va = (_Tagging(d, vocab, attributes, cfg["max_chars"]) for d in (train, val))
+    if system == "mjave":
+        image_vocab, feature_dim = image_spec(train.meta) if use_image else (0, 0)
+        model = MJAVE(len(vocab), len(tr.names), len(attributes), image_vocab, feature_dim, cfg["emb"], cfg["hidden"])
+    else:
+        model = BiLSTMCRF(len(vocab), len(tr.names), cfg["emb"], cfg["hidden"])
+    va_b = va.batcher(use_image)
+
+    def validate(m):
+        return {"score": score(val.records, tagger_predict(m, va, va_b, device=device))["ave"]["f1"] / 100}
+
+    run_hash = config_hash(system, cfg, p["seed"], file_digest(processed / "train.parquet", processed / "val.parquet"))
+    history = fit(model, tr.examples, tr.batcher(use_image), cfg, loss_fn=lambda m, b: m(b), validate=validate,
+                  ckpt_dir=out / "ckpt", run_hash=run_hash, seed=p["seed"], tracker=tracker, name=system, **train_kw)
+    if dist.is_main():
+        save_model(model.cpu(), out / "model", {"system": system, "vocab": vocab, "tags": tr.names,
+                                                "use_image": use_image,
+                                                "params": sum(x.numel() for x in model.parameters())})
+    test = load_data(processed, tokens_dir, "test")
+    te = _Tagging(test, vocab, attributes, cfg["max_chars"])
+    return Trained(val.records, tagger_predict(model, va, va_b, device=device), test.records,
+                   tagger_predict(model, te, te.batcher(use_image), device=device), history,
+                   sum(x.numel() for x in model.parameters()))
+
+
+# --- JG-AVE ---------------------------------------------------------------------------------------
+PAIR, SEP = ":", ";"
+
+
+def jgave_target(r, seed: int, i: int, value_sep: str = "|") -> str:
+    """All pairs of a product in a random (seeded, fixed) order: ``a1:v1;a2:v2``."""
+    pairs = [f"{a}{PAIR}{value_sep.join(vs)}" for a, vs in grouped_labels(r).items()]
+    order = np.random.default_rng([seed, i]).permutation(len(pairs))
+    return SEP.join(pairs[j] for j in order)
+
+
+def parse_pairs(text: str, attributes: set[str], value_sep: str = "|") -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for chunk in text.split(SEP):
+        a, _, v = (x.strip() for x in chunk.partition(PAIR))
+        if a in attributes and v:
+            for x in v.split(value_sep):
+                if x.strip() and x.strip() not in out.setdefault(a, []):
+                    out[a].append(x.strip())
+    return out
+
+
+def jg_input(qb: QuestionBuilder, r, max_len: int) -> list[int]:
+    return (qb.ids(r.name) + qb.ids(r.description))[:max_len] if r.description else qb.ids(r.name)[:max_len]
+
+
+def jgave_predict(gen, qb, records, attributes, decode: dict, device: str, progress: bool = False) -> dict:
+    exs = [Example(jg_input(qb, r, qb.max_len), -1) for r in records]
+    texts = generate_values(gen, qb, Batcher(None, None, False, qb.img_id), exs, decode, device,
+                            desc="jg-ave", progress=progress)
+    pred = {}
+    for r, t in zip(records, texts):
+        for a, vs in parse_pairs(t, set(attributes)).items():
+            pred[(r.id, a)] = vs
+    return pred
+
+
+def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, train_kw: dict):
+    device = train_kw["device"]
+    cfg = p["baselines"]["jgave"]
+    schema = load_schema(processed)
+    attributes = schema["attributes"]
+    train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
+    tok = dist.from_main(lambda: train_tokenizer(list(corpus(train.records, schema)) + [PAIR, SEP, "|"],
+                                                 p["text"]["vocab_size"]))
+    qb = QuestionBuilder(tok, schema["language"], p["text"]["max_len"], cfg["max_target_len"])
+    gen = build_generator(p["model"], tok, 0, 0)  # text only, DEFLATE's backbone size
+    examples = [Example(jg_input(qb, r, qb.max_len), -1, qb.value(jgave_target(r, p["seed"], i)))
+                for i, r in enumerate(train.records)]
+    decode = {"max_new_tokens": cfg["max_target_len"], "batch_size": 128, "num_beams": 1}
+    val_records = val.records[: cfg["val_max"]]
+
+    def validate(m):
+        return {"score": score(val_records, jgave_predict(m, qb, val_records, attributes, decode, device))["ave"]["f1"] / 100}
+
+    run_hash = config_hash("jgave", cfg, p["model"], p["text"], p["seed"],
+                           file_digest(processed / "train.parquet", processed / "val.parquet"))
+    history = fit(gen, examples, Batcher(None, None, False, qb.img_id), cfg, loss_fn=lambda m, b: m(b).loss,
+                  validate=validate, ckpt_dir=out / "ckpt", run_hash=run_hash, seed=p["seed"], tracker=tracker,
+                  name="jgave", **train_kw)
+    if dist.is_main():
+        save_model(gen.cpu(), out / "model", {"system": "jgave", "params": sum(x.numel() for x in gen.parameters())},
+                   tok, gen.t5)
+    test = load_data(processed, tokens_dir, "test")
+    return Trained(val.records, jgave_predict(gen, qb, val.records, attributes, decode, device, True), test.records,
+                   jgave_predict(gen, qb, test.records, attributes, decode, device, True), history,
+                   sum(x.numel() for x in gen.parameters()))
+
+
+def run_dictionary(processed: Path) -> Trained:
+    """The dictionary reference: nothing trained, nothing selected."""
+    schema = load_schema(processed)
+    train, val, test = (load_split(processed, s) for s in ("train", "val", "test"))
+    d = Dictionary.fit(train)
+    return Trained(val, d.predict(val, schema), test, d.predict(test, schema), [], sum(len(v) for v in d.values.values()))

@@ -1,0 +1,1 @@
+"""Scores: the paper's metrics, the WDC-PAVE authors' rule, intervals, prediction files."""

@@ -1,0 +1,1 @@
+"""Plumbing every layer uses: files, weights, checkpoints, params, errors, processes, tracking, bundles."""

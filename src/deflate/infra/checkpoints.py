@@ -1,0 +1,143 @@
+"""Training checkpoints a kill cannot tear or mix.
+
+Each finished epoch writes its weights and optimiser state into its own folder ``epoch-NNN/``; then
+``manifest.json`` (written last, atomically) names that epoch's files and the best epoch's weights
+with their SHA-256. Resume trusts only the manifest: a kill before it is written leaves the previous
+manifest, whose files are untouched, so training goes on from the last consistent epoch. A manifest
+that does not parse or names a missing or changed file is reported, the folder is set aside (renamed,
+never deleted) and training starts from scratch. Files no manifest names are removed after each save.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from deflate.infra.files import atomic_path, sha256, write_json
+from deflate.infra.weights import load_weights, save_weights
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+
+@dataclass
+class Progress:
+    """What a run had finished: ``epoch`` is the last finished epoch (1-based), ``history`` its records."""
+    epoch: int
+    best: float
+    best_epoch: int
+    history: list[dict]
+
+
+def _save_optimizer(opt: torch.optim.Optimizer, folder: Path) -> None:
+    sd = opt.state_dict()
+    tensors = {f"{i}/{k}": (v if torch.is_tensor(v) else torch.tensor(v)).contiguous()
+               for i, st in sd["state"].items() for k, v in st.items()}
+    with atomic_path(folder / "optimizer.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    write_json(folder / "optimizer.json", sd["param_groups"])
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, folder: Path) -> None:
+    state: dict = {}
+    for key, v in load_file(str(folder / "optimizer.safetensors")).items():
+        i, k = key.split("/", 1)
+        state.setdefault(int(i), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": json.loads((folder / "optimizer.json").read_text())})
+
+
+def save(ckpt_dir: Path, *, run_hash: str, progress: Progress, model: torch.nn.Module,
+         opt: torch.optim.Optimizer) -> None:
+    """Checkpoint the epoch just finished (``progress.epoch``); the manifest goes last."""
+    folder = ckpt_dir / f"epoch-{progress.epoch:03d}"
+    shutil.rmtree(folder, ignore_errors=True)  # leftovers of a torn earlier attempt at this epoch
+    folder.mkdir(parents=True)
+    save_weights(model, folder / "model.safetensors")
+    _save_optimizer(opt, folder)
+    files = {"model": f"{folder.name}/model.safetensors", "optimizer": f"{folder.name}/optimizer.safetensors",
+             "optimizer_groups": f"{folder.name}/optimizer.json",
+             "best": f"epoch-{progress.best_epoch:03d}/model.safetensors"}
+    manifest = {"format": FORMAT, "hash": run_hash, "epoch": progress.epoch, "best": progress.best,
+                "best_epoch": progress.best_epoch, "history": progress.history, "files": files,
+                "sha256": {rel: sha256(ckpt_dir / rel) for rel in sorted(set(files.values()))}}
+    write_json(ckpt_dir / MANIFEST, manifest, indent=1)
+    _prune(ckpt_dir, set(files.values()))
+
+
+def _prune(ckpt_dir: Path, keep: set[str]) -> None:
+    """Remove what the manifest no longer names (older epochs, torn attempts, old formats)."""
+    keep_dirs = {rel.split("/")[0] for rel in keep}
+    for entry in ckpt_dir.iterdir():
+        if entry.name == MANIFEST:
+            continue
+        if entry.is_dir() and entry.name in keep_dirs:
+            for f in entry.iterdir():
+                if f"{entry.name}/{f.name}" not in keep:
+                    f.unlink()
+        elif entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _check(ckpt_dir: Path) -> dict:
+    """The manifest, verified against the files it names; ``ValueError`` says what is wrong."""
+    try:
+        m = json.loads((ckpt_dir / MANIFEST).read_text())
+        files, sums = m["files"], m["sha256"]
+        if m["format"] != FORMAT or set(files.values()) != set(sums):
+            raise ValueError("manifest lists files without their hashes")
+        for rel, digest in sums.items():
+            path = ckpt_dir / rel
+            if not path.is_file():
+                raise ValueError(f"{rel} is missing")
+            if sha256(path) != digest:
+                raise ValueError(f"{rel} does not match its hash")
+        int(m["epoch"]), float(m["best"]), int(m["best_epoch"]), list(m["history"])
+        return m
+    except (OSError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{type(e).__name__}: {e}") from e
+
+
+def set_aside(ckpt_dir: Path, reason: str, name: str = "train") -> Path:
+    """Rename a checkpoint folder that cannot be trusted (kept for inspection, never deleted)."""
+    n = 1
+    while (dest := ckpt_dir.with_name(f"{ckpt_dir.name}.set-aside-{n}")).exists():
+        n += 1
+    ckpt_dir.rename(dest)
+    print(f"[{name}] checkpoint in {ckpt_dir} is inconsistent ({reason}); set aside as {dest.name}, "
+          "training starts from scratch", file=sys.stderr)
+    return dest
+
+
+def resume(ckpt_dir: Path, *, run_hash: str, model: torch.nn.Module, opt: torch.optim.Optimizer,
+           device: str = "cpu", name: str = "train") -> Progress | None:
+    """Load the last consistent epoch of a run with this ``run_hash``; ``None`` to start afresh.
+
+    A checkpoint of another run (other config or code) is not an error: it is ignored and replaced
+    by this run's first save.
+    """
+    if not (ckpt_dir / MANIFEST).exists():
+        return None
+    try:
+        m = _check(ckpt_dir)
+    except ValueError as e:
+        set_aside(ckpt_dir, str(e), name)
+        ckpt_dir.mkdir(parents=True)
+        return None
+    if m["hash"] != run_hash:
+        return None
+    folder = ckpt_dir / Path(m["files"]["model"]).parent
+    load_weights(model, folder / "model.safetensors", device=device)
+    _load_optimizer(opt, folder)
+    return Progress(m["epoch"], m["best"], m["best_epoch"], m["history"])
+
+
+def load_best(ckpt_dir: Path, model: torch.nn.Module, device: str = "cpu") -> None:
+    m = json.loads((ckpt_dir / MANIFEST).read_text())
+    load_weights(model, ckpt_dir / m["files"]["best"], device=device)

@@ -1,0 +1,92 @@
+"""Examples -> padded tensors. Dynamic padding and length-bucketed batches keep CPU training cheap.
+
+An example's encoder sequence is ``text ids [+ <IMG> + m placeholders]``; the placeholders are
+filled with image embeddings by :class:`deflate.model.mul_t5.MultimodalEmbedding`. A product without a
+usable image (or any product when ``use_image`` is off) gets no ``<IMG>`` and no image tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Example:
+    ids: list[int]                       # question (generator) or claim (discriminator) token ids
+    row: int                             # row of the product in its split's image arrays
+    target: list[int] | float | None = None
+    key: Any = None                      # the deflate.model.questions.Question it asks or claims (None: baselines)
+    value_from: int = -1                 # a claim's first value token in ``ids`` (-1: no value in it)
+
+
+class Batcher:
+    def __init__(self, image: np.ndarray | None, has_image: np.ndarray | None, use_image: bool, img_id: int):
+        self.image = torch.from_numpy(image) if image is not None and use_image else None
+        self.has_image = has_image if has_image is not None else None
+        self.use_image, self.img_id = use_image and image is not None, img_id
+        self.m = int(image.shape[1]) if image is not None else 0
+
+    def _with_image(self, ex: Example) -> bool:
+        return self.use_image and ex.row >= 0 and bool(self.has_image[ex.row])
+
+    def length(self, ex: Example) -> int:
+        return len(ex.ids) + (1 + self.m if self._with_image(ex) else 0)
+
+    def collate(self, exs: list[Example], pad_to: int = 0, pad_target_to: int = 0) -> dict:
+        """``pad_to``/``pad_target_to`` > 0 give fixed-length padding (the naive loop, for benchmarks)."""
+        T = max(pad_to, max(self.length(e) for e in exs))
+        B = len(exs)
+        ids = torch.zeros(B, T, dtype=torch.long)
+        mask = torch.zeros(B, T, dtype=torch.long)
+        img_start = torch.full((B,), -1, dtype=torch.long)
+        for b, e in enumerate(exs):
+            n = len(e.ids)
+            ids[b, :n] = torch.tensor(e.ids)
+            if self._with_image(e):
+                ids[b, n] = self.img_id
+                img_start[b] = n + 1
+                n += 1 + self.m
+            mask[b, :n] = 1
+        batch = {"input_ids": ids, "attention_mask": mask}
+        if any(e.value_from >= 0 for e in exs):  # the claimed value's tokens (Discriminator.mark_value)
+            marks = torch.zeros(B, T)
+            for b, e in enumerate(exs):
+                if e.value_from >= 0:
+                    marks[b, e.value_from:len(e.ids)] = 1.0
+            batch["value_mask"] = marks
+        if self.use_image:
+            rows = torch.tensor([max(e.row, 0) for e in exs])
+            batch["img_start"], batch["image"] = img_start, self.image[rows]
+        if isinstance(exs[0].target, list):
+            U = max(pad_target_to, max(len(e.target) for e in exs))
+            labels = torch.full((B, U), -100, dtype=torch.long)
+            for b, e in enumerate(exs):
+                labels[b, : len(e.target)] = torch.tensor(e.target)
+            batch["labels"] = labels
+        elif isinstance(exs[0].target, float):
+            batch["labels"] = torch.tensor([e.target for e in exs], dtype=torch.float)
+        return batch
+
+    def batches(self, exs: list[Example], batch_size: int, shuffle: bool = False, bucket: bool = True,
+                seed: int = 0) -> list[list[int]]:
+        """Index lists. With ``bucket``, similar lengths share a batch (sorted within chunks of 50
+        batches, batch order shuffled), so little compute goes to padding."""
+        idx = np.arange(len(exs))
+        rng = np.random.default_rng(seed)
+        if shuffle:
+            rng.shuffle(idx)
+        if bucket:
+            chunk = batch_size * 50
+            lens = np.array([self.length(e) for e in exs])
+            idx = np.concatenate([c[np.argsort(lens[c], kind="stable")] for c in np.array_split(idx, max(1, -(-len(idx) // chunk)))]) if len(idx) else idx
+        out = [idx[i:i + batch_size].tolist() for i in range(0, len(idx), batch_size)]
+        if bucket and shuffle:
+            rng.shuffle(out)
+        return out
+
+
+def to_device(batch: dict, device: str) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

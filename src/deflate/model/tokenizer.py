@@ -1,0 +1,158 @@
+"""Text tokenizer (trained on the training split, or loaded from a pretrained path) and the
+question templates of paper §3.1 / §3.4.
+
+Generator question:      "[name]（[description]）的[attribute]是"      (zh)
+                         "The [attribute] of [name] ([description]) is"  (en)
+Discriminator sequence:  "<CLS>" + question + value   (the image part is appended by the batcher)
+
+The description is cut first when a question is longer than ``max_len`` tokens: the attribute
+and the name are what the model cannot answer without.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from deflate.model.pretrained import load_pretrained
+
+PAD, EOS, UNK, IMG, CLS = "<pad>", "</s>", "<unk>", "<IMG>", "<CLS>"
+SPECIALS = [PAD, EOS, UNK, IMG, CLS]  # ids 0..4: T5 wants pad=0 (decoder start) and eos=1
+NONE_VALUE = "None"  # the d- generator's answer for an attribute the product lacks (paper §5.4)
+CJK = "[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]"
+
+TEMPLATES = {
+    "zh": {"head": "{name}", "desc": "（{desc}）", "tail": "的{attr}是", "sep": ""},
+    "en": {"head": "The {attr} of {name}", "desc": " ({desc})", "tail": " is", "sep": " "},
+}
+
+
+def train_tokenizer(texts, vocab_size: int) -> PreTrainedTokenizerFast:
+    """BPE over isolated CJK characters (Chinese stays char-level) and Latin sub-words."""
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(prepend_scheme="never"),
+                                                 pre_tokenizers.Split(Regex(CJK), "isolated")])
+    tok.decoder = decoders.Metaspace(prepend_scheme="never")
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                                        show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK,
+                                   additional_special_tokens=[IMG, CLS])
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """Our saved tokenizer, or a pretrained one (e.g. T5-pegasus); <IMG>/<CLS> are added if missing."""
+    tok = load_pretrained(AutoTokenizer.from_pretrained, str(path), "model.tokenizer_path")
+    missing = [t for t in (IMG, CLS) if t not in tok.get_vocab()]
+    if missing:
+        tok.add_special_tokens({"additional_special_tokens": missing})
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or PAD
+    return tok
+
+
+def corpus(records, schema: dict):
+    """Everything the tokenizer should know: texts, attribute names, values, templates."""
+    for r in records:
+        yield r.name
+        if r.description:
+            yield r.description
+        for lab in r.labels:
+            yield lab["value"]
+    for a in schema["attributes"]:
+        yield a
+        yield from schema.get("candidates", {}).get(a, [])
+    for t in TEMPLATES.values():
+        yield "".join(t.values())
+    yield NONE_VALUE
+
+
+TARGET_FORMS = ("standalone", "as_in_text")
+
+
+def _contains(seq: list[int], part: list[int]) -> bool:
+    n = len(part)
+    return n > 0 and any(seq[i:i + n] == part for i in range(len(seq) - n + 1))
+
+
+class QuestionBuilder:
+    """Turns (product, attribute[, value]) into token ids with a length budget."""
+
+    def __init__(self, tokenizer, language: str, max_len: int, max_value_len: int, target_form: str = "standalone",
+                 answer_prefix: bool = False):
+        if target_form not in TARGET_FORMS:
+            raise ValueError(f"text.target_form must be one of {TARGET_FORMS}, not {target_form!r}")
+        self.tok, self.t = tokenizer, TEMPLATES["zh" if language == "zh" else "en"]
+        self.max_len, self.max_value_len, self.target_form = max_len, max_value_len, target_form
+        self.answer_prefix = answer_prefix
+        self.img_id = tokenizer.convert_tokens_to_ids(IMG)
+        self.cls_id = tokenizer.convert_tokens_to_ids(CLS)
+        self.eos_id = tokenizer.eos_token_id
+        self._cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def from_meta(cls, tokenizer, meta: dict) -> QuestionBuilder:
+        """The builder a trained generator was trained with, from its ``deflate.json``; a model saved
+        before a setting was recorded gets that setting's old default."""
+        return cls(tokenizer, meta["language"], meta["max_len"], meta["max_value_len"],
+                   meta.get("target_form", "standalone"), meta.get("answer_prefix", False))
+
+    def ids(self, text: str) -> list[int]:
+        if text not in self._cache:
+            if len(self._cache) > 200_000:
+                self._cache.clear()
+            self._cache[text] = self.tok.encode(text, add_special_tokens=False)
+        return self._cache[text]
+
+    def question(self, name: str, desc: str, attr: str) -> list[int]:
+        head = self.ids(self.t["head"].format(name=name, attr=attr))
+        tail = self.ids(self.t["tail"].format(attr=attr))
+        budget = self.max_len - len(tail)
+        head = head[:max(budget, 1)]
+        d = []
+        if desc and budget - len(head) > 3:
+            d = self.ids(self.t["desc"].format(desc=desc))
+            room = budget - len(head)
+            if len(d) > room:  # keep the closing bracket
+                d = d[: room - 1] + d[-1:]
+        return head + d + tail
+
+    def value(self, value: str, context: list[int] | None = None) -> list[int]:
+        """Decoder target: value tokens + </s>. With ``target_form`` ``as_in_text`` and the question's
+        ids as ``context``, the tokens the value has inside the question where they occur there (after
+        a space a word starts with the ``▁`` piece, alone it does not): the answer is then a copy of
+        input tokens. Both forms decode to the same string."""
+        ids = self.ids(value)
+        if self.target_form == "as_in_text" and context is not None and self.t["sep"]:
+            spaced = self.ids(self.t["sep"] + value)
+            ids = spaced if _contains(context, spaced) else ids
+        return ids[: self.max_value_len] + [self.eos_id]
+
+    def prefix(self, attr: str) -> list[int]:
+        """What the decoder writes before the value (``text.answer_prefix``): ``{attribute}:``, or
+        nothing. A from-scratch decoder learns to copy from this fixed place of its question first,
+        and then answers with the attribute in its own context (docs/wdc_pave.md)."""
+        return self.ids(attr + ":") if self.answer_prefix else []
+
+    def answer(self, ids: list[int], attr: str) -> str:
+        """The answer a decoder sequence (``ids``, after the decoder start) gives: without its prefix."""
+        return self.decode(ids[len(self.prefix(attr)):])
+
+    def refuse_prefix(self, what: str) -> None:
+        """Only free and span decoding force the prefix; scoring or tries of bare values would not."""
+        if self.answer_prefix:
+            raise ValueError(f"text.answer_prefix works with free or span decoding, not with {what}")
+
+    def claim(self, name: str, desc: str, attr: str, value: str) -> list[int]:
+        """Discriminator text: <CLS> question value (paper: <CLS> The [a] of [T] is [v])."""
+        head, v = self.claim_parts(name, desc, attr, value)
+        return head + v
+
+    def claim_parts(self, name: str, desc: str, attr: str, value: str) -> tuple[list[int], list[int]]:
+        """The claim as ``<CLS> question`` and the value's tokens (an empty value still brings the
+        separator's piece in English, as claims always have)."""
+        v = self.ids((self.t["sep"] + value) if self.t["sep"] else value)[: self.max_value_len]
+        return [self.cls_id] + self.question(name, desc, attr), v
+
+    def decode(self, ids) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True).strip()

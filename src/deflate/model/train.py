@@ -1,0 +1,158 @@
+"""One training loop for the generator, the discriminator and the T5 baselines.
+
+Adamax (lr 2e-3, wd 1e-4, paper A.1) by default; per-epoch validation picks the best epoch
+(the paper picked the best of 20 *test* evaluations; we never look at test while training).
+After each epoch the weights, optimiser state and progress go to ``ckpt_dir`` (see
+:mod:`deflate.infra.checkpoints`): a killed run started again with the same config resumes after the last
+consistently written epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from deflate.infra import checkpoints
+from deflate.infra import distributed as dist
+from deflate.model.batching import Batcher, Example, to_device
+
+
+def make_optimizer(model: torch.nn.Module, cfg: dict) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    kind = cfg["optimizer"].lower()
+    if kind == "adamax":
+        return torch.optim.Adamax(params, lr=cfg["lr"], betas=(0.9, 0.999), weight_decay=cfg["weight_decay"])
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    raise ValueError(f"unknown optimizer {kind!r} (adamax | adamw)")
+
+
+def code_fingerprint() -> str:
+    """Hash of the package source: a checkpoint left by other code must never be resumed."""
+    root = Path(__file__).parents[1]  # the whole deflate package, every subpackage
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def file_digest(*paths: Path) -> str:
+    """Hash of the bytes of the files a model trains on (missing files hash as absent)."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(str(Path(path).name).encode())
+        if Path(path).is_file():
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def config_hash(*parts) -> str:
+    """Resume key: the given config parts plus the code fingerprint."""
+    return hashlib.sha256(json.dumps([parts, code_fingerprint()], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: dict, *,
+        loss_fn: Callable, validate: Callable[[torch.nn.Module], dict], ckpt_dir: Path, run_hash: str, seed: int,
+        tracker=None, device: str = "cpu", name: str = "train", stop_after_epochs: int | None = None,
+        precision: str = "auto", grad_accum: int = 1) -> list[dict]:
+    """Train for ``cfg['epochs']`` epochs; returns per-epoch history; leaves the best weights loaded.
+
+    ``validate(model)`` returns a dict with ``score`` (higher is better). ``stop_after_epochs``
+    simulates a kill (tests). ``cfg['batch_size']`` is the global batch: under several processes
+    (:mod:`deflate.infra.distributed`) each takes a slice of it, in ``grad_accum`` micro-batches, and its
+    loss (a mean over its targets) is weighted by its share of the batch's targets, so the summed
+    gradient is the one-process gradient. ``precision``: bf16 autocast (``auto``: on GPUs).
+    """
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    model.to(device)
+    opt = make_optimizer(model, cfg)
+    done = None
+    for turn in (True, False):  # the main process first: it sets a torn checkpoint aside, the others then read
+        if dist.is_main() == turn:
+            done = checkpoints.resume(ckpt_dir, run_hash=run_hash, model=model, opt=opt, device=device, name=name)
+        dist.barrier()
+    done = done or checkpoints.Progress(epoch=0, best=float("-inf"), best_epoch=0, history=[])
+    start, history = done.epoch, done.history
+    if start:
+        print(f"[{name}] resuming after epoch {start}/{cfg['epochs']}")
+    net, world = model, dist.world_size()
+    if world > 1:  # DDP: gradients summed across processes during backward
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch.device(device).index] if device.startswith("cuda") else None,
+            find_unused_parameters=True)  # e.g. image embeddings on a slice without pictures
+    amp = dist.autocast(precision, device)
+    for epoch in range(start, cfg["epochs"]):
+        torch.manual_seed(seed * 1000 + epoch)  # dropout stream independent of resumes
+        order = batcher.batches(examples, cfg["batch_size"], shuffle=True, bucket=cfg["bucketing"],
+                                seed=seed * 1000 + epoch)  # the same on every process
+        model.train()
+        t0, total, n = time.perf_counter(), 0.0, 0
+        bar = tqdm(order, desc=f"{name} epoch {epoch + 1}/{cfg['epochs']}", unit="batch", mininterval=2.0,
+                   disable=not dist.is_main())
+        for idx in bar:
+            opt.zero_grad(set_to_none=True)
+            total += step(net, loss_fn, batcher, examples, idx, device, amp, world, grad_accum) * len(idx)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+            opt.step()
+            n += len(idx)
+            bar.set_postfix(loss=f"{total / n:.4f}", ex_s=f"{n / (time.perf_counter() - t0):.0f}", refresh=False)
+        train_time = time.perf_counter() - t0
+        model.eval()
+        val = validate(model)
+        rec = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "examples_per_s": n / train_time,
+               **{f"val_{k}": v for k, v in val.items()}}
+        history.append(rec)
+        if val["score"] > done.best:
+            done.best, done.best_epoch = val["score"], epoch + 1
+        done.epoch = epoch + 1
+        if dist.is_main():
+            checkpoints.save(ckpt_dir, run_hash=run_hash, progress=done, model=model, opt=opt)
+            print(f"[{name}] epoch {epoch + 1}: loss {rec['train_loss']:.4f}, val {val}, "
+                  f"{rec['examples_per_s']:.0f} ex/s")
+            if tracker is not None:
+                tracker.metrics({k: v for k, v in rec.items() if k != "epoch"}, step=epoch + 1)
+        dist.barrier()
+        if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and epoch + 1 < cfg["epochs"]:
+            raise KeyboardInterrupt(f"stopped after epoch {epoch + 1} (simulated kill)")
+    if done.epoch:
+        checkpoints.load_best(ckpt_dir, model, device=device)
+    return history
+
+
+def _targets(batch: dict) -> int:
+    """What a batch's loss is a mean over: its labelled tokens (or claims), else its rows."""
+    labels = batch.get("labels")
+    return int((labels != -100).sum()) if labels is not None else len(next(iter(batch.values())))
+
+
+def step(net, loss_fn: Callable, batcher: Batcher, examples: list[Example], idx: list[int], device: str, amp,
+          world: int, grad_accum: int) -> float:
+    """Forward and backward of one global batch; returns its mean loss (gradients left in place)."""
+    if world == 1 and grad_accum == 1:  # the plain loop, bit for bit
+        with amp:
+            loss = loss_fn(net, to_device(batcher.collate([examples[i] for i in idx]), device))
+        loss.backward()
+        return loss.item()
+    mine = dist.slice_of(idx)
+    parts = [dist.slice_of(mine, k, grad_accum) for k in range(grad_accum)]
+    batches = [batcher.collate([examples[i] for i in (part or idx[:1])]) for part in parts]  # empty: a 0-weight stand-in
+    counts = [_targets(b) if part else 0 for b, part in zip(batches, parts)]
+    n_global = dist.all_sum(sum(counts))
+    local = 0.0
+    for k, (batch, count) in enumerate(zip(batches, counts)):
+        last = k == grad_accum - 1  # DDP all-reduces on the last micro-batch only
+        with (net.no_sync() if not last and world > 1 else contextlib.nullcontext()), amp:
+            loss = loss_fn(net, to_device(batch, device))
+        w = world * count / n_global  # DDP averages over processes: undo that, weight by target share
+        (loss * w).backward()
+        local += loss.item() * count / n_global
+    return dist.all_sum(local)

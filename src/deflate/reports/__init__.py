@@ -1,0 +1,1 @@
+"""The paper's tables and the WDC-PAVE table, from metrics files."""
