@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from deflate.infra import distributed as dist
-from deflate.model.batching import Batcher, Example, to_device
+from deflate.model.batching import Batcher, Example, infer
 from deflate.model.tokenizer import NONE_VALUE
 
 
@@ -78,18 +77,13 @@ def _after_prefix(heads: list[list[int]], inner, everything: list[int]):
     return allowed
 
 
-@torch.no_grad()
 def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: dict, device: str = "cpu",
                     tries: dict[str, Trie] | None = None, desc: str = "generate", progress: bool = True,
                     spans: bool = False) -> list[str]:
     """One decoded string per example (its ``key`` Question's attribute picks the trie; with
     ``spans``, each answer is a span of its own question or d-'s "None").
     ``decode``: ``batch_size``, ``max_new_tokens``, ``num_beams`` (params.yaml's ``decode``)."""
-    gen.eval().to(device)
-    out: list[str] = [""] * len(examples)
-    order = batcher.batches(examples, decode["batch_size"], shuffle=False, bucket=True)
-    for idx in dist.progress(order, desc, progress):
-        batch = to_device(batcher.collate([examples[i] for i in idx]), device)
+    def step(idx, batch):
         kw = {"max_new_tokens": decode["max_new_tokens"], "num_beams": decode["num_beams"],
               "do_sample": False}
         attrs = [examples[i].key.attribute if examples[i].key is not None else "" for i in idx]
@@ -105,9 +99,8 @@ def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: 
                 kw["max_new_tokens"] += max(map(len, heads))
                 kw["prefix_allowed_tokens_fn"] = _after_prefix(heads, None, list(range(len(qb.tok))))
         seqs = gen.generate(batch, **kw)
-        for i, a, s in zip(idx, attrs, seqs.tolist()):
-            out[i] = qb.answer(s[1:], a)  # after the decoder start
-    return dist.complete(out, order)
+        return [qb.answer(s[1:], a) for a, s in zip(attrs, seqs.tolist())]  # after the decoder start
+    return infer(gen, batcher, examples, decode["batch_size"], step, device, desc, progress)
 
 
 def span_constraint(qb, examples: list[Example]):
@@ -121,54 +114,49 @@ def span_constraint(qb, examples: list[Example]):
     return _after_prefix(heads, inner, list(range(len(qb.tok)))), max(map(len, heads))
 
 
-@torch.no_grad()
 def span_beams(gen, qb, batcher: Batcher, examples: list[Example], k: int, decode: dict, device: str = "cpu",
                desc: str = "span beams", progress: bool = True) -> list[list[tuple[str, float]]]:
     """Beam search inside each question's span trie: up to ``k`` distinct non-empty answers with the
     generator's length-normalised log-probability, best first (diagnostics: how often some beam is
     right, re-ranking beams; the product answers with :func:`generate_values`)."""
-    gen.eval().to(device)
-    out: list[list[tuple[str, float]]] = [[] for _ in examples]
-    order = batcher.batches(examples, max(1, decode["batch_size"] // k), shuffle=False, bucket=True)
-    for idx in dist.progress(order, desc, progress):
+    def step(idx, batch):
         exs = [examples[i] for i in idx]
         allowed, extra = span_constraint(qb, exs)
-        res = gen.generate(to_device(batcher.collate(exs), device), max_new_tokens=decode["max_new_tokens"] + extra,
+        res = gen.generate(batch, max_new_tokens=decode["max_new_tokens"] + extra,
                            num_beams=k, num_return_sequences=k, do_sample=False, output_scores=True,
                            return_dict_in_generate=True, prefix_allowed_tokens_fn=allowed)
-        seqs, scores = res.sequences.view(len(idx), k, -1).tolist(), res.sequences_scores.view(len(idx), k).tolist()
-        for i, e, row, sc in zip(idx, exs, seqs, scores):
-            seen: dict[str, float] = {}
-            for s, v in zip(row, sc):
-                text = qb.answer(s[1:], e.key.attribute if e.key is not None else "")
-                if v > -1e8 and text and text not in seen:  # beams beyond the last span carry a -1e9 score
-                    seen[text] = float(v)
-            out[i] = list(seen.items())
-    return dist.complete(out, order)
+        attrs = [e.key.attribute if e.key is not None else "" for e in exs]
+        return _distinct_beams(res, len(idx), k, lambda j, s: qb.answer(s[1:], attrs[j]), keep_empty=False)
+    return infer(gen, batcher, examples, max(1, decode["batch_size"] // k), step, device, desc, progress)
 
 
-@torch.no_grad()
 def topk_values(gen, qb, batcher: Batcher, examples: list[Example], tries: dict[str, Trie], k: int,
                 decode: dict, device: str = "cpu", desc: str = "top-k",
                 progress: bool = True) -> list[list[tuple[str, float]]]:
     """Beam search inside each example's candidate trie: up to ``k`` distinct candidates with their
     total generator log-probability, best first (fewer when the attribute has fewer candidates)."""
     qb.refuse_prefix("top-k candidates")
-    gen.eval().to(device)
-    out: list[list[tuple[str, float]]] = [[] for _ in examples]
-    order = batcher.batches(examples, max(1, decode["batch_size"] // k), shuffle=False, bucket=True)
-    for idx in dist.progress(order, desc, progress):
-        batch = to_device(batcher.collate([examples[i] for i in idx]), device)
+
+    def step(idx, batch):
         res = gen.generate(batch, max_new_tokens=decode["max_new_tokens"], num_beams=k,
                            num_return_sequences=k, do_sample=False, length_penalty=0.0, early_stopping="never",
                            output_scores=True, return_dict_in_generate=True,
                            prefix_allowed_tokens_fn=_allowed(tries, [examples[i].key.attribute for i in idx], qb))
-        seqs, scores = res.sequences.view(len(idx), k, -1).tolist(), res.sequences_scores.view(len(idx), k).tolist()
-        for i, row, sc in zip(idx, seqs, scores):
-            seen: dict[str, float] = {}
-            for s, v in zip(row, sc):
-                text = qb.decode(s)
-                if v > -1e8 and text not in seen:  # beams beyond the last candidate carry a -1e9 score
-                    seen[text] = float(v)
-            out[i] = sorted(seen.items(), key=lambda t: -t[1])
-    return dist.complete(out, order)
+        return [sorted(found, key=lambda t: -t[1])
+                for found in _distinct_beams(res, len(idx), k, lambda j, s: qb.decode(s), keep_empty=True)]
+    return infer(gen, batcher, examples, max(1, decode["batch_size"] // k), step, device, desc, progress)
+
+
+def _distinct_beams(res, n: int, k: int, text_of, keep_empty: bool) -> list[list[tuple[str, float]]]:
+    """Per example of a ``generate`` result with ``k`` returned beams: its distinct answers with their
+    scores, in beam order (``text_of(example position, sequence)`` gives the answer)."""
+    seqs, scores = res.sequences.view(n, k, -1).tolist(), res.sequences_scores.view(n, k).tolist()
+    out = []
+    for j, (row, sc) in enumerate(zip(seqs, scores)):
+        seen: dict[str, float] = {}
+        for s, v in zip(row, sc):
+            text = text_of(j, s)
+            if v > -1e8 and (text or keep_empty) and text not in seen:  # beams past the last answer score -1e9
+                seen[text] = float(v)
+        out.append(list(seen.items()))
+    return out

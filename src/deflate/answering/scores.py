@@ -17,21 +17,15 @@ import itertools
 import numpy as np
 import torch
 
-from deflate.infra import distributed as dist
-from deflate.model.batching import Batcher, Example, to_device
+from deflate.model.batching import Batcher, Example, infer
 
 
-@torch.no_grad()
 def claim_probs(disc, batcher: Batcher, examples: list[Example], batch_size: int = 256, device: str = "cpu",
                 desc: str = "discriminate", progress: bool = True) -> np.ndarray:
     """P(claim is true) per claim example."""
-    disc.eval().to(device)
-    out = np.zeros(len(examples), dtype=np.float32)
-    order = batcher.batches(examples, batch_size, shuffle=False, bucket=True)
-    for idx in dist.progress(order, desc, progress):
-        batch = to_device(batcher.collate([examples[i] for i in idx]), device)
-        out[idx] = torch.sigmoid(disc(batch).float()).cpu().numpy()
-    return dist.complete(out, order)
+    def step(idx, batch):
+        return torch.sigmoid(disc(batch).float()).cpu().numpy()
+    return np.asarray(infer(disc, batcher, examples, batch_size, step, device, desc, progress), dtype=np.float32)
 
 
 def per_candidate(examples: list[Example], candidates: dict[str, list[str]]) -> list[np.ndarray]:
@@ -39,16 +33,11 @@ def per_candidate(examples: list[Example], candidates: dict[str, list[str]]) -> 
     return [np.full(len(candidates.get(e.key.attribute, [])), -np.inf, dtype=np.float32) for e in examples]
 
 
-@torch.no_grad()
 def mean_logprobs(gen, batcher: Batcher, examples: list[Example], batch_size: int, device: str = "cpu",
                   desc: str = "score answers", progress: bool = True, skip: list[int] | None = None) -> np.ndarray:
     """Mean token log-prob of each example's target under the generator; ``skip``: leading target
     tokens per example that are not the answer (a forced prefix), left out of the mean."""
-    gen.eval().to(device)
-    out = np.zeros(len(examples), dtype=np.float32)
-    order = batcher.batches(examples, batch_size, shuffle=False, bucket=True)
-    for idx in dist.progress(order, desc, progress):
-        batch = to_device(batcher.collate([examples[i] for i in idx]), device)
+    def step(idx, batch):
         logits = gen(batch).logits.float()
         labels = batch["labels"]
         mask = labels != -100
@@ -56,8 +45,8 @@ def mean_logprobs(gen, batcher: Batcher, examples: list[Example], batch_size: in
             for j, i in enumerate(idx):
                 mask[j, :skip[i]] = False
         lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        out[idx] = ((lp * mask).sum(1) / mask.sum(1)).cpu().numpy()
-    return dist.complete(out, order)
+        return ((lp * mask).sum(1) / mask.sum(1)).cpu().numpy()
+    return np.asarray(infer(gen, batcher, examples, batch_size, step, device, desc, progress), dtype=np.float32)
 
 
 def answer_logprobs(gen, qb, batcher: Batcher, examples: list[Example], batch_size: int, device: str = "cpu",

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from deflate.answering.decoding import generate_values
 from deflate.baselines.dictionary import Dictionary
@@ -36,7 +35,7 @@ from deflate.data.splits import (
 from deflate.evaluation.metrics import evaluate as compute_metrics
 from deflate.evaluation.metrics import gold_from_records
 from deflate.infra import distributed as dist
-from deflate.model.batching import Batcher, Example, to_device
+from deflate.model.batching import Batcher, Example, infer
 from deflate.model.mul_t5 import build_generator, save_model
 from deflate.model.tokenizer import QuestionBuilder, corpus, train_tokenizer
 from deflate.model.train import config_hash, file_digest, fit
@@ -85,23 +84,23 @@ class _Tagging:
         return TagBatcher(self.data.image, self.data.has_image, use_image, self.attr)
 
 
-@torch.no_grad()
 def tagger_predict(model: BiLSTMCRF, tagging: _Tagging, batcher: TagBatcher, batch_size: int = 128,
                    device: str = "cpu", attr_threshold: float = 0.5) -> dict:
     """{(pid, attribute): [values]} from the tagged spans (M-JAVE: of predicted attributes only)."""
-    model.eval().to(device)
     attributes = [n[2:] for n in tagging.names[1::2]]
+
+    def step(idx, batch):
+        paths, probs = model.predict(batch)
+        return [[(attr, value) for attr, value in decode_spans(tagging.texts[i], path, tagging.names)
+                 if probs is None or not probs[j, attributes.index(attr)] < attr_threshold]
+                for j, (i, path) in enumerate(zip(idx, paths))]
+    spans = infer(model, batcher, tagging.examples, batch_size, step, device, "tag", progress=False)
     pred: dict = {}
-    for idx in batcher.batches(tagging.examples, batch_size, shuffle=False, bucket=True):
-        paths, probs = model.predict(to_device(batcher.collate([tagging.examples[i] for i in idx]), device))
-        for j, (i, path) in enumerate(zip(idx, paths)):
-            rid = tagging.data.records[i].id
-            for attr, value in decode_spans(tagging.texts[i], path, tagging.names):
-                if probs is not None and probs[j, attributes.index(attr)] < attr_threshold:
-                    continue
-                vals = pred.setdefault((rid, attr), [])
-                if value and value not in vals:
-                    vals.append(value)
+    for r, found in zip(tagging.data.records, spans):
+        for attr, value in found:
+            vals = pred.setdefault((r.id, attr), [])
+            if value and value not in vals:
+                vals.append(value)
     return pred
 
 

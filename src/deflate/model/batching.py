@@ -1,4 +1,5 @@
 """Examples -> padded tensors. Dynamic padding and length-bucketed batches keep CPU training cheap.
+:func:`infer` is the one inference loop: every answering, scoring and baseline path runs through it.
 
 An example's encoder sequence is ``text ids [+ <IMG> + m placeholders]``; the placeholders are
 filled with image embeddings by :class:`deflate.model.mul_t5.MultimodalEmbedding`. A product without a
@@ -7,10 +8,12 @@ usable image (or any product when ``use_image`` is off) gets no ``<IMG>`` and no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+
+from deflate.infra import distributed as dist
 
 
 @dataclass
@@ -90,3 +93,21 @@ class Batcher:
 
 def to_device(batch: dict, device: str) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def infer(model: torch.nn.Module, batcher: Batcher, examples: list[Example], batch_size: int,
+          step: Callable[[list[int], dict], Sequence], device: str = "cpu", desc: str = "infer",
+          progress: bool = True) -> list:
+    """The one inference loop. ``model`` in eval mode on ``device``; ``examples`` in length-bucketed
+    batches, this process's share of them (:func:`deflate.infra.distributed.share`);
+    ``step(idx, batch)`` gets a batch's example indices and its tensors and returns one result per
+    index. Returns the results in input order, on every process (:func:`distributed.complete`)."""
+    model.eval().to(device)
+    out: list = [None] * len(examples)
+    order = batcher.batches(examples, batch_size, shuffle=False, bucket=True)
+    with torch.no_grad():
+        for idx in dist.progress(order, desc, progress):
+            for i, result in zip(idx, step(idx, to_device(batcher.collate([examples[i] for i in idx]), device)),
+                                 strict=True):
+                out[i] = result
+    return dist.complete(out, order)
