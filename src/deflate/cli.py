@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from deflate.infra.files import read_json
+
 app = typer.Typer(help="DEFLATE: multi-modal generative-discriminative attribute value extraction.\n\n"
                        "The full pipeline runs with `dvc repro`; these commands run single steps.",
                   no_args_is_help=True, add_completion=False)
@@ -306,7 +308,7 @@ def show(metrics: Path = typer.Argument(Path("metrics/deflate.json"), help="A me
     """Print a metrics JSON as a Markdown table (P / R / F1 per metric and per value source)."""
     if not metrics.is_file():
         _fail(f"{metrics} not found; run `dvc repro` first")
-    m = json.loads(metrics.read_text(encoding="utf-8"))
+    m = read_json(metrics)
     rows = [("AP", m["ap"]), ("AVE", m["ave"]), ("AVE fuzzy", m["ave_fuzzy"]),
             ("EAV-only AVE", m["eav_only"]["ave"]), ("EAV-only AVE fuzzy", m["eav_only"]["ave_fuzzy"])]
     rows += [(f"AVE {s}", v) for s, v in m.get("by_source", {}).items()]
@@ -339,7 +341,7 @@ def report(metrics: Path = typer.Option(Path("metrics"), help="Folder with table
         typer.echo(markdown(tables, digits))
     wdc = wdc_pave or Path("pipelines/wdc_pave/metrics/wdc_pave.json")
     if wdc.is_file():
-        typer.echo(wdc_markdown(json.loads(wdc.read_text(encoding="utf-8"))))
+        typer.echo(wdc_markdown(read_json(wdc)))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ rebuilds the scikit-learn objects from those arrays.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
 from deflate.infra.bundle import BundleError, LexicalMeta, read_record
+from deflate.infra.files import write_json
 
 FILES = ("lexical.json", "lexical.safetensors")
 FLOOR = 1e-6  # probability of a candidate the classifier never saw as a label
@@ -135,7 +135,7 @@ class LexicalScorer:
                 meta["attributes"][-1].update(word=vocab[0], char=vocab[1])
                 arrays[f"{i}.word_idf"], arrays[f"{i}.char_idf"] = m.word.idf_, m.char.idf_
                 arrays[f"{i}.coef"], arrays[f"{i}.intercept"] = m.clf.coef_, m.clf.intercept_
-        (path / FILES[0]).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        write_json(path / FILES[0], meta, ensure_ascii=False)
         # weights in float32 halve the file; idf stays float64 so features match fit time exactly
         save_file({k: np.ascontiguousarray(v, dtype=np.float32 if k.endswith("coef") else np.float64)
                    for k, v in arrays.items()}, str(path / FILES[1]))

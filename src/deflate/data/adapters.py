@@ -28,7 +28,7 @@ from deflate.data.records import (
     TooManyRejects,
     records_to_frame,
 )
-from deflate.infra.files import atomic_path, write_json, write_jsonl
+from deflate.infra.files import atomic_path, read_json, write_json, write_jsonl
 
 MAX_LITERAL_CHARS = 200_000  # a 1,024-token list is ~6k chars; anything huge is hostile
 DESIRE_NCOLS = 12
@@ -244,7 +244,7 @@ class ImplicitAveAdapter:
     def candidates(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for p in sorted(self.root.glob("options_*.json")):
-            for a, vals in json.loads(p.read_text(encoding="utf-8")).items():
+            for a, vals in read_json(p).items():
                 out.setdefault(a, [])
                 out[a] += [v for v in vals if v not in out[a]]
         return out

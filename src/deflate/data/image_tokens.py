@@ -14,7 +14,6 @@ Products without a usable image get a row of ``pad_id`` (or zeros) and ``has_ima
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from deflate.data.images import BadImage, open_rgb
 from deflate.data.records import SPLITS, load_split
 from deflate.infra.bundle import BundleError, ImageSpec, inside_name, read_record
 from deflate.infra.errors import UserError
+from deflate.infra.files import read_json, write_json
 
 
 @dataclass
@@ -302,7 +302,7 @@ def run_stage(records_by_split: dict, cfg: dict, out: Path, seed: int, progress:
         if not train_imgs:  # e.g. MEPAVE, ImplicitAVE train: nothing to learn a codebook from
             print("[image_tokens] no usable training picture: the dataset is text-only for the model")
             meta.update(text_only=True, splits={s: {"n": len(r), "with_image": 0} for s, r in records_by_split.items()})
-            (out / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True))
+            write_json(out / "meta.json", meta, ensure_ascii=False, indent=1, sort_keys=True)
             return meta
         tok.fit(train_imgs, progress=progress)
         meta["codebook_sha256"] = tok.save(out / "codebook.safetensors")
@@ -319,7 +319,7 @@ def run_stage(records_by_split: dict, cfg: dict, out: Path, seed: int, progress:
                  "feature_dim": int(example.shape[2]) if example.ndim == 3 else 0,
                  "vocab_size": int(getattr(tok, "vocab_size", 0)),
                  "pad_id": int(getattr(tok, "vocab_size", 0)), "grid": cfg["grid"]})
-    (out / "meta.json").write_text(json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True))
+    write_json(out / "meta.json", meta, ensure_ascii=False, indent=1, sort_keys=True)
     return meta
 
 
@@ -327,8 +327,8 @@ def save_for_inference(tokens_dir: Path, cfg: dict, out: Path) -> None:
     """Copy what tokenizes a new product's picture (settings + codebook) next to a trained model."""
     import shutil
 
-    (out / "image.json").write_text(json.dumps({"cfg": cfg, "meta": json.loads((tokens_dir / "meta.json").read_text())},
-                                               ensure_ascii=False, indent=1, sort_keys=True))
+    write_json(out / "image.json", {"cfg": cfg, "meta": read_json(tokens_dir / "meta.json")},
+               ensure_ascii=False, indent=1, sort_keys=True)
     if (tokens_dir / "codebook.safetensors").exists():
         shutil.copy(tokens_dir / "codebook.safetensors", out / "codebook.safetensors")
 
@@ -361,5 +361,5 @@ def load_for_inference(model_dir: Path):
 
 def load_tokens(tokens_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, dict]:
     d = load_file(str(tokens_dir / f"{split}.safetensors"))
-    meta = json.loads((tokens_dir / "meta.json").read_text())
+    meta = read_json(tokens_dir / "meta.json")
     return d["tokens"], d["has_image"].astype(bool), meta

@@ -3,7 +3,6 @@ tokens (none for a text-only pipeline), and the facts of a dataset's schema that
 for (value separator, candidate values, image vocabulary)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from deflate.data.image_tokens import load_tokens
 from deflate.data.records import Record, load_split
+from deflate.infra.files import read_json
 
 VALUE_SEP = {"zh": "、", "en": ", "}
 TEXT_ONLY = {"continuous": False, "vocab_size": 0, "feature_dim": 0, "tokenizer": None}
@@ -35,7 +35,7 @@ def load_data(processed: Path, tokens_dir: Path, split: str) -> Split:
 
 
 def load_schema(processed: Path) -> dict:
-    return json.loads((processed / "schema.json").read_text(encoding="utf-8"))
+    return read_json(processed / "schema.json")
 
 
 def image_spec(meta: dict) -> tuple[int, int]:

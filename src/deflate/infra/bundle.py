@@ -415,7 +415,7 @@ def bundle_image_files(gen_dir: Path) -> None:
     path = gen_dir / "image.json"
     if not path.exists():
         return
-    spec = json.loads(path.read_text(encoding="utf-8"))
+    spec = read_json(path)
     changed = False
     for key in ("dalle_encoder_path", "vit_path"):
         src = spec["cfg"].get(key) or ""

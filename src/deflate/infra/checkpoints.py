@@ -9,7 +9,6 @@ never deleted) and training starts from scratch. Files no manifest names are rem
 """
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from deflate.infra.files import atomic_path, sha256, write_json
+from deflate.infra.files import atomic_path, read_json, sha256, write_json
 from deflate.infra.weights import load_weights, save_weights
 
 MANIFEST = "manifest.json"
@@ -48,7 +47,7 @@ def _load_optimizer(opt: torch.optim.Optimizer, folder: Path) -> None:
     for key, v in load_file(str(folder / "optimizer.safetensors")).items():
         i, k = key.split("/", 1)
         state.setdefault(int(i), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": json.loads((folder / "optimizer.json").read_text())})
+    opt.load_state_dict({"state": state, "param_groups": read_json(folder / "optimizer.json")})
 
 
 def save(ckpt_dir: Path, *, run_hash: str, progress: Progress, model: torch.nn.Module,
@@ -88,7 +87,7 @@ def _prune(ckpt_dir: Path, keep: set[str]) -> None:
 def _check(ckpt_dir: Path) -> dict:
     """The manifest, verified against the files it names; ``ValueError`` says what is wrong."""
     try:
-        m = json.loads((ckpt_dir / MANIFEST).read_text())
+        m = read_json(ckpt_dir / MANIFEST)
         files, sums = m["files"], m["sha256"]
         if m["format"] != FORMAT or set(files.values()) != set(sums):
             raise ValueError("manifest lists files without their hashes")
@@ -139,5 +138,5 @@ def resume(ckpt_dir: Path, *, run_hash: str, model: torch.nn.Module, opt: torch.
 
 
 def load_best(ckpt_dir: Path, model: torch.nn.Module, device: str = "cpu") -> None:
-    m = json.loads((ckpt_dir / MANIFEST).read_text())
+    m = read_json(ckpt_dir / MANIFEST)
     load_weights(model, ckpt_dir / m["files"]["best"], device=device)

@@ -122,5 +122,12 @@ def write_jsonl(path: Path, rows) -> None:
     write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def read_json(path: Path):
+    """The one reader of a JSON file the pipeline wrote (UTF-8): schemas, manifests, metrics.
+    Model-folder files, which an outsider may have written, go through the checked reader
+    :func:`deflate.infra.bundle.read_json` (size, depth, UTF-8 limits; errors name the file)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]

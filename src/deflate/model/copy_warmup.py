@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from deflate.infra import distributed as dist
-from deflate.infra.files import atomic_dir, write_text
+from deflate.infra.files import atomic_dir, read_json, write_text
 from deflate.infra.weights import load_weights, save_weights, unique_state
 from deflate.model.train import make_optimizer
 
@@ -106,7 +106,7 @@ def load_warm(t5, folder: str | Path, key: dict) -> bool:
     if not meta.is_file():
         print(f"[copy warm-up] {folder} holds no warm-up ({META}); warming up here")
         return False
-    saved = json.loads(meta.read_text())
+    saved = read_json(meta)
     if saved.get("key") != key:
         print(f"[copy warm-up] {folder} was made for other settings or starting weights; warming up here")
         return False

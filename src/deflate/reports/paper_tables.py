@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 from deflate.evaluation.intervals import beyond
-from deflate.infra.files import atomic_path, write_json, write_text
+from deflate.infra.files import atomic_path, read_json, write_json, write_text
 
 NAMES = {"bilstm_crf": "BiLSTM-CRF", "mjave": "M-JAVE", "jgave": "JG-AVE", "deflate": "DEFLATE",
          "v_minus": "DEFLATE v−", "d_minus": "DEFLATE d−", "dv_minus": "DEFLATE d−,v−", "patches": "DEFLATE (patches)"}
@@ -243,7 +242,7 @@ def add_seed_spread(tables: dict, spread: dict) -> None:
 def build(metrics_dir: Path, model_dirs: dict[str, Path], seed, digits: int = 2, plot_metric: str = "ave_f1",
           seed_spread: Path | None = None) -> dict:
     """Read every per-system metrics file and write the tables, Figure 3 data, plot and report."""
-    load = lambda p: json.loads(Path(p).read_text(encoding="utf-8"))  # noqa: E731
+    load = read_json
     sysdir = metrics_dir / "systems"
     deflate = load(metrics_dir / "deflate.json")
     desire = {s: load(sysdir / f"{s}-desire.json") for s in BASELINES}
@@ -282,6 +281,6 @@ def build(metrics_dir: Path, model_dirs: dict[str, Path], seed, digits: int = 2,
 
 
 def load_tables(metrics_dir: Path) -> dict:
-    return {n: json.loads((metrics_dir / f"{n}.json").read_text(encoding="utf-8"))
+    return {n: read_json(metrics_dir / f"{n}.json")
             for n in ("table2", "table3", "table4", "table5", "table5_efficiency", "fig3")
             if (metrics_dir / f"{n}.json").exists()}

@@ -4,7 +4,6 @@ each F1 with a seeded 95% bootstrap interval over offers, val F1 beside it, and 
 values each system could see at all (its input window)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from deflate.data.records import Record, load_split
@@ -14,7 +13,7 @@ from deflate.evaluation import wdc_pave_rule as pave_scoring
 from deflate.evaluation.intervals import beyond, bootstrap_f1
 from deflate.evaluation.metrics import evaluate as compute_metrics
 from deflate.evaluation.metrics import gold_from_records
-from deflate.infra.files import write_json, write_text
+from deflate.infra.files import read_json, write_json, write_text
 
 SYSTEMS = ("deflate", "d_minus", "bilstm_crf", "mjave", "jgave", "dictionary")
 NAMES = {"deflate": "DEFLATE", "d_minus": "d−", "bilstm_crf": "BiLSTM-CRF", "mjave": "M-JAVE (text only)",
@@ -75,7 +74,7 @@ def build(p: dict, processed: Path, systems_dir: Path, metrics_dir: Path, out: P
         scored = score_offers(test, pred_test, cats, n_boot, p["seed"])
         authors = scored["authors_rule"]
         val_gold, val_texts = gold_from_records(val)
-        m = json.loads((metrics_dir / "systems" / f"{s}-wdc_pave.json").read_text(encoding="utf-8"))
+        m = read_json(metrics_dir / "systems" / f"{s}-wdc_pave.json")
         rows[s] = {
             "f1": authors["f1"], "p": authors["p"], "r": authors["r"], "f1_ci95": authors["f1_ci95"],
             "val_f1": pave_scoring.score(val, pred_val, cats, 0)["f1"],

@@ -11,7 +11,6 @@ same thing whatever ``model.use_image`` / ``model.use_discriminator`` say in par
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from deflate.baselines.systems import SYSTEMS as BASELINES
+from deflate.data.splits import load_schema
 from deflate.infra import distributed as dist
 from deflate.infra.runtime import peak_memory_mb
 from deflate.stages import (
@@ -58,7 +58,7 @@ def run_system(system: str, p: dict, processed: Path, tokens_dir: Path, work: Pa
         m = run_baseline(system, p, processed, tokens_dir, work)
     else:
         raise ValueError(f"unknown system {system!r}; choose one of {sorted(VARIANTS) + list(BASELINES)}")
-    schema = json.loads((processed / "schema.json").read_text(encoding="utf-8"))
+    schema = load_schema(processed)
     m.setdefault("meta", {}).update({
         "system": system, "dataset": dataset or schema["format"], "seed": p["seed"],
         "train_products": len(pd.read_parquet(processed / "train.parquet", columns=["id"])),
