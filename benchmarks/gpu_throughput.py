@@ -46,7 +46,7 @@ def measure(device: str, batch: int, text_len: int, image_len: int, steps: int, 
     image = rng.integers(0, 8192, (rows, image_len), dtype=np.int64) if image_len else None
     img_id = 32127
     batcher = Batcher(image, np.ones(rows, bool) if image_len else None, bool(image_len), img_id)
-    exs = [Example(rng.integers(2, 32000, text_len).tolist(), i, rng.integers(2, 32000, 8).tolist() + [1])
+    exs = [Example(rng.integers(2, 32000, text_len).tolist(), i, target=rng.integers(2, 32000, 8).tolist() + [1])
            for i in range(rows)]
     amp = dist.autocast("auto", device)
     torch.cuda.reset_peak_memory_stats() if device.startswith("cuda") else None

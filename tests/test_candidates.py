@@ -33,13 +33,13 @@ def setup():
 def test_candidate_logprobs_are_the_models_own_likelihood(setup):
     tok, qb, gen = setup
     cands = {"Form": ["Bags/Packets", "Teabags", "Powder"]}
-    ex = [Example(qb.question("Lipton tea", "", "Form"), -1, None, Question(0, "Form"))]
+    ex = [Example(qb.question("Lipton tea", "", "Form"), -1, key=Question(0, "Form"))]
     b = Batcher(None, None, False, qb.img_id)
     lp = candidate_logprobs(gen, qb, b, ex, cands, 64, progress=False)[0]
     for j, c in enumerate(cands["Form"]):
-        batch = b.collate([Example(ex[0].ids, -1, qb.value(c))])
+        batch = b.collate([Example(ex[0].ids, -1, target=qb.value(c))])
         assert lp[j] == pytest.approx(-gen(batch).loss.item(), abs=1e-5)
-    assert candidate_logprobs(gen, qb, b, [Example(ex[0].ids, -1, None, Question(0, "Other"))], cands,
+    assert candidate_logprobs(gen, qb, b, [Example(ex[0].ids, -1, key=Question(0, "Other"))], cands,
                               64, progress=False)[0].size == 0
 
 
@@ -60,7 +60,7 @@ def test_reranking_picks_the_discriminators_best(setup):
     target = "Tin"
     disc = RiggedDisc(qb.ids(" Tin")[-1])
     recs = [Record("p", "Lipton tea")]
-    ex = [Example(qb.question("Lipton tea", "", "Form"), 0, None, Question(0, "Form"))]
+    ex = [Example(qb.question("Lipton tea", "", "Form"), 0, key=Question(0, "Form"))]
     b = Batcher(None, None, False, qb.img_id)
     g = candidate_logprobs(gen, qb, b, ex, cands, 64, progress=False)
     claims, where = candidate_claims([e.key for e in ex], cands)
@@ -110,14 +110,14 @@ def test_trie_topk_returns_only_candidates_best_first_with_their_logprob(setup):
     cands = {"Form": ["Bags/Packets", "Teabags", "Powder", "Box", "Tin"], "Size": ["Box"]}
     tries = build_tries(cands, qb)
     b = Batcher(None, None, False, qb.img_id)
-    ex = [Example(qb.question("Lipton tea", "", a), -1, None, Question(0, a)) for a in ("Form", "Size", "Form")]
+    ex = [Example(qb.question("Lipton tea", "", a), -1, key=Question(0, a)) for a in ("Form", "Size", "Form")]
     top = topk_values(gen, qb, b, ex, tries, k=3, decode=DECODE, progress=False)
     assert [len(t) for t in top] == [3, 1, 3]  # "Size" has a single candidate
     for e, t in zip(ex, top):
         assert all(v in cands[e.key.attribute] for v, _ in t)
         assert [s for _, s in t] == sorted((s for _, s in t), reverse=True)
         for v, s in t:  # the score is the candidate's summed token log-probability under the generator
-            batch = b.collate([Example(e.ids, -1, qb.value(v))])
+            batch = b.collate([Example(e.ids, -1, target=qb.value(v))])
             n = len(qb.value(v))
             assert s == pytest.approx(-gen(batch).loss.item() * n, abs=1e-3)
     # with as many beams as candidates the search is exhaustive: the same ranking as exact scoring

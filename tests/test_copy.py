@@ -34,7 +34,7 @@ def toy(g: torch.Generator, n: int, answers: tuple[int, int], length: int = 8) -
     x[torch.arange(n), pos] = MARKER
     ans = torch.randint(*answers, (n,), generator=g)
     x[torch.arange(n), pos + 1] = ans
-    return [Example(r.tolist(), -1, [int(a), 1]) for r, a in zip(x, ans)]
+    return [Example(r.tolist(), -1, target=[int(a), 1]) for r, a in zip(x, ans)]
 
 
 def trained(copy: bool, steps: int = 150):
@@ -82,7 +82,7 @@ def test_pointer_log_probs_are_a_distribution_and_scorers_read_them_as_t5s(twins
 
 def test_nothing_is_copied_from_pad_img_or_image_positions():
     batch = Batcher(np.arange(6).reshape(2, 3), np.array([True, False]), True, 3).collate(
-        [Example([7, 8], 0, [7, 1]), Example([9], 1, [9, 1])])
+        [Example([7, 8], 0, target=[7, 1]), Example([9], 1, target=[9, 1])])
     assert copy_ids(batch).tolist() == [[7, 8, -1, -1, -1, -1], [9, -1, -1, -1, -1, -1]]
 
 

@@ -50,7 +50,7 @@ def test_collate_places_img_and_image_tokens(tok):
     image = np.arange(12).reshape(3, 4)
     has = np.array([True, False, True])
     b = Batcher(image, has, use_image=True, img_id=3)
-    exs = [Example([5, 6, 7], 0, [9, 1]), Example([5, 6], 1, [9, 1]), Example([8], 2, [9, 9, 1])]
+    exs = [Example([5, 6, 7], 0, target=[9, 1]), Example([5, 6], 1, target=[9, 1]), Example([8], 2, target=[9, 9, 1])]
     batch = b.collate(exs)
     assert batch["input_ids"].tolist() == [[5, 6, 7, 3, 0, 0, 0, 0], [5, 6, 0, 0, 0, 0, 0, 0], [8, 3, 0, 0, 0, 0, 0, 0]]
     assert batch["attention_mask"].sum(1).tolist() == [8, 2, 6]
@@ -64,7 +64,7 @@ def test_collate_places_img_and_image_tokens(tok):
 
 def test_bucketing_cuts_padding(tok):
     rng = np.random.default_rng(0)
-    exs = [Example([5] * int(rng.integers(1, 60)), -1, [1]) for _ in range(400)]
+    exs = [Example([5] * int(rng.integers(1, 60)), -1, target=[1]) for _ in range(400)]
     b = Batcher(None, None, False, 3)
     def padded(batches):
         return sum(len(ix) * max(len(exs[i].ids) for i in ix) for ix in batches)
@@ -75,7 +75,7 @@ def test_bucketing_cuts_padding(tok):
 def test_image_embeddings_replace_placeholders(tok):
     gen = build_generator(TINY, tok, image_vocab=10, feature_dim=0)
     b = Batcher(np.array([[1, 2], [3, 4]]), np.array([True, True]), True, 3)
-    batch = b.collate([Example([5, 6], 0, [1]), Example([7], 1, [1])])
+    batch = b.collate([Example([5, 6], 0, target=[1]), Example([7], 1, target=[1])])
     e = gen.embed(batch["input_ids"], batch["img_start"], batch["image"])
     assert torch.equal(e[0, 3], gen.embed.image.weight[1]) and torch.equal(e[0, 4], gen.embed.image.weight[2])
     assert torch.equal(e[1, 2], gen.embed.image.weight[3]) and torch.equal(e[0, 2], gen.embed.text.weight[3])
@@ -83,7 +83,7 @@ def test_image_embeddings_replace_placeholders(tok):
     assert out.logits.shape[:2] == (2, 1) and torch.isfinite(out.loss)
     # a different image changes the encoder input, text-only rows are untouched by image ids
     b2 = Batcher(np.array([[9, 9], [3, 4]]), np.array([True, True]), True, 3)
-    e2 = gen.embed(**{k: v for k, v in b2.collate([Example([5, 6], 0, [1]), Example([7], 1, [1])]).items()
+    e2 = gen.embed(**{k: v for k, v in b2.collate([Example([5, 6], 0, target=[1]), Example([7], 1, target=[1])]).items()
                       if k in ("input_ids", "img_start", "image")})
     assert not torch.equal(e[0], e2[0]) and torch.equal(e[1], e2[1])
 
@@ -91,7 +91,7 @@ def test_image_embeddings_replace_placeholders(tok):
 def test_continuous_features_are_projected(tok):
     gen = build_generator(TINY, tok, image_vocab=0, feature_dim=6)
     feats = np.random.default_rng(0).normal(size=(1, 3, 6)).astype(np.float16)
-    batch = Batcher(feats, np.array([True]), True, 3).collate([Example([5], 0, [1])])
+    batch = Batcher(feats, np.array([True]), True, 3).collate([Example([5], 0, target=[1])])
     assert gen.embed(batch["input_ids"], batch["img_start"], batch["image"]).shape == (1, 5, 16)
     assert torch.isfinite(gen(batch).loss)
 
@@ -105,7 +105,7 @@ def test_discriminator_starts_from_generator_encoder(tok):
     frozen = Discriminator.from_generator(gen, freeze_encoder=True)
     trainable = {n for n, p in frozen.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("head.") for n in trainable)
-    batch = Batcher(np.array([[1, 2]]), np.array([True]), True, 3).collate([Example([4, 5], 0, 1.0)])
+    batch = Batcher(np.array([[1, 2]]), np.array([True]), True, 3).collate([Example([4, 5], 0, target=1.0)])
     assert d(batch).shape == (1,)
 
 
@@ -145,7 +145,7 @@ def test_save_and_load_round_trip(tok, tmp_path):
     gen = build_generator(TINY, tok, 10, 0).eval()
     save_model(gen, tmp_path / "g", gen_meta(image_vocab=10), tok, gen.t5)
     gen2, tok2, meta = load_generator(tmp_path / "g")
-    batch = Batcher(np.array([[1, 2]]), np.array([True]), True, 3).collate([Example([5, 6], 0, [7, 1])])
+    batch = Batcher(np.array([[1, 2]]), np.array([True]), True, 3).collate([Example([5, 6], 0, target=[7, 1])])
     assert torch.allclose(gen(batch).logits, gen2(batch).logits) and len(tok2) == len(tok)
 
 
@@ -165,7 +165,7 @@ def test_trie_constrained_decoding_only_emits_candidates(tok):
     gen = build_generator(TINY, tok, 0, 0)  # untrained: free decoding emits junk
     qb = QuestionBuilder(tok, "zh", 16, 6)
     cands = {"主料": ["牛肉", "鲈鱼"], "茶": ["绿茶", "红茶", NONE_VALUE]}
-    exs = [Example(qb.question(f"商品{i}", "", a), -1, None, Question(i, a)) for i in range(6) for a in cands]
+    exs = [Example(qb.question(f"商品{i}", "", a), -1, key=Question(i, a)) for i in range(6) for a in cands]
     b = Batcher(None, None, False, qb.img_id)
     for beams in (1, 3):
         out = generate_values(gen, qb, b, exs, {"num_beams": beams, "max_new_tokens": 8, "batch_size": 64}, tries=build_tries(cands, qb),

@@ -699,12 +699,12 @@ def test_answer_scores_leave_a_forced_prefix_out_of_the_mean(world, trained):
     b = split_batcher(engine, world)
     ids = engine.qb.question("红烧牛肉", "好吃", engine.attributes[0])
     target = engine.qb.value("红烧牛肉")
-    n = len(b.collate([Example(ids, 0, target, None)])["labels"][0])
+    n = len(b.collate([Example(ids, 0, target=target)])["labels"][0])
     assert n >= 2
-    exs = [Example(ids, 0, target, None)]
+    exs = [Example(ids, 0, target=target)]
     whole = mean_logprobs(engine.gen, b, exs, 8, progress=False)[0]
     rest = mean_logprobs(engine.gen, b, exs, 8, progress=False, skip=[1])[0]
-    first = mean_logprobs(engine.gen, b, [Example(ids, 0, target[:1], None)], 8, progress=False)[0]
+    first = mean_logprobs(engine.gen, b, [Example(ids, 0, target=target[:1])], 8, progress=False)[0]
     assert np.isclose(n * whole, first + (n - 1) * rest, atol=1e-4)
 
 

@@ -64,7 +64,8 @@ def candidate_logprobs(gen, qb, batcher: Batcher, examples: list[Example], candi
     pairs, where = [], []
     for k, e in enumerate(examples):
         for j, c in enumerate(candidates.get(e.key.attribute, [])):
-            pairs.append(Example(e.ids, e.row, qb.value(c), e.key))  # the same question, this value as answer
+            # the same question, this value as answer
+            pairs.append(Example(e.ids, e.row, target=qb.value(c), key=e.key))
             where.append((k, j))
     flat = mean_logprobs(gen, batcher, pairs, batch_size, device, "score candidates", progress)
     out = per_candidate(examples, candidates)

@@ -43,7 +43,7 @@ from deflate.model.train import config_hash, file_digest, fit
 SYSTEMS = ("bilstm_crf", "mjave", "jgave", "dictionary")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Trained:
     """A trained baseline's answers on val and test (``{(product id, attribute): [values]}``)."""
     val: list[Record]
@@ -78,7 +78,7 @@ class _Tagging:
                     self.attr[i, a_id[lab["attribute"]]] = 1.0
             ids = [vocab.get(c, 1) for c in t] or [1]
             labels = [lab for lab in r.labels if lab["attribute"] in attributes]
-            self.examples.append(Example(ids, i, encode_tags(len(ids), spans_of(t, labels), tag_id)))
+            self.examples.append(Example(ids, i, target=encode_tags(len(ids), spans_of(t, labels), tag_id)))
 
     def batcher(self, use_image: bool) -> TagBatcher:
         return TagBatcher(self.data.image, self.data.has_image, use_image, self.attr)
@@ -131,9 +131,9 @@ def train_tagger(system: str, p: dict, processed: Path, tokens_dir: Path, out: P
                                                 "params": sum(x.numel() for x in model.parameters())})
     test = load_data(processed, tokens_dir, "test")
     te = _Tagging(test, vocab, attributes, cfg["max_chars"])
-    return Trained(val.records, tagger_predict(model, va, va_b, device=device), test.records,
-                   tagger_predict(model, te, te.batcher(use_image), device=device), history,
-                   sum(x.numel() for x in model.parameters()))
+    return Trained(val=val.records, val_pred=tagger_predict(model, va, va_b, device=device), test=test.records,
+                   test_pred=tagger_predict(model, te, te.batcher(use_image), device=device), history=history,
+                   params=sum(x.numel() for x in model.parameters()))
 
 
 # --- JG-AVE ---------------------------------------------------------------------------------------
@@ -183,7 +183,7 @@ def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, 
                                                  p["text"]["vocab_size"]))
     qb = QuestionBuilder(tok, schema["language"], p["text"]["max_len"], cfg["max_target_len"])
     gen = build_generator(p["model"], tok, 0, 0)  # text only, DEFLATE's backbone size
-    examples = [Example(jg_input(qb, r, qb.max_len), -1, qb.value(jgave_target(r, p["seed"], i)))
+    examples = [Example(jg_input(qb, r, qb.max_len), -1, target=qb.value(jgave_target(r, p["seed"], i)))
                 for i, r in enumerate(train.records)]
     decode = {"max_new_tokens": cfg["max_target_len"], "batch_size": 128, "num_beams": 1}
     val_records = val.records[: cfg["val_max"]]
@@ -200,9 +200,9 @@ def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, 
         save_model(gen.cpu(), out / "model", {"system": "jgave", "params": sum(x.numel() for x in gen.parameters())},
                    tok, gen.t5)
     test = load_data(processed, tokens_dir, "test")
-    return Trained(val.records, jgave_predict(gen, qb, val.records, attributes, decode, device, True), test.records,
-                   jgave_predict(gen, qb, test.records, attributes, decode, device, True), history,
-                   sum(x.numel() for x in gen.parameters()))
+    return Trained(val=val.records, val_pred=jgave_predict(gen, qb, val.records, attributes, decode, device, True),
+                   test=test.records, test_pred=jgave_predict(gen, qb, test.records, attributes, decode, device, True),
+                   history=history, params=sum(x.numel() for x in gen.parameters()))
 
 
 def run_dictionary(processed: Path) -> Trained:
@@ -210,4 +210,5 @@ def run_dictionary(processed: Path) -> Trained:
     schema = load_schema(processed)
     train, val, test = (load_split(processed, s) for s in ("train", "val", "test"))
     d = Dictionary.fit(train)
-    return Trained(val, d.predict(val, schema), test, d.predict(test, schema), [], sum(len(v) for v in d.values.values()))
+    return Trained(val=val, val_pred=d.predict(val, schema), test=test, test_pred=d.predict(test, schema), history=[],
+                   params=sum(len(v) for v in d.values.values()))

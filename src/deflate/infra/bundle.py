@@ -355,7 +355,7 @@ def check_record(obj: dict, schema: type[R], where: str) -> R:
 
 
 # --- decisions ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Decisions:
     """How a trained DEFLATE answers; made on validation by the stage that writes the bundle, or
     overridden by a user (``deflate predict --threshold``): checked by the same schema either way."""

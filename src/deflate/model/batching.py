@@ -7,7 +7,7 @@ usable image (or any product when ``use_image`` is off) gets no ``<IMG>`` and no
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -20,6 +20,7 @@ from deflate.infra import distributed as dist
 class Example:
     ids: list[int]                       # question (generator) or claim (discriminator) token ids
     row: int                             # row of the product in its split's image arrays
+    _: KW_ONLY                           # the rest by name: Example(ids, row, target=..., key=...)
     target: list[int] | float | None = None
     key: Any = None                      # the deflate.model.questions.Question it asks or claims (None: baselines)
     value_from: int = -1                 # a claim's first value token in ``ids`` (-1: no value in it)

@@ -39,7 +39,7 @@ def question_examples(records: list[Record], qb: QuestionBuilder, questions: lis
         r = records[q.row]
         ids = qb.question(r.name, r.description, q.attribute)
         target = qb.prefix(q.attribute) + qb.value(targets[k], ids) if targets is not None else None
-        out.append(Example(ids, q.row, target, q))
+        out.append(Example(ids, q.row, target=target, key=q))
     return out
 
 
@@ -51,7 +51,7 @@ def claim_examples(records: list[Record], qb: QuestionBuilder, claims: list[Clai
     for k, c in enumerate(claims):
         r = records[c.question.row]
         head, v = qb.claim_parts(r.name, r.description, c.question.attribute, c.value if with_value else "")
-        out.append(Example(head + v, c.question.row, labels[k] if labels is not None else None, c.question,
+        out.append(Example(head + v, c.question.row, target=labels[k] if labels is not None else None, key=c.question,
                            value_from=len(head) if with_value else -1))
     return out
 

@@ -71,7 +71,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     ctx = StageContext.open(p, "evaluate_candidates", processed)
     use_disc = p["model"]["use_discriminator"]
     claim_bs = p["discriminator"]["eval_batch_size"]
-    provisional = Decisions("constrained", 0.5, True, 1.0, (1.0, 0.0, 0.0))
+    provisional = Decisions(mode="constrained", threshold=0.5, keep_all=True, alpha=1.0, weights=(1.0, 0.0, 0.0))
     engine = Deflate(gen_dir, discriminator=disc_dir if use_disc else None, lexical=lexical_dir,
                      decisions=provisional, decode=p["decode"], claim_batch_size=claim_bs, device=ctx.device)
     k = int(p["decode"]["top_k"])
@@ -93,8 +93,10 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
         return [o[b] if b >= 0 else f for o, b, f in zip(opts, best, t.free)]
 
     weights = dict(zip(t.scores, fused_w))
-    decisions = (Decisions("fused", 0.5, True, alpha["constrained_rerank"], tuple(weights.get(s, 0.0) for s in SOURCES))
-                 if has_lex else Decisions("rerank", 0.5, True, alpha["constrained_rerank"], (1.0, 0.0, 0.0))
+    decisions = (Decisions(mode="fused", threshold=0.5, keep_all=True, alpha=alpha["constrained_rerank"],
+                           weights=tuple(weights.get(s, 0.0) for s in SOURCES))
+                 if has_lex else Decisions(mode="rerank", threshold=0.5, keep_all=True, alpha=alpha["constrained_rerank"],
+                                           weights=(1.0, 0.0, 0.0))
                  if has_disc else provisional)
     variants = {"free": t.free,
                 "constrained": pick(best_candidates(t.scores, "constrained", 1.0, (1, 0, 0)), t.options)}

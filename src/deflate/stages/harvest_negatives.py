@@ -69,7 +69,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, out: Path) 
 
 def generator_only(p: Params, gen_dir: Path, device: str) -> Deflate:
     """The engine on the trained generator alone (no discriminator exists yet), decoding as params say."""
-    return Deflate(gen_dir, discriminator=None, lexical=None, decisions=Decisions("free", 0.5, True, 1.0, (1, 0, 0)),
+    free = Decisions(mode="free", threshold=0.5, keep_all=True, alpha=1.0, weights=(1.0, 0.0, 0.0))
+    return Deflate(gen_dir, discriminator=None, lexical=None, decisions=free,
                    decode=p["decode"], claim_batch_size=p["discriminator"]["eval_batch_size"], device=device)
 
 
