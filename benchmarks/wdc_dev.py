@@ -75,7 +75,7 @@ def kept_predictions(records, questions, values, kept) -> dict:
 
 def authors_f1(records, pred: dict, categories: dict) -> float:
     """The dataset authors' micro F1 (deflate.pave_scoring) of predictions over ``records``."""
-    return float(pave_scoring.prf(pave_scoring.count(records, pred, categories).counts.sum(0))["f1"])
+    return float(pave_scoring.rule_prf(pave_scoring.count(records, pred, categories).counts.sum(0))["f1"])
 
 
 def record(work: Path, file: str, res: dict) -> None:

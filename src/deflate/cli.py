@@ -286,15 +286,14 @@ def _report(engine, d, model: str, output: Path, metrics: Path | None, counts: d
 
 def _wdc_scores(offers: list, category_attributes: dict) -> dict:
     """The dataset authors' rule and the paper's metrics for answered WDC-PAVE offers."""
-    from deflate.data.adapters import wdc_target
+    from deflate.data.adapters import wdc_labels
     from deflate.data.records import Record
     from deflate.reports.wdc_table import score_offers
 
     records, pred = [], {}
     for row, res in offers:
         name, desc = row["name"].strip(), (row.get("description") or "").strip()
-        labels = [{"attribute": a, "value": wdc_target(g, f"{name} {desc}"), "source": "explicit", "gold": g}
-                  for a, g in row["gold"].items()]
+        labels = wdc_labels(row["gold"], f"{name} {desc}")
         records.append(Record(res["id"], name, desc, row["category"], labels=labels))
         for p in res["predictions"]:
             pred.setdefault((res["id"], p["attribute"]), []).append(p["value"])

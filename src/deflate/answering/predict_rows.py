@@ -21,7 +21,8 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from deflate.data.adapters import wdc_spellings
+from deflate.data.adapters import wdc_gold
+from deflate.data.records import RowError
 from deflate.evaluation.metrics import accuracy_report
 
 MAX_FIELD = 20_000
@@ -107,15 +108,10 @@ def iter_wdc_pave(path: Path) -> Iterator[dict]:
             yield row
             continue
         scores = row.get("target_scores")
-        gold: dict = {}
-        if isinstance(scores, dict):
-            for attr, vals in scores.items():
-                if isinstance(vals, dict):
-                    spellings = wdc_spellings(vals)
-                    if spellings:
-                        gold[attr] = spellings
-        elif scores is not None:
-            yield {"_line": row["_line"], "_error": "target_scores must be an object"}
+        try:
+            gold = wdc_gold(scores, list(scores)) if scores is not None else {}
+        except RowError as e:
+            yield {"_line": row["_line"], "_error": str(e)}
             continue
         yield {"id": row.get("id"), "name": row.get("input_title"), "description": row.get("input_description"),
                "category": row.get("category"), "gold": gold, "_line": row["_line"]}

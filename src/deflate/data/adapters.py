@@ -331,7 +331,7 @@ class WdcPaveAdapter:
                 raise RowError("input_title must be a non-empty string, input_description a string or null")
             if not isinstance(cat, str) or cat not in schema:
                 raise RowError(f"category {str(cat)[:60]!r} is not in descriptions.csv")
-            if not isinstance(scores, dict):
+            if not isinstance(scores, dict):  # before the split filter: a bad row is reported in every split
                 raise RowError("target_scores must be an object")
             if split != "test" and wdc_val_cluster(cluster if cluster is not None else oid, self.seed,
                                                    self.val_fraction) != (split == "val"):
@@ -340,22 +340,40 @@ class WdcPaveAdapter:
             if unknown:
                 raise RowError(f"attribute {unknown[0][:60]!r} is not in the schema of {cat!r}")
             title, desc = title.strip(), desc.strip()
-            text = f"{title} {desc}"
-            labels = []
-            for attr in schema[cat]:  # schema order, so labels do not depend on the row's key order
-                vals = scores.get(attr, {"n/a": 1})
-                if not isinstance(vals, dict) or not vals or not all(isinstance(v, str) for v in vals):
-                    raise RowError(f"target_scores[{attr!r}] must map value strings to scores")
-                gold = wdc_spellings(vals)
-                if not gold:
-                    continue
-                target = wdc_target(gold, text)
-                labels.append({"attribute": attr, "value": target, "source": "explicit" if target in text
-                               else "implicit", "gold": gold})
+            # schema order, so labels do not depend on the row's key order
+            labels = wdc_labels(wdc_gold(scores, schema[cat]), f"{title} {desc}")
             return Record(str(oid), title, desc, cat, "", None, labels, line=n)
 
         for path in self.files(split):
             yield from _rows(split, path, parse, False, f"{path.name}: ")
+
+
+def wdc_gold(scores, attributes: list[str]) -> dict[str, list[str]]:
+    """The one parser of an offer's ``target_scores``: ``{attribute: correct spellings}`` for each
+    of ``attributes`` that the offer states (absent and ``n/a`` ones left out), in ``attributes``
+    order; :class:`RowError` when it is not an object of ``{value string: score}`` objects."""
+    if not isinstance(scores, dict):
+        raise RowError("target_scores must be an object")
+    gold = {}
+    for attr in attributes:
+        vals = scores.get(attr, {"n/a": 1})
+        if not isinstance(vals, dict) or not vals or not all(isinstance(v, str) for v in vals):
+            raise RowError(f"target_scores[{str(attr)[:60]!r}] must map value strings to scores")
+        spellings = wdc_spellings(vals)
+        if spellings:
+            gold[attr] = spellings
+    return gold
+
+
+def wdc_labels(gold: dict[str, list[str]], text: str) -> list[dict]:
+    """One label per stated attribute: every spelling kept as ``gold`` (for scoring), the training
+    target (:func:`wdc_target`) as ``value``, ``explicit`` when the text holds it."""
+    labels = []
+    for attr, spellings in gold.items():
+        target = wdc_target(spellings, text)
+        labels.append({"attribute": attr, "value": target, "source": "explicit" if target in text else "implicit",
+                       "gold": spellings})
+    return labels
 
 
 def wdc_spellings(values: dict) -> list[str]:

@@ -25,7 +25,7 @@ def bootstrap_f1(records: list[Record], pred: dict, n: int = 1000, seed: int = 0
     if not per or n <= 0:  # nothing to resample (e.g. a predict input whose every row was rejected)
         return {k: [0.0, 0.0] for k in keys}
     c = np.array([[c.get(k, (0, 0, 0)) for k in keys] for c in per], dtype=np.int64).reshape(len(per), -1)
-    return dict(zip(keys, _percentiles(_resampled_sums(c, n, seed).reshape(n, len(keys), 3), level)))
+    return dict(zip(keys, _percentiles(resampled_sums(c, n, seed).reshape(n, len(keys), 3), level)))
 
 
 def _by_product(d: dict) -> dict[str, dict]:
@@ -35,8 +35,9 @@ def _by_product(d: dict) -> dict[str, dict]:
     return out
 
 
-def _resampled_sums(per_product: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """(n, columns): column sums over ``n`` resamples of the rows, drawn with replacement."""
+def resampled_sums(per_product: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """The one bootstrap resampler. (n, columns): column sums over ``n`` resamples of the rows
+    (products, offers), drawn with replacement from ``seed``."""
     rows = len(per_product)
     draws = np.random.default_rng(seed).integers(0, rows, (n, rows))
     weights = np.bincount((np.arange(n)[:, None] * rows + draws).ravel(), minlength=n * rows).reshape(n, rows)
@@ -61,9 +62,13 @@ def bootstrap_accuracy(rows: list[dict], correct, n: int = 1000, seed: int = 0, 
     per = np.zeros((len(ids), 2), dtype=np.int64)  # (correct, asked) per group
     for r in rows:
         per[ids[r[group]]] += (bool(correct(r)), 1)
-    s = _resampled_sums(per, n, seed)
-    acc = np.divide(100.0 * s[:, 0], s[:, 1], out=np.zeros(n), where=s[:, 1] > 0)
-    lo, hi = np.percentile(acc, [50 * (1 - level), 50 * (1 + level)])
+    s = resampled_sums(per, n, seed)
+    return percentile_interval(np.divide(100.0 * s[:, 0], s[:, 1], out=np.zeros(n), where=s[:, 1] > 0), level)
+
+
+def percentile_interval(values: np.ndarray, level: float = LEVEL) -> list[float]:
+    """[lo, hi]: the central ``level`` of a score's resampled values, two decimals."""
+    lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
     return [round(float(lo), 2), round(float(hi), 2)]
 
 

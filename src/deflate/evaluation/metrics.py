@@ -14,12 +14,19 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 
-def prf(tp: float, n_pred: int, n_gold: int) -> dict:
-    p = tp / n_pred if n_pred else 0.0
-    r = tp / n_gold if n_gold else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
-    return {"p": round(100 * p, 2), "r": round(100 * r, 2), "f1": round(100 * f, 2)}
+
+def prf(tp, n_pred, n_gold, rounded: bool = True) -> dict:
+    """The one micro P/R/F1, in percent, from counts: numbers, or numpy arrays element-wise (every
+    resample of a bootstrap at once). Rounded to two decimals unless ``rounded`` is False."""
+    tp, n_pred, n_gold = (np.asarray(x, dtype=np.float64) for x in (tp, n_pred, n_gold))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = np.where(n_pred > 0, tp / n_pred, 0.0)
+        r = np.where(n_gold > 0, tp / n_gold, 0.0)
+        f = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+    out = {"p": 100 * p, "r": 100 * r, "f1": 100 * f}
+    return {k: round(float(v), 2) for k, v in out.items()} if rounded else out
 
 
 def longest_common_substring(a: str, b: str) -> int:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from deflate.data.records import Record
+from deflate.evaluation.intervals import percentile_interval, resampled_sums
+from deflate.evaluation.metrics import prf
 
 OUTCOMES = ("NN", "NV", "VN", "VC", "VW")
 
@@ -34,14 +36,11 @@ def outcome(predicted: str | None, gold: list[str], case_insensitive: bool = Fal
     return "VC" if fold(p) in {fold(g.strip()) for g in gold} else "VW"
 
 
-def prf(c: np.ndarray) -> dict:
-    """P/R/F1 (percent, two decimals) from counts in :data:`OUTCOMES` order (last axis)."""
-    nn, nv, vn, vc, vw = (c[..., i].astype(float) for i in range(5))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = np.where(nv + vc + vw > 0, vc / (nv + vc + vw), 0.0)
-        r = np.where(vn + vc + vw > 0, vc / (vn + vc + vw), 0.0)
-        f = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
-    return {"p": 100 * p, "r": 100 * r, "f1": 100 * f}
+def rule_prf(c: np.ndarray, rounded: bool = True) -> dict:
+    """The authors' P/R/F1 from counts in :data:`OUTCOMES` order (last axis): VC is the true
+    positive, NV + VC + VW the predicted values, VN + VC + VW the gold ones."""
+    nn, nv, vn, vc, vw = (c[..., i] for i in range(5))
+    return prf(vc, nv + vc + vw, vn + vc + vw, rounded)
 
 
 @dataclass
@@ -71,15 +70,12 @@ def bootstrap_interval(counts: np.ndarray, n: int = 1000, seed: int = 0, level: 
         return []
     if len(counts) == 0:
         return [0.0, 0.0]
-    idx = np.random.default_rng(seed).integers(0, len(counts), size=(n, len(counts)))
-    f1 = prf(counts[idx].sum(axis=1))["f1"]
-    lo, hi = np.percentile(f1, [50 * (1 - level), 50 * (1 + level)])
-    return [round(float(lo), 2), round(float(hi), 2)]
+    return percentile_interval(rule_prf(resampled_sums(counts, n, seed), rounded=False)["f1"], level)
 
 
 def summary(oc: OfferCounts, n_boot: int = 1000, seed: int = 0) -> dict:
     total = oc.counts.sum(axis=0)
-    s = {k: round(float(v), 2) for k, v in prf(total).items()}
+    s = rule_prf(total)
     return {**s, "f1_ci95": bootstrap_interval(oc.counts, n_boot, seed),
             "counts": dict(zip(OUTCOMES, (int(x) for x in total))), "offers": len(oc.counts)}
 
