@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from deflate.data.adapters import wdc_gold
+from deflate.data.adapters import IMPLICITAVE_COLUMNS, implicitave_row, wdc_gold
 from deflate.data.records import RowError
 from deflate.evaluation.metrics import accuracy_report
 
@@ -117,9 +117,6 @@ def iter_wdc_pave(path: Path) -> Iterator[dict]:
                "category": row.get("category"), "gold": gold, "_line": row["_line"]}
 
 
-IMPLICITAVE_COLUMNS = ("id", "images", "category", "texts", "attribute_names", "attribute_values")
-
-
 def read_implicitave(path: Path) -> tuple[list[dict], Path | None]:
     """Rows of ImplicitAVE TSVs (a file, or a folder with ``*.tsv`` or ``texts/*.tsv``) as predict
     rows with ``gold`` and ``domain``; and the pictures' folder when one sits beside the texts."""
@@ -135,12 +132,10 @@ def read_implicitave(path: Path) -> tuple[list[dict], Path | None]:
                 if missing:
                     r = {"_line": r["_line"], "_file": f.name, "_error": f"missing column(s) {', '.join(missing)}"}
                 else:
-                    r = {"_line": r["_line"], "_file": f.name, "id": r["id"].strip(),
-                         "name": r["texts"].strip().removeprefix("[Title]").strip(),
-                         "description": r["category"].strip(),  # as the adapter does
-                         "image": Path(r["images"].strip()).name if r["images"].strip() else "",
-                         "attributes": [r["attribute_names"].strip()], "gold": r["attribute_values"].strip(),
-                         "domain": f.stem}
+                    x = implicitave_row(r)
+                    r = {"_line": r["_line"], "_file": f.name, "id": x.id, "name": x.name,
+                         "description": x.category,  # as the adapter does
+                         "image": x.image, "attributes": [x.attribute], "gold": x.value, "domain": f.stem}
             rows.append(r)
     pictures = next((d for d in (files[0].parent / "images", files[0].parent.parent / "images") if d.is_dir()), None)
     return rows, pictures

@@ -13,7 +13,7 @@ import json
 import os
 import re
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -232,7 +232,6 @@ class ImplicitAveAdapter:
     """
 
     DIRS = {"train": "train", "val": "val", "test": "eval_visible/texts"}
-    COLUMNS = ["id", "images", "category", "texts", "attribute_names", "attribute_values"]
 
     def __init__(self, root: Path):
         self.root = root
@@ -254,22 +253,22 @@ class ImplicitAveAdapter:
         products: dict[str, Record] = {}
 
         def parse(line: str, n: int, domain: str) -> None:
-            cols = [c.strip() for c in line.split("\t")]
-            if len(cols) != 6:
-                raise RowError(f"{len(cols)} columns, expected 6")
-            pid, img, category, text, attr, value = cols
-            name = text.removeprefix("[Title]").strip()
+            cols = line.split("\t")
+            if len(cols) != len(IMPLICITAVE_COLUMNS):
+                raise RowError(f"{len(cols)} columns, expected {len(IMPLICITAVE_COLUMNS)}")
+            row = implicitave_row(dict(zip(IMPLICITAVE_COLUMNS, cols)))  # by position: the header is skipped
+            pid, name, attr, value = row.id, row.name, row.attribute, row.value
             if not pid or not name or not attr or not value:
                 raise RowError("empty id, text, attribute or value")
             rec = products.get(pid)
             if rec is None:
                 image = ""
-                if image_dir is not None and img:
+                if image_dir is not None and row.image:
                     try:
-                        image = _check_image(image_dir / Path(img).name)
+                        image = _check_image(image_dir / row.image)
                     except BadImage as e:
                         raise RowError(str(e)) from None
-                rec = products[pid] = Record(pid, name, category, f"{domain}/{category}", image, line=n)
+                rec = products[pid] = Record(pid, name, row.category, f"{domain}/{row.category}", image, line=n)
             if any(lab["attribute"] == attr for lab in rec.labels):
                 raise RowError(f"duplicate attribute {attr!r} for id {pid}")
             rec.labels.append({"attribute": attr, "value": value, "source":
@@ -346,6 +345,29 @@ class WdcPaveAdapter:
 
         for path in self.files(split):
             yield from _rows(split, path, parse, False, f"{path.name}: ")
+
+
+IMPLICITAVE_COLUMNS = ("id", "images", "category", "texts", "attribute_names", "attribute_values")
+
+
+@dataclass(frozen=True)
+class ImplicitAveRow:
+    """One ImplicitAVE row: one (product, attribute) and its value."""
+    id: str
+    image: str           # the picture's file name ("" when none)
+    category: str        # "Dresses", "Shirts & Tops": the only side text, so the question's description
+    name: str            # the product text without its "[Title]" mark
+    attribute: str
+    value: str
+
+
+def implicitave_row(cols: dict[str, str]) -> ImplicitAveRow:
+    """The one parser of an ImplicitAVE row's fields (``cols``: :data:`IMPLICITAVE_COLUMNS` to
+    their raw text), for ingest and for ``deflate predict --format implicitave`` alike."""
+    c = {k: cols[k].strip() for k in IMPLICITAVE_COLUMNS}
+    return ImplicitAveRow(id=c["id"], image=Path(c["images"]).name if c["images"] else "", category=c["category"],
+                          name=c["texts"].removeprefix("[Title]").strip(), attribute=c["attribute_names"],
+                          value=c["attribute_values"])
 
 
 def wdc_gold(scores, attributes: list[str]) -> dict[str, list[str]]:
