@@ -1,7 +1,8 @@
 """The house rules of the package, checked: no import cycle (imports inside functions count too),
 the subpackages in the pipeline's order (a lower layer never imports a higher one), no private
-name used across modules, every stage's DVC deps covering all the code it runs, and no block of
-six or more lines written twice. Each check has a planted-violation twin that must fail it."""
+name used across modules, every stage's DVC deps covering all the code it runs, no block of six or
+more lines written twice, and one piece of code per job (one inference loop, one training skeleton,
+one JSON reader). Each check has a planted-violation twin that must fail it."""
 import ast
 import re
 import shutil
@@ -316,3 +317,58 @@ def test_the_repeat_check_finds_a_repeat(tmp_path):
     assert repeated_blocks(tmp_path) and "b.py" in repeated_blocks(tmp_path)[0]
     (tmp_path / "b.py").write_text("def g(y):\n    return y\n")
     assert repeated_blocks(tmp_path) == []
+
+
+# One piece of code per job: the call that only the job's one home may make.
+ONE_HOME = {
+    "inference loop": ("batches", "model/batching.py"),        # batcher.batches(..., shuffle=False): infer
+    "training skeleton": ("fit", "model/train.py"),            # fit(...): train_and_save
+    "JSON reader": ("loads", "infra/files.py"),                # json.loads(path.read_text()): read_json
+}
+
+
+def second_homes(src: Path = SRC) -> list[str]:
+    """Calls outside their job's home: ``X.batches(...)`` with ``shuffle=False`` (or none), a bare
+    ``fit(...)``, ``json.loads(...)`` of a ``read_text()`` / ``read_bytes()``."""
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            shuffle = next((k.value for k in node.keywords if k.arg == "shuffle"), None)
+            reads_file = any(isinstance(a, ast.Call) and isinstance(a.func, ast.Attribute)
+                             and a.func.attr in ("read_text", "read_bytes") for a in node.args)
+            job = ("inference loop" if name == "batches" and isinstance(f, ast.Attribute)
+                   and not (isinstance(shuffle, ast.Constant) and shuffle.value is True)
+                   else "training skeleton" if name == "fit" and isinstance(f, ast.Name)
+                   else "JSON reader" if name == "loads" and reads_file else None)
+            if job and rel != ONE_HOME[job][1]:
+                found.append(f"{rel}:{node.lineno}: a second {job} (its home is {ONE_HOME[job][1]})")
+    return found
+
+
+def test_one_piece_of_code_per_job():
+    found = second_homes()
+    assert not found, "; ".join(found)
+
+
+def test_the_one_home_check_finds_second_loops(tmp_path):
+    for home in ("model/batching.py", "model/train.py", "infra/files.py"):
+        (tmp_path / home).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / home).write_text("def ok(b, e, p):\n    return b.batches(e, 8, shuffle=False)\n")
+    (tmp_path / "model" / "train.py").write_text("def ok(m):\n    return fit(m)\n")
+    (tmp_path / "infra" / "files.py").write_text("def ok(p):\n    return json.loads(p.read_text())\n")
+    (tmp_path / "answering").mkdir()
+    (tmp_path / "answering" / "loops.py").write_text(
+        "def a(b, e):\n    return b.batches(e, 8)\n"                          # an inference loop of its own
+        "def t(b, e):\n    return b.batches(e, 8, shuffle=True)\n"            # training order: allowed
+        "def g(m):\n    return fit(m)\n"                                      # a training skeleton of its own
+        "def j(p):\n    return json.loads(p.read_text(encoding='utf-8'))\n")  # a JSON reader of its own
+    found = second_homes(tmp_path)
+    assert [f.split(": ")[1] for f in found] == ["a second inference loop (its home is model/batching.py)",
+                                                 "a second training skeleton (its home is model/train.py)",
+                                                 "a second JSON reader (its home is infra/files.py)"], found
+    assert all(f.startswith("answering/loops.py:") for f in found)

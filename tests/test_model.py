@@ -189,3 +189,50 @@ def test_pretrained_path_takes_a_folder_or_a_model_id_and_says_in_one_line_when_
     assert "\n" not in str(e.value)
     with pytest.raises(UserError, match="not a folder"):
         load_pretrained(offline, str(tmp_path / "missing"), "model.pretrained_path")
+
+
+class _Sum(torch.nn.Module):
+    """A model whose answer is each row's sum of ids: what :func:`infer` hands back is checkable."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, batch):
+        return (batch["input_ids"] * batch["attention_mask"]).sum(1).float() * self.w
+
+
+def test_infer_answers_in_input_order_in_eval_mode():
+    from deflate.model.batching import infer
+
+    rng = np.random.default_rng(0)
+    exs = [Example(rng.integers(1, 9, int(rng.integers(1, 40))).tolist(), -1) for _ in range(53)]
+    model, modes = _Sum().train(), []
+
+    def step(idx, batch):
+        modes.append(model.training)
+        assert not torch.is_grad_enabled()  # inference: no graph kept
+        return model(batch).tolist()
+    got = infer(model, Batcher(None, None, False, 3), exs, 8, step, progress=False)
+    assert got == [float(sum(e.ids)) for e in exs]  # bucketed batches, answers back at their inputs
+    assert modes and not any(modes)
+    assert infer(model, Batcher(None, None, False, 3), [], 8, step, progress=False) == []
+
+
+def test_train_and_save_fits_then_saves_once(tmp_path):
+    from deflate.model.train import TrainingJob, train_and_save
+
+    exs = [Example([5, 6, 7][: 1 + i % 3], -1, target=float(i % 2)) for i in range(24)]
+    model, saved = _Sum(), []
+    cfg = {"epochs": 2, "batch_size": 8, "bucketing": True, "optimizer": "adamax", "lr": 1e-2, "weight_decay": 0.0,
+           "grad_clip": 1.0}
+    job = TrainingJob(name="toy", model=model, examples=exs, batcher=Batcher(None, None, False, 3), cfg=cfg,
+                      loss_fn=lambda m, b: torch.nn.functional.binary_cross_entropy_with_logits(m(b), b["labels"]),
+                      validate=lambda m: {"score": -m.w.item()}, run_hash="h", ckpt_dir=tmp_path / "ckpt")
+    history, cost = train_and_save(job, seed=0, tracker=None, train_kw={"device": "cpu"},
+                                   save=lambda h, c: saved.append((len(h), sorted(c))))
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert saved == [(2, ["peak_memory_mb", "train_seconds"])]  # once, after the fit, with its cost
+    assert cost["train_seconds"] >= 0 and (tmp_path / "ckpt" / "manifest.json").is_file()
+    with pytest.raises(TypeError):
+        TrainingJob("toy", model)  # by name only: no positional magic

@@ -38,7 +38,7 @@ from deflate.infra import distributed as dist
 from deflate.model.batching import Batcher, Example, infer
 from deflate.model.mul_t5 import build_generator, save_model
 from deflate.model.tokenizer import QuestionBuilder, corpus, train_tokenizer
-from deflate.model.train import config_hash, file_digest, fit
+from deflate.model.train import TrainingJob, config_hash, file_digest, train_and_save
 
 SYSTEMS = ("bilstm_crf", "mjave", "jgave", "dictionary")
 
@@ -123,12 +123,11 @@ def train_tagger(system: str, p: dict, processed: Path, tokens_dir: Path, out: P
         return {"score": score(val.records, tagger_predict(m, va, va_b, device=device))["ave"]["f1"] / 100}
 
     run_hash = config_hash(system, cfg, p["seed"], file_digest(processed / "train.parquet", processed / "val.parquet"))
-    history = fit(model, tr.examples, tr.batcher(use_image), cfg, loss_fn=lambda m, b: m(b), validate=validate,
-                  ckpt_dir=out / "ckpt", run_hash=run_hash, seed=p["seed"], tracker=tracker, name=system, **train_kw)
-    if dist.is_main():
-        save_model(model.cpu(), out / "model", {"system": system, "vocab": vocab, "tags": tr.names,
-                                                "use_image": use_image,
-                                                "params": sum(x.numel() for x in model.parameters())})
+    job = TrainingJob(name=system, model=model, examples=tr.examples, batcher=tr.batcher(use_image), cfg=cfg,
+                      loss_fn=lambda m, b: m(b), validate=validate, run_hash=run_hash, ckpt_dir=out / "ckpt")
+    history, _ = train_and_save(job, seed=p["seed"], tracker=tracker, train_kw=train_kw, save=lambda h, c: save_model(
+        model.cpu(), out / "model", {"system": system, "vocab": vocab, "tags": tr.names, "use_image": use_image,
+                                     "params": sum(x.numel() for x in model.parameters())}))
     test = load_data(processed, tokens_dir, "test")
     te = _Tagging(test, vocab, attributes, cfg["max_chars"])
     return Trained(val=val.records, val_pred=tagger_predict(model, va, va_b, device=device), test=test.records,
@@ -193,12 +192,11 @@ def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, 
 
     run_hash = config_hash("jgave", cfg, p["model"], p["text"], p["seed"],
                            file_digest(processed / "train.parquet", processed / "val.parquet"))
-    history = fit(gen, examples, Batcher(None, None, False, qb.img_id), cfg, loss_fn=lambda m, b: m(b).loss,
-                  validate=validate, ckpt_dir=out / "ckpt", run_hash=run_hash, seed=p["seed"], tracker=tracker,
-                  name="jgave", **train_kw)
-    if dist.is_main():
-        save_model(gen.cpu(), out / "model", {"system": "jgave", "params": sum(x.numel() for x in gen.parameters())},
-                   tok, gen.t5)
+    job = TrainingJob(name="jgave", model=gen, examples=examples, batcher=Batcher(None, None, False, qb.img_id),
+                      cfg=cfg, loss_fn=lambda m, b: m(b).loss, validate=validate, run_hash=run_hash,
+                      ckpt_dir=out / "ckpt")
+    history, _ = train_and_save(job, seed=p["seed"], tracker=tracker, train_kw=train_kw, save=lambda h, c: save_model(
+        gen.cpu(), out / "model", {"system": "jgave", "params": sum(x.numel() for x in gen.parameters())}, tok, gen.t5))
     test = load_data(processed, tokens_dir, "test")
     return Trained(val=val.records, val_pred=jgave_predict(gen, qb, val.records, attributes, decode, device, True),
                    test=test.records, test_pred=jgave_predict(gen, qb, test.records, attributes, decode, device, True),

@@ -1,4 +1,5 @@
-"""One training loop for the generator, the discriminator and the T5 baselines.
+"""One training loop for the generator, the discriminator and the baselines (:func:`fit`), and one
+training-stage skeleton around it (:func:`train_and_save`).
 
 Adamax (lr 2e-3, wd 1e-4, paper A.1) by default; per-epoch validation picks the best epoch
 (the paper picked the best of 20 *test* evaluations; we never look at test while training).
@@ -12,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +22,7 @@ from tqdm import tqdm
 
 from deflate.infra import checkpoints
 from deflate.infra import distributed as dist
+from deflate.infra.runtime import peak_memory_mb
 from deflate.model.batching import Batcher, Example, to_device
 
 
@@ -126,6 +129,34 @@ def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: 
     if done.epoch:
         checkpoints.load_best(ckpt_dir, model, device=device)
     return history
+
+
+@dataclass(kw_only=True)
+class TrainingJob:
+    """What one training stage trains: everything :func:`fit` needs but the run's settings."""
+    name: str                   # generator, discriminator, bilstm_crf, ...: progress, MLflow, checkpoints
+    model: torch.nn.Module
+    examples: list[Example]
+    batcher: Batcher
+    cfg: dict                   # its params section: epochs, batch_size, lr, optimizer, ...
+    loss_fn: Callable
+    validate: Callable[[torch.nn.Module], dict]
+    run_hash: str               # resume key (:func:`config_hash`)
+    ckpt_dir: Path
+
+
+def train_and_save(job: TrainingJob, *, seed: int, tracker, train_kw: dict,
+                   save: Callable[[list[dict], dict], None]) -> tuple[list[dict], dict]:
+    """The one training-stage skeleton: :func:`fit` (validated each epoch, resumable, the best
+    epoch's weights kept), then ``save(history, cost)`` by the main process while the others wait
+    (the folder is complete before any process reads it). ``cost``: the measured seconds of the fit
+    and the peak memory (Table 5's efficiency columns). ``train_kw``: :attr:`StageContext.train_kw`."""
+    t0 = time.perf_counter()
+    history = fit(job.model, job.examples, job.batcher, job.cfg, loss_fn=job.loss_fn, validate=job.validate,
+                  ckpt_dir=job.ckpt_dir, run_hash=job.run_hash, seed=seed, tracker=tracker, name=job.name, **train_kw)
+    cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
+    dist.on_main(lambda: save(history, cost))
+    return history, cost
 
 
 def _targets(batch: dict) -> int:

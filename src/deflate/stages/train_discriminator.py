@@ -1,7 +1,6 @@
 """Stage 3: the discriminator (shared-encoder <CLS> classifier) on true pairs vs harvested negatives."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +11,11 @@ from deflate.data.splits import load_data
 from deflate.infra import distributed as dist
 from deflate.infra.config import Params
 from deflate.infra.files import read_jsonl, write_json
-from deflate.infra.runtime import peak_memory_mb
 from deflate.model.batching import Batcher
 from deflate.model.mul_t5 import Discriminator, load_generator, save_model
 from deflate.model.questions import claim_examples, training_claims
 from deflate.model.tokenizer import QuestionBuilder
-from deflate.model.train import config_hash, file_digest, fit
+from deflate.model.train import TrainingJob, config_hash, file_digest, train_and_save
 from deflate.stages.context import StageContext
 
 
@@ -57,16 +55,16 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Pa
     run_hash = config_hash({k: p[k] for k in ("seed", "model", "discriminator", "negatives")},
                            file_digest(gen_dir / "model.safetensors", neg_dir / "train.jsonl", neg_dir / "val.jsonl"))
     print(f"[train_discriminator] {len(ex)} claims ({int(sum(e.target for e in ex))} positive), device {device}")
-    t0 = time.perf_counter()
-    history = fit(disc, ex, tr_b, d, loss_fn=lambda mdl, b: bce(mdl(b).float(), b["labels"]), validate=validate,
-                  ckpt_dir=ckpt_dir, run_hash=run_hash, seed=p["seed"], tracker=tracker, name="discriminator",
-                  **ctx.train_kw)
-    cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
-    if dist.is_main():
+
+    def save(history: list[dict], cost: dict) -> None:
         save_model(disc.cpu(), out, {"enabled": True, "device": device, "freeze_encoder": d["freeze_encoder"],
                                      "claim_value": d["claim_value"], "mark_value": d["mark_value"], "cost": cost})
         write_json(out / "history.json", history, indent=1)
         tracker.artifacts(out, "discriminator")
+
+    job = TrainingJob(name="discriminator", model=disc, examples=ex, batcher=tr_b, cfg=d,
+                      loss_fn=lambda mdl, b: bce(mdl(b).float(), b["labels"]), validate=validate, run_hash=run_hash,
+                      ckpt_dir=ckpt_dir)
+    history, _ = train_and_save(job, seed=p["seed"], tracker=tracker, train_kw=ctx.train_kw, save=save)
     tracker.close()
-    dist.barrier()
     return {"examples": len(ex), "best_val_accuracy": max(h["val_accuracy"] for h in history)}

@@ -1,7 +1,6 @@
 """Stage 1: the Mul-T5 generator, trained to answer each (product, attribute) question."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,6 @@ from deflate.data.splits import candidate_vocab, image_spec, load_data, value_se
 from deflate.infra import distributed as dist
 from deflate.infra.config import Params
 from deflate.infra.files import write_json
-from deflate.infra.runtime import peak_memory_mb
 from deflate.model import copy_warmup as copying
 from deflate.model.batching import Batcher
 from deflate.model.mul_t5 import build_generator, save_model
@@ -23,7 +21,7 @@ from deflate.model.tokenizer import (
     load_tokenizer,
     train_tokenizer,
 )
-from deflate.model.train import config_hash, file_digest, fit
+from deflate.model.train import TrainingJob, config_hash, file_digest, train_and_save
 from deflate.stages.context import StageContext
 
 
@@ -57,7 +55,6 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
                                          for d, ext in ((processed, "parquet"), (tokens_dir, "safetensors")))))
     print(f"[train_generator] {len(examples)} QA examples, {sum(x.numel() for x in gen.parameters()) / 1e6:.2f}M "
           f"params, device {device}, image {'on' if use_image else 'off'}, none targets {none}")
-    t0 = time.perf_counter()
     warmed = ""
     if g["copy_warmup"] and not m["pretrained_path"]:  # a from-scratch T5 learns to copy in short inputs first
         plan = copying.schedule(g["copy_warmup"])
@@ -70,28 +67,32 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
             warmed = "here"
             last = copying.warm_up(gen.t5, plan, g, p["seed"], device)
             print(f"[train_generator] copy warm-up: {g['copy_warmup']} steps, last loss {last:.3f}")
-    history = fit(gen, examples, tr_b, g, loss_fn=lambda mdl, b: mdl(b).loss, validate=validate, ckpt_dir=ckpt_dir,
-                  run_hash=run_hash, seed=p["seed"], tracker=tracker, name="generator", **ctx.train_kw)
-    cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
-    meta = {"image_vocab": gen.image_vocab, "feature_dim": gen.feature_dim, "use_image": use_image,
-            "use_discriminator": m["use_discriminator"], "language": lang, "value_sep": sep,
-            "max_len": t["max_len"], "max_value_len": t["max_value_len"], "device": device,
-            "answer_prefix": t["answer_prefix"],  # what the engine forces and strips when answering
-            "target_form": t["target_form"],  # how its training targets were tokenised
-            "copy_warmup": {"steps": g["copy_warmup"] if warmed else 0, "run": warmed},
-            "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters()),
-            "candidates": candidate_vocab(schema),  # closed-vocabulary answers (the engine's candidates)
-            "cost": cost}  # measured (varies run to run): Table 5's efficiency columns
-    if "category_attributes" in schema:  # per-category schemas: what predict asks a product of a category
-        meta["category_attributes"] = schema["category_attributes"]
-    if dist.is_main():
-        save_model(gen.cpu(), out, meta, tok, gen.t5)
+
+    def save(history: list[dict], cost: dict) -> None:
+        save_model(gen.cpu(), out, generator_meta(cost), tok, gen.t5)
         if use_image:
             save_for_inference(tokens_dir, p["image"], out)
         write_json(out / "history.json", history, indent=1)
         tracker.artifacts(out, "generator")
+
+    def generator_meta(cost: dict) -> dict:
+        meta = {"image_vocab": gen.image_vocab, "feature_dim": gen.feature_dim, "use_image": use_image,
+                "use_discriminator": m["use_discriminator"], "language": lang, "value_sep": sep,
+                "max_len": t["max_len"], "max_value_len": t["max_value_len"], "device": device,
+                "answer_prefix": t["answer_prefix"],  # what the engine forces and strips when answering
+                "target_form": t["target_form"],  # how its training targets were tokenised
+                "copy_warmup": {"steps": g["copy_warmup"] if warmed else 0, "run": warmed},
+                "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters()),
+                "candidates": candidate_vocab(schema),  # closed-vocabulary answers (the engine's candidates)
+                "cost": cost}  # measured (varies run to run): Table 5's efficiency columns
+        if "category_attributes" in schema:  # per-category schemas: what predict asks a product of a category
+            meta["category_attributes"] = schema["category_attributes"]
+        return meta
+
+    job = TrainingJob(name="generator", model=gen, examples=examples, batcher=tr_b, cfg=g,
+                      loss_fn=lambda mdl, b: mdl(b).loss, validate=validate, run_hash=run_hash, ckpt_dir=ckpt_dir)
+    history, _ = train_and_save(job, seed=p["seed"], tracker=tracker, train_kw=ctx.train_kw, save=save)
     tracker.close()
-    dist.barrier()  # the folder is complete before any process reads it
     return {"examples": len(examples), "best_val_accuracy": max(h["val_score"] for h in history)}
 
 
