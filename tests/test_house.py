@@ -372,3 +372,33 @@ def test_the_one_home_check_finds_second_loops(tmp_path):
                                                  "a second training skeleton (its home is model/train.py)",
                                                  "a second JSON reader (its home is infra/files.py)"], found
     assert all(f.startswith("answering/loops.py:") for f in found)
+
+
+def unresolved_imports(paths: list[Path]) -> list[str]:
+    """``from deflate.x import name`` lines whose module or name no longer exists (the scripts are
+    parsed, not run: a benchmark's own work never starts)."""
+    import importlib
+
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("deflate"):
+                try:
+                    mod = importlib.import_module(node.module)
+                except ImportError:
+                    found.append(f"{path.name}:{node.lineno} {node.module}")
+                    continue
+                found += [f"{path.name}:{node.lineno} {node.module}.{a.name}" for a in node.names
+                          if not hasattr(mod, a.name) and f"{node.module}.{a.name}" not in source_files()]
+    return found
+
+
+def test_benchmarks_and_stage_scripts_import_what_exists():
+    scripts = sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "stages").glob("*.py"))
+    assert unresolved_imports(scripts) == []
+
+
+def test_the_import_check_finds_a_renamed_name(tmp_path):
+    (tmp_path / "b.py").write_text("from deflate.model.train import fit, _gone\nfrom deflate.nowhere import x\n"
+                                   "from deflate.evaluation import metrics\n")
+    assert unresolved_imports([tmp_path / "b.py"]) == ["b.py:1 deflate.model.train._gone", "b.py:2 deflate.nowhere"]
