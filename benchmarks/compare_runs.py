@@ -5,7 +5,9 @@ prediction and negative files byte for byte, and every tensor of every trained m
     python benchmarks/compare_runs.py OLD_CHECKOUT NEW_CHECKOUT [--pipeline . --pipeline pipelines/mepave ...]
 
 Prints one line per compared item and a summary; exits 1 if any quality number, prediction or
-weight differs.
+weight differs. Then, for information, each stage output whose ``dvc.lock`` hash is the same in both
+checkouts (byte-identical files or folders, even when the old run's files are not on this machine:
+a committed lock against a re-run); folders holding measured seconds or run ids differ by design.
 """
 import argparse
 import json
@@ -68,6 +70,22 @@ def compare(old: Path, new: Path, pipeline: str) -> tuple[int, int]:
     return same, differ
 
 
+def lock_outputs(lock: Path) -> dict[str, str]:
+    """``{stage/output path: md5}`` of a dvc.lock."""
+    import yaml
+
+    stages = yaml.safe_load(lock.read_text(encoding="utf-8")).get("stages", {}) if lock.is_file() else {}
+    return {f"{stage}: {o['path']}": o.get("md5", "") for stage, v in stages.items() for o in v.get("outs", [])}
+
+
+def compare_locks(old: Path, new: Path, pipeline: str) -> None:
+    a, b = lock_outputs(old / pipeline / "dvc.lock"), lock_outputs(new / pipeline / "dvc.lock")
+    same = sorted(k for k in a.keys() & b.keys() if a[k] == b[k])
+    print(f"dvc.lock {pipeline}: {len(same)} of {len(a.keys() | b.keys())} outputs hash the same")
+    for k in sorted(a.keys() | b.keys()):
+        print(f"  {'same    ' if k in same else 'differs '} {k}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("old", type=Path)
@@ -82,6 +100,8 @@ def main():
         s, d = compare(args.old, args.new, pl)
         same, differ = same + s, differ + d
     print(f"{same} same, {differ} differ")
+    for pl in pipelines:
+        compare_locks(args.old, args.new, pl)
     sys.exit(1 if differ else 0)
 
 
