@@ -561,6 +561,7 @@ def test_engine_loads_the_image_tokenizer_only_to_encode_pictures(trained, tmp_p
     import shutil
 
     from deflate.answering.engine import Deflate
+    from deflate.answering.predict_rows import row_pictures
     from deflate.infra.bundle import BundleError
     run, _ = trained
     shutil.copytree(run / "gen", tmp_path / "gen")
@@ -569,11 +570,12 @@ def test_engine_loads_the_image_tokenizer_only_to_encode_pictures(trained, tmp_p
                      decode=tiny_params()["decode"], claim_batch_size=64)
     assert engine.meta["use_image"]
     with pytest.raises(BundleError, match="codebook"):
-        engine.images([{"image": ""}], None, [[]])
+        row_pictures(engine.image_tok, [{"image": ""}], None, [[]])
 
 
 def test_predict_tokenizes_pictures_exactly_as_the_image_stage(world, trained):
     from deflate.answering.engine import Deflate
+    from deflate.answering.predict_rows import row_pictures
     from deflate.data.image_tokens import load_tokens
     run, _ = trained
     recs = load_split(world / "processed", "test")
@@ -581,7 +583,7 @@ def test_predict_tokenizes_pictures_exactly_as_the_image_stage(world, trained):
     errors = [[] for _ in recs]
     # the records' paths are relative to the stage's working directory: absolute here, / allowed
     products = [{"image": str(Path(r.image).resolve()) if r.image else ""} for r in recs]
-    got, got_has = Deflate.load(run / "bundle").images(products, Path("/"), errors)
+    got, got_has = row_pictures(Deflate.load(run / "bundle").image_tok, products, Path("/"), errors)
     assert (got_has == has).all() and (got[has] == tokens[has]).all()
 
 

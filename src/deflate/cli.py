@@ -100,7 +100,8 @@ def _chunks(rows, size: int):
 def _answer_all(engine, rows, chunk_rows: int, images, fmt: str, f, counts: dict, scored: list, offers: list):
     """Answer the rows chunk by chunk, writing one JSON line per row to ``f``; tally ``counts`` and
     keep what the accuracy (``scored``) or WDC-PAVE scores (``offers``) need."""
-    from deflate.answering.predict_rows import json_line, scored_answers
+    from deflate.answering.predict_rows import json_line
+    from deflate.evaluation.metrics import scored_answers
 
     seen: dict = {}  # duplicate questions across chunks
     for chunk in _chunks(rows, chunk_rows):
@@ -260,7 +261,7 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
 def _report(engine, d, model: str, output: Path, metrics: Path | None, counts: dict, scored: list, offers: list,
             dt: float) -> None:
     """The summary line, and the accuracy or WDC-PAVE scores JSON of rows that carry gold."""
-    from deflate.answering.predict_rows import accuracy_of
+    from deflate.evaluation.metrics import accuracy_of
     from deflate.infra.files import write_json
 
     rule = ("every asked attribute answered" if d.keep_all else f"threshold {d.threshold:.3f}"

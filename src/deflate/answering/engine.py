@@ -20,7 +20,7 @@ import numpy as np
 
 from deflate.answering.decoding import Trie, build_tries, generate_values, topk_values
 from deflate.answering.lexical import LexicalScorer
-from deflate.answering.predict_rows import shown, validate
+from deflate.answering.predict_rows import checked_rows, row_pictures, shown
 from deflate.answering.scores import (
     answer_logprobs,
     candidate_claim_logprobs,
@@ -29,8 +29,7 @@ from deflate.answering.scores import (
     combine,
     fuse,
 )
-from deflate.data.image_tokens import load_for_inference, load_images
-from deflate.data.images import confine
+from deflate.data.image_tokens import load_for_inference
 from deflate.data.records import Record
 from deflate.infra.bundle import (
     DECODE_KEYS,
@@ -270,34 +269,6 @@ class Deflate:
                 for k, v in enumerate(values)]
         return Answers(questions, values, probs, kept, glp, scores)
 
-    def images(self, products: list[dict], images_dir: Path | None, errors: list[list[str]]):
-        """Image tokens per product, loaded exactly as the image stage loads them (same guard, same
-        resampling). A picture comes as bytes (``image_bytes``) or as a path inside ``images_dir``
-        (after symlinks; anything else is refused without touching it); a refused, missing or broken
-        picture is reported and masked out (the row is answered from its text)."""
-        if not self.meta["use_image"]:
-            return None, None
-        sources: list = []
-        for i, p in enumerate(products):
-            source = p.get("image_bytes") or ""
-            if not source and p["image"]:
-                where = confine(images_dir, p["image"]) if images_dir is not None else None
-                if where is None:
-                    errors[i].append("image ignored: outside the allowed image folder" if images_dir is not None
-                                     else "image ignored: no image folder allowed here; send the picture as image_b64")
-                else:
-                    source = str(where)
-            sources.append(source)
-        size = self.image_tok.resize
-        blank = np.zeros((size, size, 3), np.uint8)
-        arrays = []
-        for i, arr, why in load_images(sources, size, "load pictures", progress=False):
-            if arr is None and sources[i]:
-                errors[i].append(f"image ignored: {why}")
-            arrays.append(arr)
-        has = np.array([a is not None for a in arrays], dtype=bool)
-        return self.image_tok.encode([a if a is not None else blank for a in arrays]), has
-
     def answer_rows(self, rows: list[dict], images_dir: Path | None = None, progress: bool = True,
                     seen: dict | None = None) -> list[dict]:
         """``deflate predict`` and the pyfunc: one result per input row, ``{"id", "line",
@@ -305,23 +276,14 @@ class Deflate:
         every other row is answered (a row asking again what an earlier row asked, same id and
         attributes, is an error of the later row; pass the same ``seen`` to every chunk of one input).
         Image paths resolve inside ``images_dir`` only."""
-        checked = [validate(r, set(self.attributes), self.meta.get("category_attributes")) for r in rows]
-        first: dict[tuple, object] = {} if seen is None else seen
-        for k, (r, (p, _)) in enumerate(zip(rows, checked)):
-            if p is None:
-                continue
-            asked = (p["id"], tuple(sorted(p["attributes"])))
-            if asked in first:
-                checked[k] = (None, [f"duplicate of line {first[asked]} (same id {p['id']!r} and attributes)"])
-            else:
-                first[asked] = r.get("_line", k + 1)
+        checked = checked_rows(rows, set(self.attributes), self.meta.get("category_attributes"), seen)
         good = [(i, p) for i, (p, _) in enumerate(checked) if p is not None]
         results = [{"id": shown(r.get("id", "")), "line": r.get("_line"), "predictions": [], "errors": errs}
                    for r, (_, errs) in zip(rows, checked)]
         if not good:
             return results
         products = [p for _, p in good]
-        image, has = self.images(products, images_dir, [results[i]["errors"] for i, _ in good])
+        image, has = row_pictures(self.image_tok, products, images_dir, [results[i]["errors"] for i, _ in good])
         records = [Record(p["id"], p["name"], p["description"], p["category"]) for p in products]
         questions = [Question(j, a) for j, p in enumerate(products) for a in p["attributes"]]
         ans = self.answer(records, questions, self.batcher(image, has), "predict", progress)

@@ -5,12 +5,14 @@ Input: JSONL (one object per line) or TSV with a header, fields ``id``, ``name``
 bytes, base64) and ``attributes`` (a JSON list, or
 ``|``-separated in TSV; default: every attribute the model knows). Output: one JSON line per input
 row, ``{"id", "predictions": [{"attribute", "value", "score"}], "errors": [...]}``. A row with
-bad fields gets its errors and no predictions; a broken picture is reported and the row is
-answered from its text. Nothing stops the run.
+bad fields gets its errors and no predictions (:func:`checked_rows`, duplicates included); a broken
+picture is reported and the row is answered from its text (:func:`row_pictures`). Nothing stops
+the run.
 
 ``--format implicitave`` reads ImplicitAVE TSVs (a file or a folder of them; columns ``id images
 category texts attribute_names attribute_values``): each row asks its one attribute, carries its
-gold value, and :func:`accuracy` scores the answers (exact and ImplicitAVE's lenient match).
+gold value, and :func:`deflate.evaluation.metrics.accuracy_of` scores the answers (exact and
+ImplicitAVE's lenient match).
 Answering is :class:`deflate.answering.engine.Deflate`'s.
 """
 from __future__ import annotations
@@ -21,9 +23,12 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from deflate.data.adapters import IMPLICITAVE_COLUMNS, implicitave_row, wdc_gold
+from deflate.data.image_tokens import load_images
+from deflate.data.images import confine
 from deflate.data.records import RowError
-from deflate.evaluation.metrics import accuracy_report
 
 MAX_FIELD = 20_000
 MAX_LINE = 1 << 20  # bytes; a longer line is that row's error, and is never held in memory whole
@@ -141,31 +146,6 @@ def read_implicitave(path: Path) -> tuple[list[dict], Path | None]:
     return rows, pictures
 
 
-def scored_answers(results: list[dict], rows: list[dict]) -> list[dict]:
-    """``{domain, attribute, gold, pred}`` of each answered row that carries a gold value (a row
-    answered with nothing, or with errors, has pred "")."""
-    scored = []
-    for res, row in zip(results, rows):
-        if row.get("gold") is None:
-            continue
-        pred = res["predictions"][0]["value"] if res["predictions"] else ""
-        scored.append({"domain": row.get("domain", ""), "attribute": (row.get("attributes") or [""])[0],
-                       "gold": row["gold"], "pred": pred})
-    return scored
-
-
-def accuracy_of(scored: list[dict]) -> dict:
-    """Exact / lenient accuracy, overall, per domain and per attribute; unanswered rows count as wrong."""
-    overall, per_attribute = accuracy_report(scored)
-    overall["per_attribute"] = per_attribute
-    overall["unanswered"] = sum(not x["pred"] for x in scored)
-    return overall
-
-
-def accuracy(results: list[dict], rows: list[dict]) -> dict:
-    return accuracy_of(scored_answers(results, rows))
-
-
 def unicode_ok(s: str) -> bool:
     """Whether ``s`` is text that can be written as UTF-8 (JSON's ``"\\ud800"`` decodes to a lone
     surrogate, which cannot)."""
@@ -246,3 +226,50 @@ def validate(row: dict, known: set[str], category_attributes: dict | None = None
         return None, errors
     return {"id": str(pid), "name": name.strip(), "description": desc.strip(), "category": category,
             "image": image or "", "image_bytes": picture, "attributes": attrs}, []
+
+
+def checked_rows(rows: list[dict], known: set[str], category_attributes: dict | None = None,
+                 seen: dict | None = None) -> list[tuple[dict | None, list[str]]]:
+    """:func:`validate` of every row; a row asking again what an earlier row asked (same id and
+    attributes) is an error of the later row (pass the same ``seen`` to every chunk of one input)."""
+    checked = [validate(r, known, category_attributes) for r in rows]
+    first: dict[tuple, object] = {} if seen is None else seen
+    for k, (r, (p, _)) in enumerate(zip(rows, checked)):
+        if p is None:
+            continue
+        asked = (p["id"], tuple(sorted(p["attributes"])))
+        if asked in first:
+            checked[k] = (None, [f"duplicate of line {first[asked]} (same id {p['id']!r} and attributes)"])
+        else:
+            first[asked] = r.get("_line", k + 1)
+    return checked
+
+
+def row_pictures(image_tok, products: list[dict], images_dir: Path | None, errors: list[list[str]]):
+    """Image tokens per product (``image_tok``: a bundle's image tokenizer, None when its generator
+    is text-only), loaded exactly as the image stage loads them (same guard, same resampling). A
+    picture comes as bytes (``image_bytes``) or as a path inside ``images_dir`` (after symlinks;
+    anything else is refused without touching it); a refused, missing or broken picture is reported
+    in ``errors`` and masked out (the row is answered from its text)."""
+    if image_tok is None:
+        return None, None
+    sources: list = []
+    for i, p in enumerate(products):
+        source = p.get("image_bytes") or ""
+        if not source and p["image"]:
+            where = confine(images_dir, p["image"]) if images_dir is not None else None
+            if where is None:
+                errors[i].append("image ignored: outside the allowed image folder" if images_dir is not None
+                                 else "image ignored: no image folder allowed here; send the picture as image_b64")
+            else:
+                source = str(where)
+        sources.append(source)
+    size = image_tok.resize
+    blank = np.zeros((size, size, 3), np.uint8)
+    arrays = []
+    for i, arr, why in load_images(sources, size, "load pictures", progress=False):
+        if arr is None and sources[i]:
+            errors[i].append(f"image ignored: {why}")
+        arrays.append(arr)
+    has = np.array([a is not None for a in arrays], dtype=bool)
+    return image_tok.encode([a if a is not None else blank for a in arrays]), has

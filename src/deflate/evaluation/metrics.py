@@ -149,3 +149,24 @@ def accuracy_report(rows: list[dict]) -> tuple[dict, dict]:
         return {"exact": round(100 * ex / len(sub), 2), "lenient": round(100 * le / len(sub), 2), "n": len(sub)}
     by = lambda key: {k: score([r for r in rows if r[key] == k]) for k in sorted({r[key] for r in rows})}  # noqa: E731
     return {"overall": score(rows), "by_domain": by("domain")}, by("attribute")
+
+
+def scored_answers(results: list[dict], rows: list[dict]) -> list[dict]:
+    """``{domain, attribute, gold, pred}`` of each answered row that carries a gold value (a row
+    answered with nothing, or with errors, has pred "")."""
+    scored = []
+    for res, row in zip(results, rows):
+        if row.get("gold") is None:
+            continue
+        pred = res["predictions"][0]["value"] if res["predictions"] else ""
+        scored.append({"domain": row.get("domain", ""), "attribute": (row.get("attributes") or [""])[0],
+                       "gold": row["gold"], "pred": pred})
+    return scored
+
+
+def accuracy_of(scored: list[dict]) -> dict:
+    """Exact / lenient accuracy, overall, per domain and per attribute; unanswered rows count as wrong."""
+    overall, per_attribute = accuracy_report(scored)
+    overall["per_attribute"] = per_attribute
+    overall["unanswered"] = sum(not x["pred"] for x in scored)
+    return overall
