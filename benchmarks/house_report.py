@@ -20,34 +20,25 @@ import argparse
 import ast
 import io
 import json
-import re
 import subprocess
+import sys
 import tarfile
 import tempfile
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from test_house import code_lines  # noqa: E402  (the house rules' own reading of a code line)
 
 
-def code_lines(text: str) -> list[tuple[int, str]]:
-    out = []
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = re.sub(r"\s+", " ", raw.split("  #")[0]).strip()
-        if (not line or line.startswith(("#", "import ", "from ")) or re.fullmatch(r"[\])}(\[{,:]+", line)
-                or line.startswith(('"""', "'''"))):
-            continue
-        out.append((n, line))
-    return out
-
-
-def repeated_blocks(files: dict[str, str], size: int) -> int:
+def repeated_blocks(root: Path, files: dict[str, str], size: int) -> int:
     """Places whose ``size`` code lines stand earlier in the tree (another file, or the same file
     without overlap); a run of repeats longer than ``size`` counts once."""
     seen: dict[tuple, tuple[str, int]] = {}
     places, last = 0, {}
     for name in sorted(files):
-        lines = code_lines(files[name])
+        lines = code_lines(root / name)
         for i in range(len(lines) - size + 1):
             block = tuple(t for _, t in lines[i:i + size])
             first = seen.get(block)
@@ -102,8 +93,8 @@ def measure(root: Path, size: int) -> dict:
             "largest_module": {"file": largest, "lines": len(src[largest].splitlines())},
             "src_lines": sum(len(t.splitlines()) for t in src.values()),
             **source_figures(src),
-            f"repeated_blocks_{size}_lines": {"src": repeated_blocks(src, size),
-                                              "benchmarks": repeated_blocks(tree_files(root, "benchmarks"), size)}}
+            f"repeated_blocks_{size}_lines": {"src": repeated_blocks(root, src, size),
+                                              "benchmarks": repeated_blocks(root, tree_files(root, "benchmarks"), size)}}
 
 
 def at_rev(rev: str, size: int) -> dict:
