@@ -70,7 +70,6 @@ def workspace(work: Path, n: int, models: Path) -> Path:
 
 def predict_input(ws: Path) -> Path:
     """The test split as ``deflate predict`` rows (JSONL), pictures by path inside the workspace."""
-    sys.path.insert(0, str(ROOT / "src"))
     from deflate.data.records import load_split
 
     path = ws / "predict_input.jsonl"
