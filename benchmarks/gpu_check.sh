@@ -21,9 +21,21 @@ RES=$(cd "$RES" && pwd)
 WORK=$(mktemp -d)
 cp -r "$ROOT/src" "$ROOT/stages" "$ROOT/params.yaml" "$WORK/"
 cd "$WORK" || exit 1
-export PYTHONPATH=$WORK/src PYTHONUNBUFFERED=1
+# Packages the GPU image lacks (pydantic, pytorch-crf on the 2026 H100/H200 images) travel as wheels in
+# .whl/ (see docs/performance.md, "The GPU check"): installed into a private folder, never over the image.
+SITE=
+if ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
+  SITE=$WORK/site
+  $PY -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$ROOT"/.whl/*.whl || exit 1
+fi
+export PYTHONPATH=$WORK/src${SITE:+:$SITE} PYTHONUNBUFFERED=1
 T0=$(date +%s)
 say() { echo "[gpu_check +$(( $(date +%s) - T0 ))s] $*"; }
+if ! $PY -c "import pydantic, torchcrf, transformers, yaml, PIL" 2>"$RES/missing.txt"; then
+  say "missing package: $(tail -1 "$RES/missing.txt"); put its wheel in .whl/ (pip download --no-deps) and rerun"
+  exit 2
+fi
+rm -f "$RES/missing.txt"
 
 set_params() {  # set_params key=value ...: edit this copy's params.yaml
   $PY - "$@" <<'PYEOF'
