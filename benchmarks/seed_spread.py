@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from deflate.infra.config import load_params
+from deflate.infra.config import stage_params
 from deflate.infra.files import write_json
 from deflate.reports.paper_tables import CI_KEYS
 from deflate.stages.system import run_system
@@ -59,10 +59,10 @@ def main():
     ap.add_argument("--keep-others", action="store_true",
                     help="keep the other systems' runs already in --out (when a change touched only these systems)")
     a = ap.parse_args()
-    base = load_params()
+    base = stage_params()  # the pipeline's kernels and threads (repro), as its own stages get them
     base["tracking"]["enabled"] = False
     result = {"data": "default synthetic data (params.yaml synth/data/image, seed 42): fixed across runs",
-              "seeds": a.seeds, "systems": {}}
+              "seeds": a.seeds, "repro": dict(base["repro"]), "systems": {}}
     if a.keep_others and Path(a.out).exists():
         kept = json.loads(Path(a.out).read_text())
         assert kept["seeds"] == a.seeds, f"{a.out} has seeds {kept['seeds']}, not {a.seeds}"

@@ -17,4 +17,4 @@ with stage_timer(f"system@{name}"):
                    dataset=name.rsplit("-", 1)[-1])
 if distributed.is_main():
     write_json(Path("metrics/systems") / f"{name}.json", m, ensure_ascii=False, indent=1, sort_keys=True)
-    print(f"[system] {name}: AVE F1 {m['ave']['f1']}, AP F1 {m['ap']['f1']}, {m['efficiency']['seconds']}s")
+    print(f"[system] {name}: AVE F1 {m['ave']['f1']}, AP F1 {m['ap']['f1']}")

@@ -61,6 +61,14 @@ def test_predict_refuses_a_bad_output_before_any_compute(tmp_path):
     assert rows.read_text() == '{"id": "a", "name": "x"}\n'
 
 
+def test_predict_refuses_unknown_kernels_before_any_compute(tmp_path):
+    rows = tmp_path / "in.jsonl"
+    rows.write_text('{"id": "a", "name": "x"}\n')
+    r = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "no_bundle"), "--input", str(rows),
+                                 "--output", str(tmp_path / "o.jsonl"), "--kernels", "fastest"])
+    assert r.exit_code == 1 and "--kernels must be bundle, native, avx2, compatible" in r.output, r.output
+
+
 def test_hostile_rows_become_row_errors(tmp_path):
     from deflate.answering.predict_rows import MAX_LINE, read_rows, validate
     path = tmp_path / "in.jsonl"

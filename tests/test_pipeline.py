@@ -124,7 +124,9 @@ def test_logged_pyfunc_model_answers_like_predict(world, trained, tmp_path, monk
     from deflate.cli import app
 
     run_dir, m = trained
-    uri = (run_dir / "mlflow_model.txt").read_text().strip()
+    from deflate.infra.runtime import model_uri_file
+
+    uri = (run_dir / model_uri_file(run_dir / "bundle")).read_text().strip()
     monkeypatch.chdir(run_dir)
     mlflow.set_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model(uri)

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deflate.cli import app
+from deflate.infra.runtime import record_cost
 from deflate.reports.paper_tables import build, load_tables, markdown
 from deflate.stages.system import subsample
 
@@ -22,13 +23,12 @@ def fake_metrics(ave, ap, image_only=None, eav=None, system="x", params=1000, tr
                        "eav_only.ave": [(eav or ave) - 2, (eav or ave) + 2],
                        "eav_only.ave_fuzzy": [(eav or ave) - 1, (eav or ave) + 3],
                        "by_source.image_only": [max((image_only or 0) - 2, 0), (image_only or 0) + 2]},
-         "meta": {"system": system, "params": params, "train_products": train},
-         "efficiency": {"seconds": 1.0, "peak_memory_mb": 10.0}}
+         "meta": {"system": system, "params": params, "train_products": train}}
     return m
 
 
 @pytest.fixture
-def metrics_dir(tmp_path):
+def metrics_dir(tmp_path, monkeypatch):
     d = tmp_path / "metrics"
     (d / "systems").mkdir(parents=True)
     (d / "fig3").mkdir()
@@ -46,10 +46,10 @@ def metrics_dir(tmp_path):
                                                             "ap_f1": 60 + 10 * p, "train_products": int(1200 * p)}
                                                            for p in (0.1, 0.5)]))
     models = {}
+    monkeypatch.chdir(tmp_path)  # measured costs live in ./logs, beside the outputs
     for name in ("generator", "discriminator", "patches/generator", "patches/discriminator"):
         (tmp_path / "models" / name).mkdir(parents=True)
-        (tmp_path / "models" / name / "deflate.json").write_text(json.dumps({"cost": {"train_seconds": 10.0,
-                                                                                        "peak_memory_mb": 500.0}}))
+        record_cost(tmp_path / "models" / name, {"train_seconds": 10.0, "peak_memory_mb": 500.0})
     models = {"generator": tmp_path / "models/generator", "discriminator": tmp_path / "models/discriminator",
               "patches": tmp_path / "models/patches"}
     return d, models
@@ -89,7 +89,8 @@ def test_tables_have_the_documented_shape_and_checks(metrics_dir):
     assert len(csv) == 12 and {"system", "proportion", "ave_f1", "ave_f1_lo", "ave_f1_hi", "ap_f1"} <= set(csv.columns)
     assert (d / "fig3.png").read_bytes()[:4] == b"\x89PNG"
     md = markdown(load_tables(d))
-    assert "| DEFLATE | 77.00 [75.00–79.00] / 40.10" in md and "Figure 3" in md and "train seconds" in md
+    assert "| DEFLATE | 77.00 [75.00–79.00] / 40.10" in md and "Figure 3" in md and "train seconds" not in md  # measured: apart from the report
+    assert "metrics/table5_efficiency.json" in md
     assert "- deflate_ave_above_jgave: True; True" in md and "80.00 [78.00–82.00] / 90.00" in md
 
 

@@ -70,6 +70,29 @@ def _load_engine(model: str, device: str = "cpu"):
         _fail(str(e))
 
 
+def _pin_kernels(model: str, kernels: str, threads: int | None) -> None:
+    """Compute with the kernels the bundle was trained with (``bundle``: what its generator records;
+    nothing to pin where it records none, or for an MLflow URI), or with the named setting. May
+    start this command again in its place (:func:`deflate.infra.kernels.pin`), before any compute."""
+    from deflate.infra import kernels as k
+    from deflate.infra.bundle import BundleError, read_json
+
+    if kernels == "bundle":
+        meta_file = Path(model) / "generator" / "deflate.json"
+        if ":/" in model or not meta_file.is_file():
+            return
+        try:
+            rec = (read_json(meta_file).get("kernels") or {})
+        except BundleError as e:
+            _fail(str(e))
+        if rec.get("kernels") not in k.KERNELS:  # trained unpinned (a test, an older bundle)
+            return
+        kernels, threads = rec["kernels"], threads or rec.get("threads")
+    if kernels not in k.KERNELS:
+        _fail(f"--kernels must be bundle, {', '.join(k.KERNELS)}, not {kernels!r}")
+    k.pin(kernels, threads or 2)
+
+
 def _check_output(output: Path, input: Path) -> None:
     """Refuse an output that would overwrite the input, is a folder, or cannot be written."""
     import tempfile
@@ -164,6 +187,11 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
             chunk_rows: int = typer.Option(10_000, min=1, help="Input rows answered (and held in memory) at a "
                                            "time; the input is read as a stream."),
             device: str = typer.Option("auto", help="auto (a GPU when there is one) | cpu | cuda | cuda:N."),
+            kernels: str = typer.Option("bundle", help="CPU math kernels: bundle (the setting the bundle was "
+                                        "trained with, so answers match the pipeline's bit for bit) | native (this "
+                                        "CPU's fastest) | avx2 | compatible. See docs/performance.md."),
+            threads: int = typer.Option(None, min=1, max=1024, help="CPU threads (default: the bundle's, with "
+                                        "--kernels bundle; else 2). Other counts can change the last bits."),
             processes: int = typer.Option(1, min=1, help="Processes answering together (accelerate launch; one "
                                           "per GPU, or CPU processes sharing the cores): each answers whole "
                                           "batches and the files written are the one-process files, byte for "
@@ -196,6 +224,7 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
     if mode is not None and mode not in MODES:
         _fail(f"--mode must be one of {', '.join(MODES)}")
     _check_output(output, input)  # before any compute
+    _pin_kernels(model, kernels, threads)
     dist.relaunch({"processes": processes, "mixed_precision": "auto", "config_file": ""},
                   ["-m", "deflate.cli", *sys.argv[1:]])
     engine = _load_engine(model, dist.device(resolve_device(device)))

@@ -51,6 +51,15 @@ class DeflateModel(mlflow.pyfunc.PythonModel):
         )
 
         self.engine = Deflate.load(Path(context.artifacts["bundle"]))
+        # a serving process cannot be restarted with the bundle's kernels (deflate predict can): say so
+        rec = self.engine.meta.get("kernels") or {}
+        mark = f"{rec.get('kernels')}:{rec.get('threads')}"
+        if rec.get("kernels") in ("avx2", "compatible") and os.environ.get("DEFLATE_KERNELS") != mark:
+            import warnings
+
+            warnings.warn(f"this bundle was trained with kernels {mark}; this process did not start with them, "
+                          "so scores may differ in the last bits (start it with `deflate.infra.kernels."
+                          f"environment('{rec['kernels']}', {rec.get('threads')})` in its environment)", stacklevel=2)
         root = os.environ.get("DEFLATE_IMAGE_ROOT")  # the one folder request paths may name
         self.images_root = Path(root) if root else None
 

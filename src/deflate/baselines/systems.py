@@ -125,7 +125,7 @@ def train_tagger(system: str, p: dict, processed: Path, tokens_dir: Path, out: P
     run_hash = config_hash(system, cfg, p["seed"], file_digest(processed / "train.parquet", processed / "val.parquet"))
     job = TrainingJob(name=system, model=model, examples=tr.examples, batcher=tr.batcher(use_image), cfg=cfg,
                       loss_fn=lambda m, b: m(b), validate=validate, run_hash=run_hash, ckpt_dir=out / "ckpt")
-    history, _ = train_and_save(job, seed=p["seed"], tracker=tracker, train_kw=train_kw, save=lambda h, c: save_model(
+    history = train_and_save(job, out / "model", seed=p["seed"], tracker=tracker, train_kw=train_kw, save=lambda h: save_model(
         model.cpu(), out / "model", {"system": system, "vocab": vocab, "tags": tr.names, "use_image": use_image,
                                      "params": sum(x.numel() for x in model.parameters())}))
     test = load_data(processed, tokens_dir, "test")
@@ -195,7 +195,7 @@ def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, 
     job = TrainingJob(name="jgave", model=gen, examples=examples, batcher=Batcher(None, None, False, qb.img_id),
                       cfg=cfg, loss_fn=lambda m, b: m(b).loss, validate=validate, run_hash=run_hash,
                       ckpt_dir=out / "ckpt")
-    history, _ = train_and_save(job, seed=p["seed"], tracker=tracker, train_kw=train_kw, save=lambda h, c: save_model(
+    history = train_and_save(job, out / "model", seed=p["seed"], tracker=tracker, train_kw=train_kw, save=lambda h: save_model(
         gen.cpu(), out / "model", {"system": "jgave", "params": sum(x.numel() for x in gen.parameters())}, tok, gen.t5))
     test = load_data(processed, tokens_dir, "test")
     return Trained(val=val.records, val_pred=jgave_predict(gen, qb, val.records, attributes, decode, device, True),

@@ -66,6 +66,15 @@ class Cost(Record):
     peak_memory_mb: float = Field(ge=0)
 
 
+class Kernels(Record):
+    """What computed a model (:func:`deflate.infra.kernels.describe`)."""
+    kernels: str = Field(max_length=64)
+    threads: int = Field(ge=1, le=1 << 16)
+    torch: str = Field(max_length=64)
+    mkl: str = Field(max_length=256)
+    aten_capability: str = Field(max_length=64)
+
+
 class CopyWarmup(Record):
     steps: int = Field(ge=0)
     run: str = Short
@@ -98,7 +107,8 @@ class GeneratorMeta(Record):
     copy_warmup: Optional[CopyWarmup] = None
     params: int = Field(ge=0)
     device: str = Short
-    cost: Optional[Cost] = None
+    cost: Optional[Cost] = None  # folders written before the measured cost moved to logs/costs
+    kernels: Optional[Kernels] = None
 
     @field_validator("attributes")
     @classmethod
@@ -126,7 +136,8 @@ class DiscriminatorMeta(Record):
     mark_value: bool = False
     freeze_encoder: bool = False
     device: str = Field(default="", max_length=512)  # where it trained (a record, not a setting)
-    cost: Optional[Cost] = None
+    cost: Optional[Cost] = None  # folders written before the measured cost moved to logs/costs
+    kernels: Optional[Kernels] = None
 
 
 class Sizes(Record):

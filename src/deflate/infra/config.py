@@ -47,8 +47,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def stage_params(path: str | Path = "params.yaml") -> Params:
     """What every stage script starts with: one-line errors and clean stops for this process
-    (:mod:`deflate.infra.errors`), then the checked params."""
-    from deflate.infra import errors
+    (:mod:`deflate.infra.errors`), the checked params, and the kernels and threads their ``repro``
+    section names (:func:`deflate.infra.kernels.pin`)."""
+    from deflate.infra import errors, kernels
 
     errors.install()
-    return load_params(path)
+    p = load_params(path)
+    if "repro" in p:  # before any number is computed; may start this command again in its place
+        kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])
+    return p

@@ -140,6 +140,13 @@ class Distributed(Section):
     port: int = Field(ge=1024, le=65535)
 
 
+class Repro(Section):
+    """How numbers are computed (:mod:`deflate.infra.kernels`): the same kernels and thread count
+    give the same weights on any x86-64 machine where the setting matches."""
+    kernels: Literal["native", "avx2", "compatible"]
+    num_threads: int = Field(ge=1, le=1024)
+
+
 class Experiments(Section):
     fig3_proportions: list[float] = Field(min_length=1, max_length=20)
 
@@ -173,6 +180,7 @@ class Baselines(Section):
 
 class ParamsSchema(Section):
     seed: int = Field(ge=0, le=2**32 - 1)
+    repro: Opt[Repro] = None  # absent: the process keeps whatever kernels and threads it started with
     data: Data
     synth: Opt[Synth] = None
     image: Opt[ImageConfig] = None  # the same record a trained model keeps in image.json

@@ -38,6 +38,49 @@ def peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+LOGS = Path("logs")  # git-ignored, not a DVC output: what differs run to run (seconds, MLflow ids)
+
+
+def _log_file(kind: str, key: Path, ext: str) -> Path:
+    return LOGS / kind / (Path(key).as_posix().strip("/").replace("/", "__") + ext)
+
+
+def _cost_file(key: Path) -> Path:
+    return _log_file("costs", key, ".json")
+
+
+def model_uri_file(bundle_dir: Path) -> Path:
+    """Where the URI of the MLflow model logged from ``bundle_dir`` (``models:/m-...``, a per-run
+    id) is kept, outside the outputs: ``logs/mlflow/models__deflate.txt`` for ``models/deflate``."""
+    return _log_file("mlflow", bundle_dir, ".txt")
+
+
+def record_model_uri(bundle_dir: Path, uri: str) -> Path:
+    from deflate.infra.files import write_text
+
+    f = model_uri_file(bundle_dir)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    write_text(f, uri + "\n")
+    return f
+
+
+def record_cost(key: Path, cost: dict) -> None:
+    """Keep what producing ``key`` (a model folder) cost, beside the outputs rather than in them:
+    a file whose hash must match across runs and machines holds no measured seconds."""
+    from deflate.infra.files import write_json
+
+    _cost_file(key).parent.mkdir(parents=True, exist_ok=True)
+    write_json(_cost_file(key), cost, indent=1, sort_keys=True)
+
+
+def read_cost(key: Path) -> dict:
+    """What :func:`record_cost` kept for ``key``; empty where it was not measured in this checkout."""
+    from deflate.infra.files import read_json
+
+    f = _cost_file(key)
+    return read_json(f) if f.is_file() else {}
+
+
 @contextmanager
 def stage_timer(stage: str, log: str | Path = "logs/timings.jsonl"):
     """Append the stage's wall time to a git-ignored log (not a DVC output: times vary)."""

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from deflate.infra import checkpoints
 from deflate.infra import distributed as dist
-from deflate.infra.runtime import peak_memory_mb
+from deflate.infra.runtime import peak_memory_mb, record_cost
 from deflate.model.batching import Batcher, Example, to_device
 
 
@@ -145,18 +145,20 @@ class TrainingJob:
     ckpt_dir: Path
 
 
-def train_and_save(job: TrainingJob, *, seed: int, tracker, train_kw: dict,
-                   save: Callable[[list[dict], dict], None]) -> tuple[list[dict], dict]:
+def train_and_save(job: TrainingJob, out: Path, *, seed: int, tracker, train_kw: dict,
+                   save: Callable[[list[dict]], None]) -> list[dict]:
     """The one training-stage skeleton: :func:`fit` (validated each epoch, resumable, the best
-    epoch's weights kept), then ``save(history, cost)`` by the main process while the others wait
-    (the folder is complete before any process reads it). ``cost``: the measured seconds of the fit
-    and the peak memory (Table 5's efficiency columns). ``train_kw``: :attr:`StageContext.train_kw`."""
+    epoch's weights kept), then ``save(history)`` into ``out`` by the main process while the others
+    wait (the folder is complete before any process reads it). The measured seconds of the fit and
+    the peak memory (Table 5's efficiency columns) are kept outside ``out``
+    (:func:`~deflate.infra.runtime.record_cost`), so the folder's bytes do not vary run to run.
+    ``train_kw``: :attr:`StageContext.train_kw`."""
     t0 = time.perf_counter()
     history = fit(job.model, job.examples, job.batcher, job.cfg, loss_fn=job.loss_fn, validate=job.validate,
                   ckpt_dir=job.ckpt_dir, run_hash=job.run_hash, seed=seed, tracker=tracker, name=job.name, **train_kw)
     cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
-    dist.on_main(lambda: save(history, cost))
-    return history, cost
+    dist.on_main(lambda: (save(history), record_cost(out, cost)))
+    return history
 
 
 def _targets(batch: dict) -> int:

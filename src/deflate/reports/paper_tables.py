@@ -12,6 +12,7 @@ from pathlib import Path
 
 from deflate.evaluation.intervals import beyond
 from deflate.infra.files import atomic_path, read_json, write_json, write_text
+from deflate.infra.runtime import read_cost
 
 NAMES = {"bilstm_crf": "BiLSTM-CRF", "mjave": "M-JAVE", "jgave": "JG-AVE", "deflate": "DEFLATE",
          "v_minus": "DEFLATE v−", "d_minus": "DEFLATE d−", "dv_minus": "DEFLATE d−,v−", "patches": "DEFLATE (patches)"}
@@ -209,10 +210,9 @@ def markdown(tables: dict[str, dict], digits: int = 2) -> str:
             out += ["", "Checks (holds; holds beyond the 95% intervals):"]
             out += [f"- {k}: " + (f"{_fmt(v['holds'], digits)}; {_fmt(v['beyond_intervals'], digits)}"
                                   if isinstance(v, dict) else _fmt(v, digits)) for k, v in t["checks"].items()]
-        if name == "table5" and tables.get("table5_efficiency"):
-            out += ["", "| system | train seconds | peak memory (MB) |", "|---|---:|---:|"]
-            out += [f"| {NAMES.get(s, s)} | {c['train_seconds']} | {c['peak_memory_mb']} |"
-                    for s, c in tables["table5_efficiency"]["rows"].items()]
+        if name == "table5":  # measured, so not here: the report's bytes match across runs and machines
+            out += ["", "_Training seconds and peak memory, measured on the machine that ran it: "
+                        "`metrics/table5_efficiency.json`._"]
         out.append("")
     f3 = tables.get("fig3")
     if f3:
@@ -262,7 +262,7 @@ def build(metrics_dir: Path, model_dirs: dict[str, Path], seed, digits: int = 2,
                                   for s in BASELINES}
 
     def cost(gen: Path, disc: Path) -> dict:
-        g, d = load(gen / "deflate.json").get("cost", {}), load(disc / "deflate.json").get("cost", {})
+        g, d = read_cost(gen), read_cost(disc)
         return {"train_seconds": round(g.get("train_seconds", 0) + d.get("train_seconds", 0), 1),
                 "peak_memory_mb": max(g.get("peak_memory_mb", 0), d.get("peak_memory_mb", 0))}
     tables["table5"], tables["table5_efficiency"] = table5(

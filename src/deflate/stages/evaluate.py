@@ -16,9 +16,11 @@ from deflate.evaluation.intervals import bootstrap_f1
 from deflate.evaluation.metrics import evaluate as compute_metrics
 from deflate.evaluation.metrics import gold_from_records, majority_baseline
 from deflate.infra import distributed as dist
+from deflate.infra import kernels
 from deflate.infra.bundle import Decisions, write_bundle
 from deflate.infra.config import Params
-from deflate.infra.files import write_json, write_jsonl, write_text
+from deflate.infra.files import write_json, write_jsonl
+from deflate.infra.runtime import record_model_uri
 from deflate.model.questions import all_questions
 from deflate.stages.context import StageContext
 
@@ -62,7 +64,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
                        "attributes": len(ctx.schema["attributes"]), "seed": p["seed"],
                        "use_image": engine.meta["use_image"], "use_discriminator": use_disc,
                        "generator_params": engine.meta["params"],
-                       "constrained_decoding": bool(p["decode"]["constrain_to_vocab"])}
+                       "constrained_decoding": bool(p["decode"]["constrain_to_vocab"]),
+                       "kernels": kernels.describe()}
     if not dist.is_main():  # the main process writes; the others wait until it has
         dist.barrier()
         return metrics
@@ -77,7 +80,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     uri = tracker.log_pyfunc(bundle_dir)
     tracker.close()
     if uri:
-        write_text(predictions_path.parent / "mlflow_model.txt", uri + "\n")
+        record_model_uri(bundle_dir, uri)
     dist.barrier()
     return metrics
 

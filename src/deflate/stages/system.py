@@ -21,7 +21,8 @@ import pandas as pd
 from deflate.baselines.systems import SYSTEMS as BASELINES
 from deflate.data.splits import load_schema
 from deflate.infra import distributed as dist
-from deflate.infra.runtime import peak_memory_mb
+from deflate.infra import kernels
+from deflate.infra.runtime import peak_memory_mb, record_cost
 from deflate.stages import (
     evaluate,
     harvest_negatives,
@@ -48,7 +49,8 @@ def run_deflate(p: dict, processed: Path, tokens_dir: Path, work: Path, use_imag
 
 
 def run_system(system: str, p: dict, processed: Path, tokens_dir: Path, work: Path, dataset: str = "") -> dict:
-    """Train and score one system; the metrics carry what produced them (and how long it took)."""
+    """Train and score one system; the metrics carry what produced them; how long it took and its
+    peak memory are kept outside them (:func:`~deflate.infra.runtime.record_cost` under ``work``)."""
     p = copy.deepcopy(p)
     p["tracking"]["experiment"] = f"{p['tracking']['experiment']}-{system}{'-' + dataset if dataset else ''}"
     t0 = time.perf_counter()
@@ -63,7 +65,9 @@ def run_system(system: str, p: dict, processed: Path, tokens_dir: Path, work: Pa
         "system": system, "dataset": dataset or schema["format"], "seed": p["seed"],
         "train_products": len(pd.read_parquet(processed / "train.parquet", columns=["id"])),
         "image_tokens": str(tokens_dir) if (tokens_dir / "train.safetensors").exists() else "none"})
-    m["efficiency"] = {"seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
+    m["meta"]["kernels"] = kernels.describe()
+    dist.on_main(lambda: record_cost(work, {"seconds": round(time.perf_counter() - t0, 1),
+                                            "peak_memory_mb": peak_memory_mb()}))
     return m
 
 
@@ -95,6 +99,6 @@ def learning_curve(system: str, p: dict, processed: Path, tokens_dir: Path, work
         m = run_system(system, p, sub, no_tokens, work / f"p{frac:g}" / "run", dataset)
         points.append({"system": system, "proportion": frac, "train_products": m["meta"]["train_products"],
                        "ave_f1": m["ave"]["f1"], "ap_f1": m["ap"]["f1"], "ave_f1_ci95": m["intervals"]["ave"],
-                       "ap_f1_ci95": m["intervals"]["ap"], "seconds": m["efficiency"]["seconds"]})
+                       "ap_f1_ci95": m["intervals"]["ap"]})
         print(f"[learning_curve] {system} {frac:.0%}: AVE F1 {m['ave']['f1']}, AP F1 {m['ap']['f1']}")
     return points

@@ -9,6 +9,7 @@ import torch
 from deflate.answering.scores import claim_probs
 from deflate.data.splits import load_data
 from deflate.infra import distributed as dist
+from deflate.infra import kernels
 from deflate.infra.config import Params
 from deflate.infra.files import read_jsonl, write_json
 from deflate.model.batching import Batcher
@@ -56,15 +57,16 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Pa
                            file_digest(gen_dir / "model.safetensors", neg_dir / "train.jsonl", neg_dir / "val.jsonl"))
     print(f"[train_discriminator] {len(ex)} claims ({int(sum(e.target for e in ex))} positive), device {device}")
 
-    def save(history: list[dict], cost: dict) -> None:
+    def save(history: list[dict]) -> None:
         save_model(disc.cpu(), out, {"enabled": True, "device": device, "freeze_encoder": d["freeze_encoder"],
-                                     "claim_value": d["claim_value"], "mark_value": d["mark_value"], "cost": cost})
+                                     "claim_value": d["claim_value"], "mark_value": d["mark_value"],
+                                     "kernels": kernels.describe()})
         write_json(out / "history.json", history, indent=1)
         tracker.artifacts(out, "discriminator")
 
     job = TrainingJob(name="discriminator", model=disc, examples=ex, batcher=tr_b, cfg=d,
                       loss_fn=lambda mdl, b: bce(mdl(b).float(), b["labels"]), validate=validate, run_hash=run_hash,
                       ckpt_dir=ckpt_dir)
-    history, _ = train_and_save(job, seed=p["seed"], tracker=tracker, train_kw=ctx.train_kw, save=save)
+    history = train_and_save(job, out, seed=p["seed"], tracker=tracker, train_kw=ctx.train_kw, save=save)
     tracker.close()
     return {"examples": len(ex), "best_val_accuracy": max(h["val_accuracy"] for h in history)}

@@ -9,6 +9,7 @@ from deflate.answering.decoding import generate_values
 from deflate.data.image_tokens import save_for_inference
 from deflate.data.splits import candidate_vocab, image_spec, load_data, value_sep
 from deflate.infra import distributed as dist
+from deflate.infra import kernels
 from deflate.infra.config import Params
 from deflate.infra.files import write_json
 from deflate.model import copy_warmup as copying
@@ -68,14 +69,14 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
             last = copying.warm_up(gen.t5, plan, g, p["seed"], device)
             print(f"[train_generator] copy warm-up: {g['copy_warmup']} steps, last loss {last:.3f}")
 
-    def save(history: list[dict], cost: dict) -> None:
-        save_model(gen.cpu(), out, generator_meta(cost), tok, gen.t5)
+    def save(history: list[dict]) -> None:
+        save_model(gen.cpu(), out, generator_meta(), tok, gen.t5)
         if use_image:
             save_for_inference(tokens_dir, p["image"], out)
         write_json(out / "history.json", history, indent=1)
         tracker.artifacts(out, "generator")
 
-    def generator_meta(cost: dict) -> dict:
+    def generator_meta() -> dict:
         meta = {"image_vocab": gen.image_vocab, "feature_dim": gen.feature_dim, "use_image": use_image,
                 "use_discriminator": m["use_discriminator"], "language": lang, "value_sep": sep,
                 "max_len": t["max_len"], "max_value_len": t["max_value_len"], "device": device,
@@ -84,14 +85,14 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
                 "copy_warmup": {"steps": g["copy_warmup"] if warmed else 0, "run": warmed},
                 "attributes": schema["attributes"], "params": sum(x.numel() for x in gen.parameters()),
                 "candidates": candidate_vocab(schema),  # closed-vocabulary answers (the engine's candidates)
-                "cost": cost}  # measured (varies run to run): Table 5's efficiency columns
+                "kernels": kernels.describe()}  # what computed it (the same on every machine when portable)
         if "category_attributes" in schema:  # per-category schemas: what predict asks a product of a category
             meta["category_attributes"] = schema["category_attributes"]
         return meta
 
     job = TrainingJob(name="generator", model=gen, examples=examples, batcher=tr_b, cfg=g,
                       loss_fn=lambda mdl, b: mdl(b).loss, validate=validate, run_hash=run_hash, ckpt_dir=ckpt_dir)
-    history, _ = train_and_save(job, seed=p["seed"], tracker=tracker, train_kw=ctx.train_kw, save=save)
+    history = train_and_save(job, out, seed=p["seed"], tracker=tracker, train_kw=ctx.train_kw, save=save)
     tracker.close()
     return {"examples": len(examples), "best_val_accuracy": max(h["val_score"] for h in history)}
 

@@ -9,6 +9,7 @@ from deflate.answering.lexical import LexicalScorer, lexical_examples
 from deflate.data.records import load_split
 from deflate.infra.config import Params
 from deflate.infra.files import write_json
+from deflate.infra.runtime import peak_memory_mb, record_cost
 from deflate.stages.context import StageContext
 
 
@@ -27,9 +28,9 @@ def run(p: Params, processed: Path, out: Path) -> dict:
         best = lex.logprobs([t for t, _ in pairs], attr, options).argmax(1)
         hits += sum(options[b] == v for b, (_, v) in zip(best, pairs))
         n += len(pairs)
-    report = {"val_accuracy": round(hits / max(n, 1), 4), "val_pairs": n, "train_seconds": seconds,
-              "attributes": len(lex.models)}
+    report = {"val_accuracy": round(hits / max(n, 1), 4), "val_pairs": n, "attributes": len(lex.models)}
     lex.save(out)
+    record_cost(out, {"train_seconds": seconds, "peak_memory_mb": peak_memory_mb()})
     write_json(out / "history.json", [{"epoch": 1, **report}], indent=1)
     tracker.metrics({"val_accuracy": report["val_accuracy"], "train_seconds": seconds}, step=1)
     tracker.artifacts(out, "lexical")
