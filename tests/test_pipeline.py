@@ -150,6 +150,69 @@ def test_logged_pyfunc_model_answers_like_predict(world, trained, tmp_path, monk
     assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 3
 
 
+def test_spark_udf_answers_as_deflate_predict(world, trained, tmp_path, monkeypatch):
+    """Past one machine (docs/scale_out.md): the MLflow model the pipeline logs, as
+    ``mlflow.pyfunc.spark_udf`` over a Spark DataFrame of products (pictures inline as
+    ``image_b64``) on a local two-core Spark session, answers every row as ``deflate predict``
+    answers the same rows, bad rows included."""
+    import base64
+    import shutil
+    import sys
+
+    pyspark = pytest.importorskip("pyspark", reason="pyspark is in the test extras (pip install -e '.[test]')")
+    if shutil.which("java") is None:
+        pytest.skip("Spark needs Java 17 on PATH")
+    import mlflow
+    import pandas as pd
+    from pyspark.sql import SparkSession
+    from pyspark.sql.functions import struct
+    from pyspark.sql.types import StringType, StructField, StructType
+    from typer.testing import CliRunner
+
+    from deflate.cli import app
+    from deflate.infra.runtime import model_uri_file
+
+    run_dir, _ = trained
+    uri = (run_dir / model_uri_file(run_dir / "bundle")).read_text().strip()
+    monkeypatch.chdir(run_dir)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{run_dir / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{run_dir / 'mlflow.db'}")
+    pics = {p.stem: base64.b64encode(p.read_bytes()).decode() for p in sorted((world / "raw" / "images").glob("*.jpg"))}
+    test = load_split(world / "processed", "test")[:12]
+    rows = [{"id": r.id, "name": r.name, "description": r.description, "image_b64": pics.get(r.id, "")} for r in test]
+    rows += [{"id": "bad", "name": "", "description": "x", "image_b64": ""},
+             {"id": "bad_pic", "name": "x", "description": "", "image_b64": "not base64!"}]
+    assert sum(bool(r["image_b64"]) for r in rows) >= 6  # pictures included
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps({k: v for k, v in r.items() if v != ""}, ensure_ascii=False)
+                                                  for r in rows), encoding="utf-8")
+    r = CliRunner().invoke(app, ["predict", "--model", uri, "--input", str(tmp_path / "in.jsonl"),
+                                 "--output", str(tmp_path / "o.jsonl")])
+    assert r.exit_code == 0, r.output
+    want = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
+
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)  # the workers run this interpreter (the project's venv)
+    spark = (SparkSession.builder.master("local[2]").appName("deflate-test").config("spark.ui.enabled", "false")
+             .config("spark.sql.shuffle.partitions", "2").config("spark.executorEnv.OMP_NUM_THREADS", "1")
+             .config("spark.sql.execution.arrow.maxRecordsPerBatch", "5").getOrCreate())
+    try:
+        out_type = StructType([StructField(c, StringType()) for c in ("id", "predictions", "errors")])
+        udf = mlflow.pyfunc.spark_udf(spark, uri, result_type=out_type, env_manager="local",
+                                      params={"layout": "products"})
+        df = spark.createDataFrame(pd.DataFrame(rows)).repartition(2)
+        got = df.withColumn("out", udf(struct(*df.columns))).select("out.*").toPandas()
+    finally:
+        spark.stop()
+    got = {g.id: (json.loads(g.predictions), json.loads(g.errors)) for g in got.itertuples()}
+    assert set(got) == {w["id"] for w in want}
+    for w in want:
+        preds, errors = got[w["id"]]
+        assert bool(errors) == bool(w["errors"]), (w["id"], errors, w["errors"])
+        assert [(p["attribute"], p["value"]) for p in preds] == [(p["attribute"], p["value"]) for p in w["predictions"]]
+        # other batches (Arrow batches of 5 rows on two executors) may move a score's last printed digit
+        assert all(abs(a["score"] - b["score"]) <= 2e-4 for a, b in zip(preds, w["predictions"]))
+    assert got["bad"][1] and got["bad_pic"][1] and any(got[r.id][0] for r in test)
+
+
 @pytest.mark.slow
 def test_stages_run_from_a_pretrained_t5_folder(world, trained, tmp_path, monkeypatch):
     """The paper's setting: ``model.pretrained_path`` names a T5 checkpoint folder with its

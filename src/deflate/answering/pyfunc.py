@@ -6,12 +6,15 @@ bundle. Logged "from code" (this file is the model, no pickled object); the bund
 Input: a DataFrame (or the JSON/CSV that ``mlflow models predict`` turns into one) with ``id``,
 ``name`` and optional ``description``, ``attributes`` (a list, or ``|``-separated), ``image_b64``
 (the picture's bytes, base64) or ``image`` (a path, only under the folder named by the
-``DEFLATE_IMAGE_ROOT`` environment variable where the model is served). Output: one row per kept
-(product, attribute, value) and one per row error: ``id, attribute, value, score, error``; a bad row
-never fails the batch.
+``DEFLATE_IMAGE_ROOT`` environment variable where the model is served). Output, by the ``layout``
+param: ``values`` (the default) one row per kept (product, attribute, value) and one per row error:
+``id, attribute, value, score, error``; ``products`` one row per input row, in input order:
+``id, predictions, errors`` (JSON arrays, as in ``deflate predict``'s output lines), the shape
+``mlflow.pyfunc.spark_udf`` needs (docs/scale_out.md). A bad row never fails the batch.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -44,6 +47,17 @@ def to_frame(results: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["id", "attribute", "value", "score", "error"])
 
 
+def to_product_frame(results: list[dict]) -> pd.DataFrame:
+    """One row per input row: its kept predictions and its errors as JSON arrays."""
+    return pd.DataFrame({"id": [None if r["id"] is None else str(r["id"]) for r in results],
+                         "predictions": [json.dumps(r["predictions"], ensure_ascii=False) for r in results],
+                         "errors": [json.dumps(r["errors"], ensure_ascii=False) for r in results]},
+                        columns=["id", "predictions", "errors"])
+
+
+LAYOUTS = {"values": to_frame, "products": to_product_frame}
+
+
 class DeflateModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         from deflate.answering.engine import (
@@ -64,8 +78,11 @@ class DeflateModel(mlflow.pyfunc.PythonModel):
         self.images_root = Path(root) if root else None
 
     def predict(self, context, model_input, params=None):
+        layout = (params or {}).get("layout", "values")
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return to_frame(self.engine.answer_rows(frame_rows(frame), self.images_root, progress=False))
+        return LAYOUTS[layout](self.engine.answer_rows(frame_rows(frame), self.images_root, progress=False))
 
 
 mlflow.models.set_model(DeflateModel())

@@ -81,10 +81,16 @@ class Tracker:
         if not self.on:
             return ""
         try:
+            from mlflow.models import ModelSignature
+            from mlflow.types.schema import ParamSchema, ParamSpec
+
             package = Path(__file__).parents[1]
+            # no input schema (rows carry optional fields); the one param picks the output layout
+            signature = ModelSignature(inputs=None, outputs=None,
+                                       params=ParamSchema([ParamSpec("layout", "string", "values")]))
             info = self.mlflow.pyfunc.log_model(name="deflate", python_model=str(package / "answering" / "pyfunc.py"),
                                                 artifacts={"bundle": str(bundle)}, code_paths=[str(package)],
-                                                pip_requirements=_requirements())
+                                                pip_requirements=_requirements(), signature=signature)
             return info.model_uri
         except Exception as e:
             self._fail(e)

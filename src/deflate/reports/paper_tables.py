@@ -58,11 +58,14 @@ def ci95(m: dict, columns) -> dict:
 
 
 def above(t: dict, a: str, b: str, col: str) -> dict:
-    """An ordering claim (``a`` above ``b`` on ``col``): whether it holds, and whether it holds
-    beyond both 95% intervals (``a``'s lower end above ``b``'s upper end)."""
+    """An ordering claim (``a`` above ``b`` on ``col``): whether it holds, whether it holds beyond
+    both 95% intervals (``a``'s lower end above ``b``'s upper end), and, where the table has both
+    systems' seed runs (:func:`seed_rows`), whether it holds at every seed (else ``None``)."""
     ca, cb = t["ci95"][a][col], t["ci95"][b][col]
+    sa, sb = (t.get("seed_spread", {}).get(s, {}).get(col, {}).get("by_seed") for s in (a, b))
     return {"holds": t["rows"][a][col] > t["rows"][b][col],
-            "beyond_intervals": bool(ca and cb and beyond(ca, cb))}
+            "beyond_intervals": bool(ca and cb and beyond(ca, cb)),
+            "holds_all_seeds": all(x > y for x, y in zip(sa, sb)) if sa and sb and len(sa) == len(sb) else None}
 
 
 def gap_at_most(t: dict, a: str, b: str, col: str, bound: float) -> dict:
@@ -88,14 +91,32 @@ def _meta(ms: dict[str, dict], dataset: str, seed) -> dict:
                              for k, m in ms.items()}}
 
 
-def _table(ms: dict[str, dict], paper: dict, dataset: str, seed, eav: bool = False) -> dict:
+def seed_rows(rows: dict[str, dict], spread: dict | None) -> dict:
+    """Each row's spread over training seeds (benchmarks/seed_spread.py), column by column: mean,
+    sd, min, max and the value at each seed (in ``spread["seeds"]`` order)."""
+    out = {}
+    for s, cols in rows.items():
+        got = (spread or {}).get("systems", {}).get(s)
+        if got:
+            out[s] = {c: {**got["summary"][c], "by_seed": [r[c] for r in got.get("runs", []) if c in r]}
+                      for c in cols if c in got["summary"]}
+    return out
+
+
+def _table(ms: dict[str, dict], paper: dict, dataset: str, seed, eav: bool = False, spread: dict | None = None) -> dict:
     rows = {k: row(m, eav) for k, m in ms.items()}
-    return {"rows": rows, "ci95": {k: ci95(m, rows[k]) for k, m in ms.items()}, "paper": paper,
-            "meta": _meta(ms, dataset, seed)}
+    t = {"rows": rows, "ci95": {k: ci95(m, rows[k]) for k, m in ms.items()}, "paper": paper,
+         "meta": _meta(ms, dataset, seed)}
+    if seed_rows(rows, spread):
+        t["seed_spread"] = seed_rows(rows, spread)
+        t["meta"]["seed_spread"] = {"seeds": spread["seeds"], "repro": spread.get("repro"),
+                                    "note": "seed_spread: mean / sd / range / value per seed over training seeds "
+                                            "on the same data (benchmarks/seed_spread.py)"}
+    return t
 
 
-def table2(ms: dict[str, dict], seed) -> dict:
-    t = _table(ms, PAPER["table2"], "desire-shaped default", seed, eav=True)
+def table2(ms: dict[str, dict], seed, spread: dict | None = None) -> dict:
+    t = _table(ms, PAPER["table2"], "desire-shaped default", seed, eav=True, spread=spread)
     r, ci = t["rows"], t["ci95"]
     eav_gap = [gap_at_most(t, "deflate", s, "eav_ave_f1", 15) for s in ("bilstm_crf", "mjave")]
     near_zero = [at_most(r[s]["image_only_ave_f1"], ci[s]["image_only_ave_f1"], 5) for s in ("bilstm_crf", "mjave")]
@@ -111,14 +132,18 @@ def table2(ms: dict[str, dict], seed) -> dict:
 
 def _all(checks) -> dict:
     checks = list(checks)
-    return {k: all(c[k] for c in checks) for k in ("holds", "beyond_intervals")}
+    out = {k: all(c[k] for c in checks) for k in ("holds", "beyond_intervals")}
+    if "holds_all_seeds" in checks[0]:
+        seeds = [c["holds_all_seeds"] for c in checks]
+        out["holds_all_seeds"] = None if None in seeds else all(seeds)
+    return out
 
 
-def table5(discrete: dict, patches: dict, costs: dict[str, dict], seed) -> tuple[dict, dict]:
+def table5(discrete: dict, patches: dict, costs: dict[str, dict], seed, spread: dict | None = None) -> tuple[dict, dict]:
     """Quality (deterministic) and efficiency (measured, varies run to run) as two files."""
-    t = _table({"deflate": discrete, "patches": patches}, PAPER["table5"], "desire-shaped default", seed)
-    for r in (*t["rows"].values(), *t["ci95"].values()):
-        r.pop("fuzzy_f1")
+    t = _table({"deflate": discrete, "patches": patches}, PAPER["table5"], "desire-shaped default", seed, spread=spread)
+    for r in (*t["rows"].values(), *t["ci95"].values(), *t.get("seed_spread", {}).values()):
+        r.pop("fuzzy_f1", None)
     return t, {"rows": costs, "note": "generator + discriminator training on this machine; peak = resident memory "
                                        "of the training process"}
 
@@ -200,16 +225,18 @@ def markdown(tables: dict[str, dict], digits: int = 2) -> str:
                 f"{_fmt(r[c], digits)}{_interval(ci.get(c), digits)} / {_fmt(pap.get(c), digits)}" for c in cols) + " |")
         if t.get("ci95"):
             out += ["", "_[lo–hi]: 95% bootstrap interval over test products (seeded)._"]
-        spread = t["meta"].get("seed_spread") if "meta" in t else None
-        if spread:
-            out += ["", f"Seed spread of AVE F1 over seeds {spread['seeds']} (mean ± sd [min–max]): " + "; ".join(
-                f"{NAMES.get(s, s)} {v['ave_f1']['mean']:.{digits}f} ± {v['ave_f1']['sd']:.{digits}f} "
-                f"[{v['ave_f1']['min']:.{digits}f}–{v['ave_f1']['max']:.{digits}f}]"
-                for s, v in spread["systems"].items() if "ave_f1" in v)]
+        if t.get("seed_spread"):
+            seeds = t["meta"]["seed_spread"]["seeds"]
+            out += ["", f"Seed spread over seeds {seeds} (mean ± sd [min–max]):"]
+            out += [f"- {NAMES.get(s, s)}: " + "; ".join(
+                f"{c.replace('_f1', '').upper()} F1 {v[c]['mean']:.{digits}f} ± {v[c]['sd']:.{digits}f} "
+                f"[{v[c]['min']:.{digits}f}–{v[c]['max']:.{digits}f}]" for c in ("ave_f1", "ap_f1") if c in v)
+                for s, v in t["seed_spread"].items()]
         if t.get("checks"):
-            out += ["", "Checks (holds; holds beyond the 95% intervals):"]
-            out += [f"- {k}: " + (f"{_fmt(v['holds'], digits)}; {_fmt(v['beyond_intervals'], digits)}"
-                                  if isinstance(v, dict) else _fmt(v, digits)) for k, v in t["checks"].items()]
+            out += ["", "Checks (holds; holds beyond the 95% intervals; holds at every seed):"]
+            out += [f"- {k}: " + ("; ".join(_fmt(v.get(c), digits) for c in ("holds", "beyond_intervals", "holds_all_seeds")
+                                            if c in v) if isinstance(v, dict) else _fmt(v, digits))
+                    for k, v in t["checks"].items()]
         if name == "table5":  # measured, so not here: the report's bytes match across runs and machines
             out += ["", "_Training seconds and peak memory, measured on the machine that ran it: "
                         "`metrics/table5_efficiency.json`._"]
@@ -229,30 +256,21 @@ def markdown(tables: dict[str, dict], digits: int = 2) -> str:
     return "\n".join(out)
 
 
-def add_seed_spread(tables: dict, spread: dict) -> None:
-    """Each desire-shaped table's meta gets the seed spread (benchmarks/seed_spread.py) of its systems."""
-    for name in ("table2", "table4", "table5"):
-        t = tables[name]
-        got = {s: spread["systems"][s]["summary"] for s in t["rows"] if s in spread.get("systems", {})}
-        if got:
-            t["meta"]["seed_spread"] = {"seeds": spread["seeds"], "note": "mean / sd / range over training seeds on the "
-                                        "same data (benchmarks/seed_spread.py)", "systems": got}
-
-
 def build(metrics_dir: Path, model_dirs: dict[str, Path], seed, digits: int = 2, plot_metric: str = "ave_f1",
           seed_spread: Path | None = None) -> dict:
     """Read every per-system metrics file and write the tables, Figure 3 data, plot and report."""
     load = read_json
+    spread = load(seed_spread) if seed_spread is not None and seed_spread.is_file() else None
     sysdir = metrics_dir / "systems"
     deflate = load(metrics_dir / "deflate.json")
     desire = {s: load(sysdir / f"{s}-desire.json") for s in BASELINES}
     mepave = {s: load(sysdir / f"{s}-mepave.json") for s in BASELINES + ["deflate"]}
     variants = {s: load(sysdir / f"{s}-desire.json") for s in ("v_minus", "d_minus", "dv_minus", "patches")}
-    tables = {"table2": table2({**desire, "deflate": deflate}, seed),
+    tables = {"table2": table2({**desire, "deflate": deflate}, seed, spread),
               "table3": _table(mepave, PAPER["table3"], "mepave-shaped default (explicit only)", seed),
               "table4": _table({"dv_minus": variants["dv_minus"], "d_minus": variants["d_minus"],
                                 "v_minus": variants["v_minus"], "deflate": deflate}, PAPER["table4"],
-                               "desire-shaped default", seed)}
+                               "desire-shaped default", seed, spread=spread)}
     t4 = tables["table4"]
     tables["table4"]["checks"] = {"image_only_gain_over_v_minus": round(
         deflate["by_source"].get("image_only", {}).get("f1", 0) - variants["v_minus"]["by_source"].get("image_only", {}).get("f1", 0), 2),
@@ -268,11 +286,9 @@ def build(metrics_dir: Path, model_dirs: dict[str, Path], seed, digits: int = 2,
     tables["table5"], tables["table5_efficiency"] = table5(
         deflate, variants["patches"], {"deflate": cost(model_dirs["generator"], model_dirs["discriminator"]),
                                        "patches": cost(model_dirs["patches"] / "generator",
-                                                       model_dirs["patches"] / "discriminator")}, seed)
+                                                       model_dirs["patches"] / "discriminator")}, seed, spread)
     curves = {s: load(f) for s in ["deflate"] + BASELINES if (f := metrics_dir / "fig3" / f"{s}.json").exists()}
     tables["fig3"] = fig3(curves, mepave)
-    if seed_spread is not None and seed_spread.is_file():
-        add_seed_spread(tables, load(seed_spread))
     for name, t in tables.items():
         write_json(metrics_dir / f"{name}.json", t, ensure_ascii=False, indent=1)  # row order = paper order
     write_fig3_plot(tables["fig3"], metrics_dir / "fig3.csv", metrics_dir / "fig3.png", plot_metric)
