@@ -159,7 +159,7 @@ def test_spark_udf_answers_as_deflate_predict(world, trained, tmp_path, monkeypa
     import shutil
     import sys
 
-    pyspark = pytest.importorskip("pyspark", reason="pyspark is in the test extras (pip install -e '.[test]')")
+    pytest.importorskip("pyspark", reason="pyspark is in the test extras (pip install -e '.[test]')")
     if shutil.which("java") is None:
         pytest.skip("Spark needs Java 17 on PATH")
     import mlflow

@@ -39,7 +39,7 @@ def outcome(predicted: str | None, gold: list[str], case_insensitive: bool = Fal
 def rule_prf(c: np.ndarray, rounded: bool = True) -> dict:
     """The authors' P/R/F1 from counts in :data:`OUTCOMES` order (last axis): VC is the true
     positive, NV + VC + VW the predicted values, VN + VC + VW the gold ones."""
-    nn, nv, vn, vc, vw = (c[..., i] for i in range(5))
+    _, nv, vn, vc, vw = (c[..., i] for i in range(5))  # NN (no value, none predicted) counts nowhere
     return prf(vc, nv + vc + vw, vn + vc + vw, rounded)
 
 
