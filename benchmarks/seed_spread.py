@@ -59,8 +59,8 @@ def main():
     ap.add_argument("--out", default="benchmarks/results/seed_spread.json")
     ap.add_argument("--keep-others", action="store_true",
                     help="keep the other systems' runs already in --out (when a change touched only these systems)")
-    ap.add_argument("--keep-val", type=Path, default=None,
-                    help="copy each DEFLATE-family run's val predictions (candidates with keep scores) here, "
+    ap.add_argument("--keep-models", type=Path, default=None,
+                    help="keep each DEFLATE run's generator and discriminator here (DIR/deflate-SEED/), "
                          "for benchmarks/threshold_rules.py")
     a = ap.parse_args()
     base = stage_params()  # the pipeline's kernels and threads (repro), as its own stages get them
@@ -81,12 +81,10 @@ def main():
                 m = run_system(system, p, Path("data/processed"), Path("data/tokens"), Path(tmp) / f"{system}-{seed}",
                                dataset="desire")
                 runs.append({"seed": seed, **scores(m), "seconds": round(time.perf_counter() - t, 1)})
-                val = Path(tmp) / f"{system}-{seed}" / "predictions" / "val.jsonl"
-                if a.keep_val and val.is_file():
-                    a.keep_val.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(val, a.keep_val / f"{system}-{seed}-val.jsonl")
-                    write_json(a.keep_val / f"{system}-{seed}-metrics.json",
-                               {k: m[k] for k in ("threshold", "keep_weight", "keep_rule_val_f1") if k in m}, indent=1)
+                work = Path(tmp) / f"{system}-{seed}"
+                if a.keep_models and system == "deflate":
+                    for part in ("generator", "discriminator"):
+                        shutil.copytree(work / part, a.keep_models / f"{system}-{seed}" / part, dirs_exist_ok=True)
                 print(json.dumps({"system": system, **runs[-1]}), flush=True)
             result["systems"][system] = {"runs": runs, "summary": summary(runs)}
     result["systems"] = {k: result["systems"][k] for k in sorted(result["systems"], key=ORDER.index)}

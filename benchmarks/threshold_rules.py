@@ -1,19 +1,19 @@
 """Why DEFLATE's AP F1 swings with its keep threshold, and which rule picks the threshold more
 steadily (issue #35 item 3), on val only.
 
-Input: the val predictions of DEFLATE trained with several seeds (``python benchmarks/seed_spread.py
---systems deflate --keep-val DIR``): each val question's answer and its keep score at the keep
-weight val chose. For each seed it reports
-  * how flat the val F1 curve is around the chosen threshold (F1 at t, t +- 0.05, t +- 0.1);
-  * per rule, the threshold it picks on all of val, and its *held-out* F1: the rule picks on one half
-    of the val products and is scored on the other (both ways, 5 seeded splits), so a rule that
-    fits noise in the curve pays for it.
-Rules: ``argmax`` (today's: the best val F1 over the scores' percentiles and 0.5, ties to 0.5),
-``plateau`` (the median threshold among those within 0.5 F1 of the best), ``smoothed`` (the argmax
-of the F1 curve averaged over 5 neighbouring grid points). Never reads test predictions.
+For each trained DEFLATE (a folder holding ``generator/`` and ``discriminator/``: ``models`` of the
+default pipeline, or the runs ``benchmarks/seed_spread.py --keep-models DIR`` keeps), it answers
+every val question once (as the evaluate stage does) and reports
+  * how flat the val F1 curve is around the chosen keep rule (F1 at t, t +- 0.05, t +- 0.1);
+  * per rule, the threshold it picks on all of val, and its *held-out* F1: the rule picks (weight
+    and threshold) on one half of the val products and is scored on the other, both ways, over 5
+    seeded splits, so a rule that fits noise in the curve pays for it.
+Rules: ``argmax`` (the evaluate stage's: the best val F1 over the keep scores' percentiles and 0.5,
+ties to the smaller weight, then to 0.5); ``plateau`` (argmax's weight; the median threshold among
+those within 0.5 F1 of that weight's best); ``smoothed`` (argmax's weight; the argmax of the F1 curve
+averaged over 5 neighbouring grid points). Never reads test.
 
-    python benchmarks/threshold_rules.py DIR [--processed data/processed] [--generator models/generator]
-        [--out benchmarks/results/threshold_rules.json]
+    python benchmarks/threshold_rules.py RUN [RUN ...] [--out benchmarks/results/threshold_rules.json]
 """
 import argparse
 import json
@@ -23,92 +23,101 @@ from pathlib import Path
 
 import numpy as np
 
-from deflate.answering.engine import keep
-from deflate.data.records import load_split
+from deflate.answering.engine import Deflate, keep_scores
+from deflate.data.splits import load_data, load_schema
 from deflate.evaluation.metrics import evaluate, gold_from_records
-from deflate.infra.files import read_json, read_jsonl, write_json
+from deflate.infra.config import stage_params
+from deflate.infra.files import write_json
+from deflate.stages.evaluate import FREE, answer_split, select
 
 PLATEAU = 0.5  # F1 points below the best that still count as the plateau
 WINDOW = 5     # grid points averaged by the smoothed rule
+RULES = ("argmax", "plateau", "smoothed")
 
 
-def f1s(rows, gold, texts, sep, ids, grid, metric):
-    """Val F1 (``metric``: ave | ap) of the products ``ids`` at every threshold of ``grid``."""
-    cands = [(r["id"], c["attribute"], c["value"], c["score"]) for r in rows if r["id"] in ids for c in r["candidates"]]
-    g = {k: v for k, v in gold.items() if k[0] in ids}
-    out = []
-    for t in grid:
-        pred = {(i, a): [x for x in v.split(sep) if x] for i, a, v, s in cands if keep(v, s, t)}
-        out.append(evaluate(g, pred, texts)[metric]["f1"])
-    return np.array(out)
+class Curves:
+    """Val F1 of every (keep weight, threshold) on any subset of the val products."""
+
+    def __init__(self, ans, records, sep, weights):
+        self.ans, self.records, self.sep = ans, records, sep
+        self.scores = {w: keep_scores(ans.probs, ans.gen_logprobs, w) for w in weights}
+        self.grid = {w: sorted(set(np.round(np.quantile(s, np.linspace(0, 1, 101)), 4).tolist()) | {0.5})
+                     for w, s in self.scores.items()}
+        self.gold, self.texts = gold_from_records(records)
+
+    def f1(self, w, ids, metric):
+        gold = {k: v for k, v in self.gold.items() if k[0] in ids}
+        out = []
+        for t in self.grid[w]:
+            pred = {k: v for k, v in select(self.ans, self.records, t, self.sep, self.scores[w]).items() if k[0] in ids}
+            out.append(evaluate(gold, pred, self.texts)[metric]["f1"])
+        return np.array(out)
 
 
-def choose(curve: np.ndarray, grid: list[float], rule: str) -> float:
+def choose(cv: Curves, ids, metric: str, rule: str) -> tuple[float, float]:
+    curves = {w: cv.f1(w, ids, metric) for w in cv.grid}
+    best_f1 = max(c.max() for c in curves.values())
+    w = min(w for w, c in curves.items() if c.max() == best_f1)  # ties: the smaller weight (the paper's rule first)
+    c, g = curves[w], cv.grid[w]
     if rule == "argmax":
-        best = curve.max()
-        return min((t for t, f in zip(grid, curve) if f == best), key=lambda t: abs(t - 0.5))
+        return w, min((x for x, f in zip(g, c) if f == c.max()), key=lambda x: abs(x - 0.5))
     if rule == "plateau":
-        near = [t for t, f in zip(grid, curve) if f >= curve.max() - PLATEAU]
-        return near[len(near) // 2]
+        near = [x for x, f in zip(g, c) if f >= c.max() - PLATEAU]
+        return w, near[len(near) // 2]
     if rule == "smoothed":
-        sm = np.convolve(np.pad(curve, WINDOW // 2, mode="edge"), np.ones(WINDOW) / WINDOW, mode="valid")
-        return grid[int(np.argmax(sm))]
+        sm = np.convolve(np.pad(c, WINDOW // 2, mode="edge"), np.ones(WINDOW) / WINDOW, mode="valid")
+        return w, g[int(np.argmax(sm))]
     raise ValueError(rule)
 
 
-def at(curve: np.ndarray, grid: list[float], t: float) -> float:
-    return float(curve[int(np.argmin([abs(g - t) for g in grid]))])
+def at(cv: Curves, w: float, t: float, ids, metric: str) -> float:
+    c = cv.f1(w, ids, metric)
+    return float(c[int(np.argmin([abs(x - t) for x in cv.grid[w]]))])
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dir", type=Path)
+    ap.add_argument("runs", type=Path, nargs="+", help="folders with generator/ and discriminator/")
     ap.add_argument("--processed", type=Path, default=Path("data/processed"))
-    ap.add_argument("--generator", type=Path, default=Path("models/generator"))
-    ap.add_argument("--metric", default="ave", choices=["ave", "ap"], help="what the threshold maximises (eval.threshold_metric)")
+    ap.add_argument("--tokens", type=Path, default=Path("data/tokens"))
     ap.add_argument("--splits", type=int, default=5)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/threshold_rules.json"))
     a = ap.parse_args()
-    sep = read_json(a.generator / "deflate.json")["value_sep"]
-    gold, texts = gold_from_records(load_split(a.processed, "val").records)
-    rules = ("argmax", "plateau", "smoothed")
-    result = {"metric_chosen_on": a.metric, "plateau_f1_points": PLATEAU, "window": WINDOW, "seeds": {}}
-    for f in sorted(a.dir.glob("deflate-*-val.jsonl")):
-        seed = f.name.split("-")[1]
-        rows = read_jsonl(f)
-        ids = sorted(r["id"] for r in rows)
-        scores = [c["score"] for r in rows for c in r["candidates"] if c["score"] is not None]
-        grid = sorted(set(np.round(np.quantile(scores, np.linspace(0, 1, 101)), 4).tolist()) | {0.5})
-        full = {m: f1s(rows, gold, texts, sep, set(ids), grid, m) for m in ("ave", "ap")}
-        seed_out = {"pipeline": read_json(a.dir / f"deflate-{seed}-metrics.json"), "rules": {}}
-        t0 = choose(full[a.metric], grid, "argmax")
-        seed_out["flatness"] = {f"{d:+.2f}": {m: at(full[m], grid, t0 + d) for m in ("ave", "ap")}
-                                for d in (-0.1, -0.05, 0.0, 0.05, 0.1)}
-        held = {r: {"ave": [], "ap": []} for r in rules}
+    p = stage_params()  # the pipeline's kernels and threads, so the val answers are the evaluate stage's
+    metric, weights = p["eval"]["threshold_metric"], [float(w) for w in p["eval"]["keep_weights"]]
+    val, schema = load_data(a.processed, a.tokens, "val"), load_schema(a.processed)
+    ids = sorted({r.id for r in val.records})
+    result = {"metric_chosen_on": metric, "keep_weights": weights, "plateau_f1_points": PLATEAU, "window": WINDOW,
+              "splits": a.splits, "runs": {}}
+    for run in a.runs:
+        engine = Deflate(run / "generator", discriminator=run / "discriminator", lexical=None, decisions=FREE,
+                         decode=p["decode"], claim_batch_size=p["discriminator"]["eval_batch_size"], device="cpu")
+        ans = answer_split(engine, val, schema, "val", gen_logprobs=True)
+        cv = Curves(ans, val.records, engine.sep, weights)
+        every = set(ids)
+        w0, t0 = choose(cv, every, metric, "argmax")
+        out = {"flatness": {"weight": w0, "threshold": t0, **{
+            f"{d:+.2f}": {m: at(cv, w0, t0 + d, every, m) for m in ("ave", "ap")} for d in (-0.1, -0.05, 0.0, 0.05, 0.1)}},
+            "rules": {}}
+        held = {r: {"ave": [], "ap": []} for r in RULES}
         for k in range(a.splits):
             order = ids[:]
             random.Random(k).shuffle(order)
             halves = (set(order[: len(order) // 2]), set(order[len(order) // 2:]))
             for pick, score in (halves, halves[::-1]):
-                cp = f1s(rows, gold, texts, sep, pick, grid, a.metric)
-                cs = {m: f1s(rows, gold, texts, sep, score, grid, m) for m in ("ave", "ap")}
-                for r in rules:
-                    t = choose(cp, grid, r)
+                for r in RULES:
+                    w, t = choose(cv, pick, metric, r)
                     for m in ("ave", "ap"):
-                        held[r][m].append(at(cs[m], grid, t))
-        for r in rules:
-            t = choose(full[a.metric], grid, r)
-            seed_out["rules"][r] = {"threshold": t, "val_ave_f1": at(full["ave"], grid, t),
-                                    "val_ap_f1": at(full["ap"], grid, t),
-                                    **{f"heldout_{m}_f1": round(statistics.mean(held[r][m]), 2) for m in ("ave", "ap")}}
-        result["seeds"][seed] = seed_out
-        print(json.dumps({"seed": seed, **seed_out}), flush=True)
-    result["summary"] = {r: {k: {"mean": round(statistics.mean(v), 2), "sd": round(statistics.stdev(v), 2) if len(v) > 1 else 0.0}
-                             for k in ("threshold", "heldout_ave_f1", "heldout_ap_f1")
-                             for v in [[s["rules"][r][k] for s in result["seeds"].values()]]}
-                         for r in rules}
+                        held[r][m].append(at(cv, w, t, score, m))
+        for r in RULES:
+            w, t = choose(cv, every, metric, r)
+            out["rules"][r] = {"weight": w, "threshold": t, "val_ave_f1": at(cv, w, t, every, "ave"),
+                               "val_ap_f1": at(cv, w, t, every, "ap"),
+                               **{f"heldout_{m}_f1": round(statistics.mean(held[r][m]), 2) for m in ("ave", "ap")},
+                               **{f"heldout_{m}_f1_sd": round(statistics.stdev(held[r][m]), 2) for m in ("ave", "ap")}}
+        result["runs"][str(run)] = out
+        print(json.dumps({"run": str(run), **out}), flush=True)
     write_json(a.out, result, indent=1)
-    print(json.dumps(result["summary"], indent=1))
 
 
 if __name__ == "__main__":

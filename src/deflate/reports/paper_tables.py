@@ -226,8 +226,10 @@ def markdown(tables: dict[str, dict], digits: int = 2) -> str:
         if t.get("ci95"):
             out += ["", "_[lo–hi]: 95% bootstrap interval over test products (seeded)._"]
         if t.get("seed_spread"):
-            seeds = t["meta"]["seed_spread"]["seeds"]
-            out += ["", f"Seed spread over seeds {seeds} (mean ± sd [min–max]):"]
+            seeds, repro = t["meta"]["seed_spread"]["seeds"], t["meta"]["seed_spread"].get("repro")
+            kernels = f"kernels {repro['kernels']}, {repro['num_threads']} threads" if repro else \
+                "native kernels, before repro.kernels (not this table's runs)"
+            out += ["", f"Seed spread over seeds {seeds} (mean ± sd [min–max]; {kernels}):"]
             out += [f"- {NAMES.get(s, s)}: " + "; ".join(
                 f"{c.replace('_f1', '').upper()} F1 {v[c]['mean']:.{digits}f} ± {v[c]['sd']:.{digits}f} "
                 f"[{v[c]['min']:.{digits}f}–{v[c]['max']:.{digits}f}]" for c in ("ave_f1", "ap_f1") if c in v)
