@@ -3,7 +3,10 @@ including picture decoding and tokenization, through the answering engine on a t
 
 Needs a trained model (dvc repro). Usage:
     python benchmarks/bench_predict.py [--model models/deflate] [--products 200] [--batch-size 256] [--repeats 3]
-Prints the median of ``--repeats`` timed runs (after one warm-up).
+        [--kernels native|avx2|compatible] [--answers out.jsonl]
+Prints the median of ``--repeats`` timed runs (after one warm-up). ``--kernels`` starts the process
+with that setting (as ``deflate predict --kernels`` does); ``--answers`` keeps the answers, to
+compare two settings' answers.
 """
 import argparse
 import json
@@ -15,6 +18,7 @@ import torch
 
 from deflate.answering.engine import Deflate
 from deflate.data.records import load_split
+from deflate.infra import kernels
 
 
 def main():
@@ -24,9 +28,14 @@ def main():
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--kernels", default=None, choices=["native", "avx2", "compatible"],
+                    help="start with these kernels (default: whatever this shell gives)")
+    ap.add_argument("--answers", type=Path, default=None, help="write the last run's answers here (JSONL)")
     ap.add_argument("--images", type=Path, default=Path("."),
                     help="the allowed image folder (the records' image paths are relative to the repo root)")
     args = ap.parse_args()
+    if args.kernels:
+        kernels.pin(args.kernels, args.threads)  # may start this script again in its place
     torch.set_num_threads(args.threads)
     recs = load_split(Path("data/processed"), "test")[: args.products]
     rows = [{"id": r.id, "name": r.name, "description": r.description, "image": r.image} for r in recs]
@@ -39,12 +48,15 @@ def main():
         out = engine.answer_rows(rows, args.images, progress=False)
         times.append(time.perf_counter() - t)
     dt = statistics.median(times)
+    if args.answers:
+        args.answers.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out), encoding="utf-8")
     queries = len(rows) * len(engine.attributes)
     print(json.dumps({"products": len(rows), "attributes": len(engine.attributes), "queries": queries,
                       "seconds_median": round(dt, 2), "seconds": [round(x, 2) for x in times],
                       "queries_per_s": round(queries / dt, 1), "kept_values": sum(len(r["predictions"]) for r in out),
                       "rows_with_errors": sum(bool(r["errors"]) for r in out),
-                      "mode": engine.decisions.mode, "batch_size": args.batch_size, "threads": args.threads}, indent=1))
+                      "mode": engine.decisions.mode, "batch_size": args.batch_size, "threads": args.threads,
+                      "kernels": kernels.describe()}, indent=1))
 
 
 if __name__ == "__main__":
