@@ -69,6 +69,18 @@ def test_predict_refuses_unknown_kernels_before_any_compute(tmp_path):
     assert r.exit_code == 1 and "--kernels must be bundle, native, avx2, compatible" in r.output, r.output
 
 
+def test_predict_refuses_a_bundle_recording_bad_threads_in_one_line(tmp_path):
+    rows = tmp_path / "in.jsonl"
+    rows.write_text('{"id": "a", "name": "x"}\n')
+    (tmp_path / "b" / "generator").mkdir(parents=True)
+    (tmp_path / "b" / "generator" / "deflate.json").write_text(
+        '{"kernels": {"kernels": "compatible", "threads": "many"}}')
+    r = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "b"), "--input", str(rows),
+                                 "--output", str(tmp_path / "o.jsonl")])
+    assert r.exit_code == 1 and "threads must be a positive integer" in r.output, r.output
+    assert "Traceback" not in r.output and not (tmp_path / "o.jsonl").exists()
+
+
 def test_hostile_rows_become_row_errors(tmp_path):
     from deflate.answering.predict_rows import MAX_LINE, read_rows, validate
     path = tmp_path / "in.jsonl"

@@ -85,12 +85,15 @@ def _pin_kernels(model: str, kernels: str, threads: int | None) -> None:
             rec = (read_json(meta_file).get("kernels") or {})
         except BundleError as e:
             _fail(str(e))
-        if rec.get("kernels") not in k.KERNELS:  # trained unpinned (a test, an older bundle)
+        if not isinstance(rec, dict) or rec.get("kernels") not in k.KERNELS:  # trained unpinned (a test, an older bundle)
             return
         kernels, threads = rec["kernels"], threads or rec.get("threads")
     if kernels not in k.KERNELS:
         _fail(f"--kernels must be bundle, {', '.join(k.KERNELS)}, not {kernels!r}")
-    k.pin(kernels, threads or 2)
+    try:
+        k.pin(kernels, threads or 2)
+    except k.KernelsError as e:  # e.g. a bundle recording threads that are not a positive integer
+        _fail(f"{e} (--kernels / --threads, or the bundle's generator/deflate.json)")
 
 
 def _check_output(output: Path, input: Path) -> None:
