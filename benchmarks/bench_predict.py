@@ -21,6 +21,17 @@ from deflate.data.records import load_split
 from deflate.infra import kernels
 
 
+def warm_engine(model: Path, products: int, batch_size: int, images: Path) -> tuple[Deflate, list[dict]]:
+    """The bundle loaded with ``batch_size`` questions (and claims) per batch, the first ``products``
+    test products as predict rows, and one small warm-up answer."""
+    recs = load_split(Path("data/processed"), "test")[:products]
+    rows = [{"id": r.id, "name": r.name, "description": r.description, "image": r.image} for r in recs]
+    engine = Deflate.load(model)
+    engine.decode["batch_size"] = engine.claim_batch_size = batch_size
+    engine.answer_rows(rows[:8], images, progress=False)
+    return engine, rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, default=Path("models/deflate"))
@@ -37,11 +48,7 @@ def main():
     if args.kernels:
         kernels.pin(args.kernels, args.threads)  # may start this script again in its place
     torch.set_num_threads(args.threads)
-    recs = load_split(Path("data/processed"), "test")[: args.products]
-    rows = [{"id": r.id, "name": r.name, "description": r.description, "image": r.image} for r in recs]
-    engine = Deflate.load(args.model)
-    engine.decode["batch_size"] = engine.claim_batch_size = args.batch_size
-    engine.answer_rows(rows[:8], args.images, progress=False)  # warm-up
+    engine, rows = warm_engine(args.model, args.products, args.batch_size, args.images)
     times = []
     for _ in range(args.repeats):
         t = time.perf_counter()

@@ -68,7 +68,7 @@ def main():
             a[f"{s}_top1"] += r == 1
         a["generator_top2"] += ranks["generator"] <= 2
         a["generator_top3"] += ranks["generator"] <= 3
-        a["majority"] += train_values.get(q.attribute, Counter()).most_common(1)[0][0] == gold if q.attribute in train_values else 0
+        a["majority"] += q.attribute in train_values and train_values[q.attribute].most_common(1)[0][0] == gold
         a["gen_right_lex_wrong"] += ranks["generator"] == 1 and ranks["lexical"] != 1
         a["lex_right_gen_wrong"] += ranks["lexical"] == 1 and ranks["generator"] != 1
         a["either"] += ranks["generator"] == 1 or ranks["lexical"] == 1

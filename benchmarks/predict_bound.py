@@ -13,7 +13,9 @@ gives the time each part would take at that rate: the physical bound the measure
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,10 +23,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from deflate.answering import engine as engine_module
-from deflate.answering.engine import Deflate
-from deflate.data.records import load_split
 from deflate.infra import kernels
 from deflate.infra.files import write_json
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_predict import warm_engine  # noqa: E402
 
 PARTS = ("generate", "claim_probs", "answer_logprobs")  # Deflate methods; row_pictures is the module's
 
@@ -51,48 +54,40 @@ def main():
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/predict_bound.json"))
     args = ap.parse_args()
     kernels.pin(args.kernels, args.threads)
-    recs = load_split(Path("data/processed"), "test")[: args.products]
-    rows = [{"id": r.id, "name": r.name, "description": r.description, "image": r.image} for r in recs]
-    engine = Deflate.load(args.model)
-    engine.decode["batch_size"] = engine.claim_batch_size = args.batch_size
-    engine.answer_rows(rows[:8], Path("."), progress=False)  # warm-up
+    engine, rows = warm_engine(args.model, args.products, args.batch_size, Path("."))
 
-    seconds: dict[str, float] = {}
-    flops: dict[str, int] = {}
+    def measure(count: bool) -> tuple[float, dict[str, float], dict[str, int]]:
+        """One ``answer_rows`` with each part wrapped: wall seconds, seconds per part and, with
+        ``count``, FLOPs per part (counting slows the parts, so seconds come from a pass without)."""
+        seconds: dict[str, float] = {}
+        flops: dict[str, int] = {}
 
-    def timed(name, f, count: bool):
-        def g(*a, **k):
-            t0 = time.perf_counter()
-            if count:
-                with FlopCounterMode(display=False) as fc:
+        def timed(name, f, counted: bool):
+            def g(*a, **k):
+                t0 = time.perf_counter()
+                with (FlopCounterMode(display=False) if counted else contextlib.nullcontext()) as fc:
                     r = f(*a, **k)
-                flops[name] = flops.get(name, 0) + fc.get_total_flops()
-            else:
-                r = f(*a, **k)
-            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
-            return r
-        return g
+                if counted:
+                    flops[name] = flops.get(name, 0) + fc.get_total_flops()
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+                return r
+            return g
 
-    originals = {n: getattr(engine, n) for n in PARTS}
-    pictures = engine_module.row_pictures
-    try:
-        # pass 1: seconds (no counting overhead); pass 2: FLOPs
-        for count in (False, True):
+        pictures = engine_module.row_pictures
+        try:
             for n in PARTS:
-                setattr(engine, n, timed(n, originals[n], count))
-            engine_module.row_pictures = timed("pictures", pictures, False)
-            if count:
-                wall_seconds = dict(seconds)
-                seconds.clear()
+                setattr(engine, n, timed(n, getattr(engine, n), count))
+            engine_module.row_pictures = timed("pictures", pictures, False)  # seconds only: the FLOPs are the models'
             t0 = time.perf_counter()
             engine.answer_rows(rows, Path("."), progress=False)
-            wall = time.perf_counter() - t0
-            if not count:
-                total_wall = wall
-    finally:
-        engine_module.row_pictures = pictures
-        for n in PARTS:
-            setattr(engine, n, originals[n])
+            return time.perf_counter() - t0, seconds, flops
+        finally:
+            engine_module.row_pictures = pictures
+            for n in PARTS:
+                delattr(engine, n)  # the class's methods again
+
+    total_wall, wall_seconds, _ = measure(count=False)
+    _, _, flops = measure(count=True)
     queries = len(rows) * len(engine.attributes)
     d = engine.gen.t5.config.d_model
     d_ff = engine.gen.t5.config.d_ff
