@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -239,7 +240,12 @@ def test_train_and_save_fits_then_saves_once(tmp_path, monkeypatch):
     assert saved == [2]  # once, after the fit
     # the measured cost is kept outside the model folder, whose bytes must not vary run to run
     cost = read_cost(Path("models/toy"))
-    assert sorted(cost) == ["peak_memory_mb", "train_seconds"] and cost["train_seconds"] >= 0
+    assert sorted(cost) == ["examples_per_s", "peak_memory_mb", "train_seconds"] and cost["train_seconds"] >= 0
+    assert len(cost["examples_per_s"]) == 2 and all(r > 0 for r in cost["examples_per_s"])
+    # nothing measured in the history or the checkpoint manifest: their bytes repeat run to run
+    assert all(sorted(h) == ["epoch", "train_loss", "val_score"] for h in history)
+    manifest = json.loads((tmp_path / "ckpt" / "manifest.json").read_text())
+    assert all("examples_per_s" not in h for h in manifest["history"])
     assert (tmp_path / "logs" / "costs" / "models__toy.json").is_file() and not (tmp_path / "models").exists()
     assert (tmp_path / "ckpt" / "manifest.json").is_file()
     with pytest.raises(TypeError):

@@ -66,8 +66,11 @@ def config_hash(*parts) -> str:
 def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: dict, *,
         loss_fn: Callable, validate: Callable[[torch.nn.Module], dict], ckpt_dir: Path, run_hash: str, seed: int,
         tracker=None, device: str = "cpu", name: str = "train", stop_after_epochs: int | None = None,
-        precision: str = "auto", grad_accum: int = 1) -> list[dict]:
+        precision: str = "auto", grad_accum: int = 1, speeds: list[float] | None = None) -> list[dict]:
     """Train for ``cfg['epochs']`` epochs; returns per-epoch history; leaves the best weights loaded.
+
+    The history (saved with the model and in the checkpoint) holds no measured time, so its bytes
+    repeat run to run; each epoch's training examples/s goes to ``speeds`` (and the tracker) instead.
 
     ``validate(model)`` returns a dict with ``score`` (higher is better). ``stop_after_epochs``
     simulates a kill (tests). ``cfg['batch_size']`` is the global batch: under several processes
@@ -111,18 +114,21 @@ def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: 
         train_time = time.perf_counter() - t0
         model.eval()
         val = validate(model)
-        rec = {"epoch": epoch + 1, "train_loss": total / max(n, 1), "examples_per_s": n / train_time,
-               **{f"val_{k}": v for k, v in val.items()}}
+        rec = {"epoch": epoch + 1, "train_loss": total / max(n, 1), **{f"val_{k}": v for k, v in val.items()}}
         history.append(rec)
+        rate = n / train_time
+        if speeds is not None:
+            speeds.append(round(rate, 1))
         if val["score"] > done.best:
             done.best, done.best_epoch = val["score"], epoch + 1
         done.epoch = epoch + 1
         if dist.is_main():
             checkpoints.save(ckpt_dir, run_hash=run_hash, progress=done, model=model, opt=opt)
             print(f"[{name}] epoch {epoch + 1}: loss {rec['train_loss']:.4f}, val {val}, "
-                  f"{rec['examples_per_s']:.0f} ex/s")
+                  f"{rate:.0f} ex/s")
             if tracker is not None:
-                tracker.metrics({k: v for k, v in rec.items() if k != "epoch"}, step=epoch + 1)
+                tracker.metrics({**{k: v for k, v in rec.items() if k != "epoch"}, "examples_per_s": rate},
+                                step=epoch + 1)
         dist.barrier()
         if stop_after_epochs is not None and epoch + 1 - start >= stop_after_epochs and epoch + 1 < cfg["epochs"]:
             raise KeyboardInterrupt(f"stopped after epoch {epoch + 1} (simulated kill)")
@@ -150,13 +156,15 @@ def train_and_save(job: TrainingJob, out: Path, *, seed: int, tracker, train_kw:
     """The one training-stage skeleton: :func:`fit` (validated each epoch, resumable, the best
     epoch's weights kept), then ``save(history)`` into ``out`` by the main process while the others
     wait (the folder is complete before any process reads it). The measured seconds of the fit and
-    the peak memory (Table 5's efficiency columns) are kept outside ``out``
+    the peak memory (Table 5's efficiency columns) and each epoch's examples/s are kept outside ``out``
     (:func:`~deflate.infra.runtime.record_cost`), so the folder's bytes do not vary run to run.
     ``train_kw``: :attr:`StageContext.train_kw`."""
-    t0 = time.perf_counter()
+    t0, speeds = time.perf_counter(), []
     history = fit(job.model, job.examples, job.batcher, job.cfg, loss_fn=job.loss_fn, validate=job.validate,
-                  ckpt_dir=job.ckpt_dir, run_hash=job.run_hash, seed=seed, tracker=tracker, name=job.name, **train_kw)
-    cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb()}
+                  ckpt_dir=job.ckpt_dir, run_hash=job.run_hash, seed=seed, tracker=tracker, name=job.name,
+                  speeds=speeds, **train_kw)
+    cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb(),
+            "examples_per_s": speeds}  # the epochs this process trained (a resumed run: the later ones)
     dist.on_main(lambda: (save(history), record_cost(out, cost)))
     return history
 
