@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from deflate.answering.scores import target_mean_logprobs
 from deflate.model.batching import Batcher, Example, infer
 from deflate.model.tokenizer import NONE_VALUE
 
@@ -97,18 +98,14 @@ def generate_scored(gen, qb, batcher: Batcher, examples: list[Example], decode: 
     for the teacher-forced pass over them. That pass reads the answers as
     :func:`deflate.answering.scores.answer_logprobs` does (re-tokenised, an empty one as ``None``,
     the prefix left out), and the batches are the same, so the numbers are its numbers, byte for byte."""
-    from deflate.answering.scores import target_mean_logprobs
-    from deflate.model.batching import to_device
-
     def step(idx, batch):
         exs = [examples[i] for i in idx]
         attrs = _attributes(examples, idx)
         enc = gen.encode(batch)
         seqs = gen.generate(batch, encoder_outputs=enc, **_decode_kwargs(qb, exs, attrs, decode, None, spans))
         values = [qb.answer(s[1:], a) for a, s in zip(attrs, seqs.tolist())]
-        scored = [Example(e.ids, e.row, target=qb.prefix(a) + qb.value(v or NONE_VALUE, e.ids), key=e.key)
-                  for e, a, v in zip(exs, attrs, values)]
-        labels = to_device(batcher.collate(scored), device)["labels"]
+        labels = Batcher.labels([qb.prefix(a) + qb.value(v or NONE_VALUE, e.ids)
+                                 for e, a, v in zip(exs, attrs, values)]).to(device)
         lp = target_mean_logprobs(gen({**batch, "labels": labels}, encoder_outputs=enc).logits, labels,
                                   [len(qb.prefix(a)) for a in attrs])
         return list(zip(values, lp.tolist()))

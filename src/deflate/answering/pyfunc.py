@@ -66,11 +66,9 @@ class DeflateModel(mlflow.pyfunc.PythonModel):
 
         self.engine = Deflate.load(Path(context.artifacts["bundle"]))
         # a serving process cannot be restarted with the bundle's kernels (deflate predict can): say so
-        from deflate.infra import kernels
-
         rec = self.engine.meta.get("kernels") or {}
         mark = f"{rec.get('kernels')}:{rec.get('threads')}"
-        if rec.get("kernels") in ("avx2", "compatible") and not _runs_with(kernels, rec):
+        if rec.get("kernels") in ("avx2", "compatible") and not _runs_with(rec):
             import warnings
 
             warnings.warn(f"this bundle was trained with kernels {mark}; this process did not start with them, "
@@ -90,8 +88,10 @@ class DeflateModel(mlflow.pyfunc.PythonModel):
 mlflow.models.set_model(DeflateModel())
 
 
-def _runs_with(kernels, rec: dict) -> bool:
+def _runs_with(rec: dict) -> bool:
     """Whether this process computes with the kernels and threads a bundle records (a bad record: no)."""
+    from deflate.infra import kernels  # absolute: MLflow runs this file as a script
+
     try:
         return kernels.pinned(rec["kernels"], rec.get("threads"))
     except kernels.KernelsError:
