@@ -91,3 +91,31 @@ def test_params_refuse_an_unknown_kernel_setting(tmp_path):
     f = _params(tmp_path, {"kernels": "fastest", "num_threads": 2})
     with pytest.raises(ParamsError, match="repro"):
         load_params(f)
+
+
+def test_the_pyfunc_warns_only_when_its_process_runs_other_kernels(monkeypatch):
+    """A serving process cannot restart itself with the bundle's kernels: the MLflow model says so
+    when its environment is not the recorded setting's (kernels.pinned), and is silent when it is."""
+    import warnings
+    from types import SimpleNamespace
+
+    from deflate.answering import pyfunc
+
+    class Engine:
+        meta = {"kernels": {"kernels": "compatible", "threads": 2}}
+
+    monkeypatch.setattr("deflate.answering.engine.Deflate.load", staticmethod(lambda path: Engine()))
+    ctx = SimpleNamespace(artifacts={"bundle": "bundle"})
+    want = kernels.environment("compatible", 2)
+    for var in want:
+        monkeypatch.delenv(var, raising=False)
+    with pytest.warns(UserWarning, match="compatible:2"):
+        pyfunc.DeflateModel().load_context(ctx)
+    for var, value in want.items():
+        monkeypatch.setenv(var, value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pyfunc.DeflateModel().load_context(ctx)
+    Engine.meta = {"kernels": {"kernels": "compatible", "threads": "two"}}  # a bad record: warned, not raised
+    with pytest.warns(UserWarning, match="compatible:two"):
+        pyfunc.DeflateModel().load_context(ctx)

@@ -746,6 +746,30 @@ def test_the_keep_score_mixes_in_the_generators_confidence_only_when_weighted(wo
                                              [c[0] for c in one["generator"]], atol=1e-5)
 
 
+def test_the_keep_scores_shared_encoder_pass_gives_the_separate_passs_numbers(world, trained):
+    """With a keep weight the engine encodes each batch once for the greedy answers and their score
+    (decoding.generate_scored): values and log-probs equal, byte for byte, those of generating and
+    then scoring the answers in a second pass (scores.answer_logprobs), over several batches of
+    different lengths."""
+    from deflate.answering.decoding import generate_values
+    from deflate.answering.engine import Deflate
+    from deflate.model.questions import Question
+    run, _ = trained
+    engine = Deflate.load(run / "bundle")
+    engine.decode["batch_size"] = 3
+    records = load_split(world / "processed", "test")[:5]
+    qs = [Question(i, a) for i in range(5) for a in engine.attributes]
+    b = split_batcher(engine, world)
+    separate_pass = engine.answer_logprobs
+    engine.answer_logprobs = None  # the answering must not call the second pass
+    ans = engine.with_decisions(keep_weight=0.5).answer(records, qs, b, progress=False)
+    engine.answer_logprobs = separate_pass
+    values = generate_values(engine.gen, engine.qb, b, engine.questions(records, qs), engine.decode, progress=False)
+    assert ans.values == values
+    separate = engine.answer_logprobs(b, records, qs, values, progress=False)
+    assert ans.gen_logprobs.dtype == separate.dtype and ans.gen_logprobs.tobytes() == separate.tobytes()
+
+
 def split_batcher(engine, world: Path):
     """The engine's batcher over the tiny world's test split (its image tokens)."""
     from deflate.data.splits import load_data

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from deflate.answering.scores import target_mean_logprobs
 from deflate.model.batching import Batcher, Example, infer
 from deflate.model.tokenizer import NONE_VALUE
 
@@ -84,23 +85,54 @@ def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: 
     ``spans``, each answer is a span of its own question or d-'s "None").
     ``decode``: ``batch_size``, ``max_new_tokens``, ``num_beams`` (params.yaml's ``decode``)."""
     def step(idx, batch):
-        kw = {"max_new_tokens": decode["max_new_tokens"], "num_beams": decode["num_beams"],
-              "do_sample": False}
-        attrs = [examples[i].key.attribute if examples[i].key is not None else "" for i in idx]
-        if tries:
-            qb.refuse_prefix("candidate tries (decode.constrain_to_vocab, candidate modes)")
-            kw["prefix_allowed_tokens_fn"] = _allowed(tries, attrs, qb)
-        elif spans:
-            kw["prefix_allowed_tokens_fn"], extra = span_constraint(qb, [examples[i] for i in idx])
-            kw["max_new_tokens"] += extra
-        else:
-            heads = [qb.prefix(a) if a else [] for a in attrs]
-            if any(heads):  # free decoding after the forced prefix
-                kw["max_new_tokens"] += max(map(len, heads))
-                kw["prefix_allowed_tokens_fn"] = _after_prefix(heads, None, list(range(len(qb.tok))))
-        seqs = gen.generate(batch, **kw)
+        attrs = _attributes(examples, idx)
+        seqs = gen.generate(batch, **_decode_kwargs(qb, [examples[i] for i in idx], attrs, decode, tries, spans))
         return [qb.answer(s[1:], a) for a, s in zip(attrs, seqs.tolist())]  # after the decoder start
     return infer(gen, batcher, examples, decode["batch_size"], step, device, desc, progress)
+
+
+def generate_scored(gen, qb, batcher: Batcher, examples: list[Example], decode: dict, device: str = "cpu",
+                    desc: str = "generate", progress: bool = True, spans: bool = False) -> list[tuple[str, float]]:
+    """:func:`generate_values` (open or span decoding) with each answer's mean token log-prob, the
+    keep score's generator term: per batch the encoder runs once, for the greedy answers and then
+    for the teacher-forced pass over them. That pass reads the answers as
+    :func:`deflate.answering.scores.answer_logprobs` does (re-tokenised, an empty one as ``None``,
+    the prefix left out), and the batches are the same, so the numbers are its numbers, byte for byte."""
+    def step(idx, batch):
+        exs = [examples[i] for i in idx]
+        attrs = _attributes(examples, idx)
+        enc = gen.encode(batch)
+        seqs = gen.generate(batch, encoder_outputs=enc, **_decode_kwargs(qb, exs, attrs, decode, None, spans))
+        values = [qb.answer(s[1:], a) for a, s in zip(attrs, seqs.tolist())]
+        labels = Batcher.labels([qb.prefix(a) + qb.value(v or NONE_VALUE, e.ids)
+                                 for e, a, v in zip(exs, attrs, values)]).to(device)
+        lp = target_mean_logprobs(gen({**batch, "labels": labels}, encoder_outputs=enc).logits, labels,
+                                  [len(qb.prefix(a)) for a in attrs])
+        return list(zip(values, lp.tolist()))
+    return infer(gen, batcher, examples, decode["batch_size"], step, device, desc, progress)
+
+
+def _attributes(examples: list[Example], idx: list[int]) -> list[str]:
+    return [examples[i].key.attribute if examples[i].key is not None else "" for i in idx]
+
+
+def _decode_kwargs(qb, exs: list[Example], attrs: list[str], decode: dict, tries: dict[str, Trie] | None,
+                   spans: bool) -> dict:
+    """``generate``'s arguments for one batch: greedy or beams, inside the candidate tries, inside each
+    question's spans, or free after the forced answer prefix."""
+    kw = {"max_new_tokens": decode["max_new_tokens"], "num_beams": decode["num_beams"], "do_sample": False}
+    if tries:
+        qb.refuse_prefix("candidate tries (decode.constrain_to_vocab, candidate modes)")
+        kw["prefix_allowed_tokens_fn"] = _allowed(tries, attrs, qb)
+    elif spans:
+        kw["prefix_allowed_tokens_fn"], extra = span_constraint(qb, exs)
+        kw["max_new_tokens"] += extra
+    else:
+        heads = [qb.prefix(a) if a else [] for a in attrs]
+        if any(heads):  # free decoding after the forced prefix
+            kw["max_new_tokens"] += max(map(len, heads))
+            kw["prefix_allowed_tokens_fn"] = _after_prefix(heads, None, list(range(len(qb.tok))))
+    return kw
 
 
 def span_constraint(qb, examples: list[Example]):

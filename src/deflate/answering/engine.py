@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deflate.answering.decoding import Trie, build_tries, generate_values, topk_values
+from deflate.answering.decoding import Trie, build_tries, generate_scored, generate_values, topk_values
 from deflate.answering.lexical import LexicalScorer
 from deflate.answering.predict_rows import checked_rows, row_pictures, shown
 from deflate.answering.scores import (
@@ -248,9 +248,18 @@ class Deflate:
         free = [k for k, q in enumerate(questions) if d.mode == "free" or not self.candidates.get(q.attribute)]
         values = [""] * len(exs)
         constrained = d.mode == "free" and self.decode["constrain_to_vocab"]
-        generated = self.generate(batcher, [exs[k] for k in free], constrained, f"generate {desc}".strip(), progress)
-        for k, v in zip(free, generated):
-            values[k] = v
+        glp = None
+        if self.disc is not None and (gen_logprobs or d.keep_weight) and d.mode == "free" and not constrained:
+            # every question is generated here: one encoder pass per batch serves the answer and its score
+            both = generate_scored(self.gen, self.qb, batcher, exs, self.decode, self.device,
+                                   f"generate {desc}".strip(), progress, spans=self.decode["constrain_to_spans"])
+            values = [v for v, _ in both]
+            glp = np.asarray([s for _, s in both], dtype=np.float32)
+        else:
+            generated = self.generate(batcher, [exs[k] for k in free], constrained, f"generate {desc}".strip(),
+                                      progress)
+            for k, v in zip(free, generated):
+                values[k] = v
         if d.mode != "free":
             needed = {"constrained": ("generator",), "rerank": ("generator", "discriminator"),
                       "fused": tuple(s for s, w in zip(SOURCES, d.weights) if w)}[d.mode]
@@ -261,8 +270,7 @@ class Deflate:
         if self.disc is not None:
             probs = self.claim_probs(batcher, self.claims(records, questions, values), f"discriminate {desc}".strip(),
                                      progress)
-        glp = None
-        if probs is not None and (gen_logprobs or d.keep_weight):
+        if glp is None and probs is not None and (gen_logprobs or d.keep_weight):
             glp = self.answer_logprobs(batcher, records, questions, values, f"score answers {desc}".strip(), progress)
         scores = keep_scores(probs, glp, d.keep_weight)
         kept = [keep(v, None if scores is None else scores[k], d.threshold) or (d.keep_all and bool(v))

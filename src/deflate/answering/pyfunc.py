@@ -68,7 +68,7 @@ class DeflateModel(mlflow.pyfunc.PythonModel):
         # a serving process cannot be restarted with the bundle's kernels (deflate predict can): say so
         rec = self.engine.meta.get("kernels") or {}
         mark = f"{rec.get('kernels')}:{rec.get('threads')}"
-        if rec.get("kernels") in ("avx2", "compatible") and os.environ.get("DEFLATE_KERNELS") != mark:
+        if rec.get("kernels") in ("avx2", "compatible") and not _runs_with(rec):
             import warnings
 
             warnings.warn(f"this bundle was trained with kernels {mark}; this process did not start with them, "
@@ -86,3 +86,13 @@ class DeflateModel(mlflow.pyfunc.PythonModel):
 
 
 mlflow.models.set_model(DeflateModel())
+
+
+def _runs_with(rec: dict) -> bool:
+    """Whether this process computes with the kernels and threads a bundle records (a bad record: no)."""
+    from deflate.infra import kernels  # absolute: MLflow runs this file as a script
+
+    try:
+        return kernels.pinned(rec["kernels"], rec.get("threads"))
+    except kernels.KernelsError:
+        return False

@@ -38,15 +38,19 @@ def mean_logprobs(gen, batcher: Batcher, examples: list[Example], batch_size: in
     """Mean token log-prob of each example's target under the generator; ``skip``: leading target
     tokens per example that are not the answer (a forced prefix), left out of the mean."""
     def step(idx, batch):
-        logits = gen(batch).logits.float()
-        labels = batch["labels"]
-        mask = labels != -100
-        if skip is not None:
-            for j, i in enumerate(idx):
-                mask[j, :skip[i]] = False
-        lp = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return ((lp * mask).sum(1) / mask.sum(1)).cpu().numpy()
+        return target_mean_logprobs(gen(batch).logits, batch["labels"], None if skip is None else [skip[i] for i in idx])
     return np.asarray(infer(gen, batcher, examples, batch_size, step, device, desc, progress), dtype=np.float32)
+
+
+def target_mean_logprobs(logits: torch.Tensor, labels: torch.Tensor, skip: list[int] | None = None) -> np.ndarray:
+    """Per row, the mean log-prob of its labelled target tokens (-100: padding), the first ``skip[j]``
+    of row j left out (a forced prefix)."""
+    mask = labels != -100
+    if skip is not None:
+        for j, n in enumerate(skip):
+            mask[j, :n] = False
+    lp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return ((lp * mask).sum(1) / mask.sum(1)).cpu().numpy()
 
 
 def answer_logprobs(gen, qb, batcher: Batcher, examples: list[Example], batch_size: int, device: str = "cpu",

@@ -41,12 +41,15 @@ def peak_memory_mb() -> float:
 LOGS = Path("logs")  # git-ignored, not a DVC output: what differs run to run (seconds, MLflow ids)
 
 
-def _log_file(kind: str, key: Path, ext: str) -> Path:
-    return LOGS / kind / (Path(key).as_posix().strip("/").replace("/", "__") + ext)
+def _log_file(kind: str, key: Path, ext: str, for_writing: bool = False) -> Path:
+    f = LOGS / kind / (Path(key).as_posix().strip("/").replace("/", "__") + ext)
+    if for_writing:
+        f.parent.mkdir(parents=True, exist_ok=True)
+    return f
 
 
-def _cost_file(key: Path) -> Path:
-    return _log_file("costs", key, ".json")
+def _cost_file(key: Path, for_writing: bool = False) -> Path:
+    return _log_file("costs", key, ".json", for_writing)
 
 
 def model_uri_file(bundle_dir: Path) -> Path:
@@ -58,8 +61,7 @@ def model_uri_file(bundle_dir: Path) -> Path:
 def record_model_uri(bundle_dir: Path, uri: str) -> Path:
     from deflate.infra.files import write_text
 
-    f = model_uri_file(bundle_dir)
-    f.parent.mkdir(parents=True, exist_ok=True)
+    f = _log_file("mlflow", bundle_dir, ".txt", for_writing=True)
     write_text(f, uri + "\n")
     return f
 
@@ -69,8 +71,7 @@ def record_cost(key: Path, cost: dict) -> None:
     a file whose hash must match across runs and machines holds no measured seconds."""
     from deflate.infra.files import write_json
 
-    _cost_file(key).parent.mkdir(parents=True, exist_ok=True)
-    write_json(_cost_file(key), cost, indent=1, sort_keys=True)
+    write_json(_cost_file(key, for_writing=True), cost, indent=1, sort_keys=True)
 
 
 def read_cost(key: Path) -> dict:

@@ -65,14 +65,19 @@ class Batcher:
             rows = torch.tensor([max(e.row, 0) for e in exs])
             batch["img_start"], batch["image"] = img_start, self.image[rows]
         if isinstance(exs[0].target, list):
-            U = max(pad_target_to, max(len(e.target) for e in exs))
-            labels = torch.full((B, U), -100, dtype=torch.long)
-            for b, e in enumerate(exs):
-                labels[b, : len(e.target)] = torch.tensor(e.target)
-            batch["labels"] = labels
+            batch["labels"] = self.labels([e.target for e in exs], pad_target_to)
         elif isinstance(exs[0].target, float):
             batch["labels"] = torch.tensor([e.target for e in exs], dtype=torch.float)
         return batch
+
+    @staticmethod
+    def labels(targets: list[list[int]], pad_to: int = 0) -> torch.Tensor:
+        """Decoder targets as one (B, U) tensor, -100 after each row's end (what the loss skips)."""
+        U = max(pad_to, max(len(t) for t in targets))
+        labels = torch.full((len(targets), U), -100, dtype=torch.long)
+        for b, t in enumerate(targets):
+            labels[b, : len(t)] = torch.tensor(t)
+        return labels
 
     def batches(self, exs: list[Example], batch_size: int, shuffle: bool = False, bucket: bool = True,
                 seed: int = 0) -> list[list[int]]:

@@ -170,14 +170,24 @@ class MulT5(nn.Module):
         self.embed = MultimodalEmbedding(t5.get_input_embeddings(), image_vocab, feature_dim)
         self.image_vocab, self.feature_dim = image_vocab, feature_dim
 
-    def forward(self, batch):
-        emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
+    def forward(self, batch, encoder_outputs=None):
+        """The teacher-forced pass over ``batch["labels"]``; ``encoder_outputs`` (:meth:`encode` of the
+        same batch) skips the encoder, with the same numbers."""
+        emb = None if encoder_outputs is not None else self.embed(batch["input_ids"], batch.get("img_start"),
+                                                                  batch.get("image"))
         return self.t5(inputs_embeds=emb, attention_mask=batch["attention_mask"], labels=batch["labels"],
-                       **self._copy_kw(batch))
+                       encoder_outputs=encoder_outputs, **self._copy_kw(batch))
+
+    def encode(self, batch):
+        """The encoder's states for ``batch``, to share between :meth:`generate` and :meth:`forward`."""
+        emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
+        return self.t5.get_encoder()(inputs_embeds=emb, attention_mask=batch["attention_mask"], return_dict=True)
 
     @torch.no_grad()
-    def generate(self, batch, **kw):
+    def generate(self, batch, encoder_outputs=None, **kw):
         emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
+        if encoder_outputs is not None:
+            kw["encoder_outputs"] = encoder_outputs
         return self.t5.generate(inputs_embeds=emb, attention_mask=batch["attention_mask"], **self._copy_kw(batch), **kw)
 
     @property
