@@ -11,7 +11,7 @@ from typing import Iterable, Iterator
 import pandas as pd
 
 from deflate.infra.errors import UserError
-from deflate.infra.files import atomic_path
+from deflate.infra.files import atomic_path, chunked
 
 SPLITS = ("train", "val", "test")
 _COLUMNS = ("id", "name", "description", "category", "image", "pic_tokens", "labels")  # a table's, in order
@@ -87,7 +87,7 @@ def write_records(path: Path, records: Iterable[Record]) -> int:
     n, writer = 0, None
     with atomic_path(path) as tmp:
         try:
-            for chunk in _batched(records, ROW_GROUP):
+            for chunk in chunked(records, ROW_GROUP):
                 table = pa.Table.from_pandas(records_to_frame(chunk), preserve_index=False)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema)
@@ -113,17 +113,6 @@ def iter_records(processed: Path, split: str, columns: list[str] | None = None) 
             if col not in df:
                 df[col] = "[]" if col == "labels" else ""
         yield from frame_to_records(df[list(_COLUMNS)])
-
-
-def _batched(items: Iterable, size: int) -> Iterator[list]:
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def load_split(processed: Path, split: str) -> list[Record]:

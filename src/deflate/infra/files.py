@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterable, Iterator
 
 
 def _umask() -> int:
@@ -143,3 +144,16 @@ def iter_jsonl(path: Path):
 
 def read_jsonl(path: Path) -> list[dict]:
     return list(iter_jsonl(path))
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter): how a stream is read, answered
+    and written a bounded piece at a time."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
