@@ -877,7 +877,7 @@ def test_answering_a_chunk_of_questions_at_a_time_gives_the_one_pass_answers(wor
     from deflate.data.splits import load_data
     from deflate.model.questions import all_questions
     run, _ = trained
-    engine = eng.Deflate.load(run / "bundle").with_decisions(keep_weight=0.5)
+    engine = eng.Deflate.load(run / "bundle").with_decisions(keep_weight=0.5, threshold=0.0)
     data = load_data(world / "processed", world / "tokens", "test")
     qs = all_questions(data.records, {"attributes": engine.attributes})
     batcher = engine.batcher(data.image, data.has_image)
