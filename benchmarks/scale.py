@@ -84,7 +84,7 @@ def growth(results: dict, sizes: list[int]) -> dict:
     """Between the two largest sizes: per step, the ratio of time per product and of peak RSS."""
     a, b = str(sizes[-2]), str(sizes[-1])
     out = {}
-    for step in results[b]:
+    for step in results.get(b, {}) if a in results else {}:
         if step in results[a]:
             x, y = results[a][step], results[b][step]
             t = (y["seconds"] / y["products"]) / (x["seconds"] / x["products"])
@@ -124,6 +124,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "scale.png")
+    ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="which steps to measure")
+    ap.add_argument("--no-predict", action="store_true", help="skip `deflate predict` at the largest size")
     args = ap.parse_args()
     sizes = sorted(args.sizes)
     if not (args.models / "generator").is_dir() or not (args.models / "discriminator").is_dir():
@@ -136,29 +138,40 @@ def main():
     startup = measured(startup_cmd, args.work, args.work / "startup.log", args.repeats)
     print(f"[scale] start-up of a step's process: {startup['seconds']} s, {startup['peak_rss_mb']} MiB", flush=True)
     results: dict = {}
+
+    def report(complete: bool) -> dict:  # written after every step: a stopped run keeps what it measured
+        r = {"sizes": sizes, "complete": complete, "startup": startup,
+             "threads": yaml.safe_load((ROOT / "params.yaml").read_text())["model"]["num_threads"],
+             "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                          if line.startswith("model name")), ""),
+             "steps": results, "growth_between_two_largest": growth(results, sizes) if len(sizes) > 1 else {}}
+        args.out.write_text(json.dumps(r, indent=1) + "\n", encoding="utf-8")
+        return r
+
     for n in sizes:
         ws = workspace(args.work, n, args.models)
         log = ws / "scale.log"
         results[str(n)] = {}
-        for step in STEPS:
+        for step in STEPS:  # each step needs the ones before it: the unmeasured ones still run, once
+            if step not in args.steps:
+                run([sys.executable, str(ROOT / "stages" / f"{step}.py")], ws, log)
+                continue
             m = measured([sys.executable, str(ROOT / "stages" / f"{step}.py")], ws, log, args.repeats)
             results[str(n)][step] = {**m, "products": n}
             print(f"[scale] {n} products, {step}: {m['seconds']} s, peak {m['peak_rss_mb']} MiB", flush=True)
-    ws = args.work / f"n{sizes[-1]}"
-    rows = predict_input(ws)
-    n_rows = sum(1 for _ in open(rows, encoding="utf-8"))
-    m = measured([sys.executable, "-m", "deflate.cli", "predict", "--model", "models/deflate", "--input", str(rows),
-                  "--output", str(ws / "predict_output.jsonl"), "--images", str(ws), "--device", "cpu"],
-                 ws, ws / "scale.log", 1)
-    results[str(sizes[-1])]["predict"] = {**m, "products": n_rows}
-    print(f"[scale] deflate predict, {n_rows} products: {m['seconds']} s, peak {m['peak_rss_mb']} MiB")
-    report = {"sizes": sizes, "startup": startup, "threads": yaml.safe_load((ROOT / "params.yaml").read_text())["model"]["num_threads"],
-              "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                           if line.startswith("model name")), ""),
-              "steps": results, "growth_between_two_largest": growth(results, sizes) if len(sizes) > 1 else {}}
-    args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+            report(False)
+    if not args.no_predict:
+        ws = args.work / f"n{sizes[-1]}"
+        rows = predict_input(ws)
+        n_rows = sum(1 for _ in open(rows, encoding="utf-8"))
+        m = measured([sys.executable, "-m", "deflate.cli", "predict", "--model", "models/deflate", "--input", str(rows),
+                      "--output", str(ws / "predict_output.jsonl"), "--images", str(ws), "--device", "cpu"],
+                     ws, ws / "scale.log", 1)
+        results[str(sizes[-1])]["predict"] = {**m, "products": n_rows}
+        print(f"[scale] deflate predict, {n_rows} products: {m['seconds']} s, peak {m['peak_rss_mb']} MiB")
+    final = report(True)
     plot(results, sizes, args.plot)
-    print(json.dumps(report["growth_between_two_largest"], indent=1))
+    print(json.dumps(final["growth_between_two_largest"], indent=1))
 
 
 if __name__ == "__main__":

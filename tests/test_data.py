@@ -167,3 +167,48 @@ def test_ingest_papercuts_line_numbers_empty_split_side_file_and_no_stale_tables
     (root / "val.tsv").write_text("\t".join(DESIRE_COLUMNS) + "\n", encoding="utf-8")  # header only
     with pytest.raises(ValueError, match="the val split has no usable rows"):
         ingest("desire", root, tmp_path / "p", tmp_path / "r", 0.5)
+
+
+def test_tables_are_written_and_read_a_row_group_at_a_time(tmp_path, monkeypatch):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from deflate.data import records
+
+    recs = [Record(f"p{i}", f"名{i}", "描述" * (i % 3), "菜肴", "", [1, 2] if i % 2 else None,
+                   [{"attribute": "主料", "value": "牛肉", "source": "explicit"}] * (i % 2)) for i in range(7)]
+    # up to a row group: the bytes of DataFrame.to_parquet, as the tables were written before streaming
+    assert records.write_records(tmp_path / "small.parquet", iter(recs)) == 7
+    records.records_to_frame(recs).to_parquet(tmp_path / "whole.parquet", index=False)
+    assert (tmp_path / "small.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
+    # more rows than a row group: written in groups, pulled from the iterator as they go
+    monkeypatch.setattr(records, "ROW_GROUP", 3)
+    pulled = []
+
+    def rows():
+        for r in recs:
+            pulled.append(r.id)
+            yield r
+
+    assert records.write_records(tmp_path / "split" / "train.parquet", rows()) == 7
+    assert pq.ParquetFile(tmp_path / "split" / "train.parquet").metadata.num_row_groups == 3
+    assert records.load_split(tmp_path / "split", "train") == recs == list(records.iter_records(tmp_path / "split", "train"))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "split" / "train.parquet"), records.records_to_frame(recs))
+    only = list(records.iter_records(tmp_path / "split", "train", columns=["id", "image"]))
+    assert [r.id for r in only] == [r.id for r in recs] and all(r.labels == [] and r.name == "" for r in only)
+    # a writer that fails leaves nothing at the path
+    with pytest.raises(RuntimeError):
+        records.write_records(tmp_path / "broken.parquet", (r if r.id != "p5" else _raise() for r in recs))
+    assert not (tmp_path / "broken.parquet").exists() and not list(tmp_path.glob(".broken*"))
+
+
+def _raise():
+    raise RuntimeError("a row could not be made")
+
+
+def test_jsonl_lines_end_at_newline_only(tmp_path):
+    from deflate.infra.files import iter_jsonl, read_jsonl, write_jsonl
+
+    rows = [{"v": "a\u2028b"}, {"v": "c\rd"}, {"v": "末"}]
+    write_jsonl(tmp_path / "x.jsonl", (r for r in rows))
+    assert read_jsonl(tmp_path / "x.jsonl") == rows == list(iter_jsonl(tmp_path / "x.jsonl"))

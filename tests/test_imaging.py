@@ -280,3 +280,31 @@ def test_old_float_codebooks_are_refused_with_a_clear_message(tmp_path):
     save_file({"codebook": np.zeros((4, 12), np.float32)}, str(tmp_path / "cb.safetensors"))
     with pytest.raises(ValueError, match="re-run the image_tokens stage"):
         VisualWords(grid=2, vocab_size=4, resize=4).load(tmp_path / "cb.safetensors")
+
+
+def test_codebook_sample_over_the_cap_is_drawn_in_two_passes_from_streamed_images():
+    """Over ``max_patches`` the fit streams the images twice; the sample is the one drawn from all
+    patches at once (as the codebook was fit before streaming), and a stream read once per pass."""
+    from deflate.data.image_tokens import to_patches_u8
+
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(9)]
+    passes = []
+
+    class Stream:
+        def __iter__(self):
+            passes.append(1)
+            return iter(images)
+
+    for cap in (9 * 16, 40):  # at the cap: every patch, one pass; under it: a sample, two passes
+        passes.clear()
+        vw = VisualWords(grid=4, vocab_size=8, resize=32, seed=5)
+        got = vw._patches(Stream(), cap, np.random.default_rng(5))
+        every = np.concatenate([to_patches_u8(im, 4) for im in images])
+        want = every if len(every) <= cap else every[np.sort(np.random.default_rng(5).choice(len(every), cap, replace=False))]
+        assert np.array_equal(got, want) and len(passes) == (1 if cap == len(every) else 2)
+        # and the codebook is the one fit on the in-memory list
+        assert np.array_equal(VisualWords(4, 8, 32, seed=5).fit(Stream(), max_patches=cap, progress=False).codebook,
+                              VisualWords(4, 8, 32, seed=5).fit(images, max_patches=cap, progress=False).codebook)
+    with pytest.raises(ValueError, match="no usable training image"):
+        VisualWords(4, 8, 32).fit([], progress=False)

@@ -866,3 +866,26 @@ def test_a_threshold_given_in_params_keeps_by_the_first_keep_weight(world, train
     assert m["threshold"] == 0.3 and m["keep_weight"] == 0.5 and "keep_rule_val_f1" not in m
     bundle = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
     assert bundle["decisions"]["keep_weight"] == 0.5 and bundle["decisions"]["threshold"] == 0.3
+
+
+def test_answering_a_chunk_of_questions_at_a_time_gives_the_one_pass_answers(world, trained, monkeypatch):
+    """engine.answer tokenises and answers ANSWER_CHUNK questions at a time (flat memory on a whole
+    catalogue); the values, claims, scores and keep decisions are those of a single pass."""
+    import numpy as np
+
+    from deflate.answering import engine as eng
+    from deflate.data.splits import load_data
+    from deflate.model.questions import all_questions
+    run, _ = trained
+    engine = eng.Deflate.load(run / "bundle").with_decisions(keep_weight=0.5, threshold=0.0)
+    data = load_data(world / "processed", world / "tokens", "test")
+    qs = all_questions(data.records, {"attributes": engine.attributes})
+    batcher = engine.batcher(data.image, data.has_image)
+    whole = engine.answer(data.records, qs, batcher, progress=False)
+    monkeypatch.setattr(eng, "ANSWER_CHUNK", 7)
+    parts = engine.answer(data.records, qs, batcher, progress=False)
+    assert len(qs) > 7 and parts.questions == whole.questions and parts.kept == whole.kept
+    assert parts.values == whole.values and any(whole.kept) and whole.gen_logprobs is not None
+    for name in ("probs", "gen_logprobs", "scores"):
+        np.testing.assert_allclose(getattr(parts, name), getattr(whole, name), rtol=0, atol=1e-5)
+    assert engine.answer(data.records, [], batcher, progress=False).values == []

@@ -22,6 +22,7 @@ def test_predict_reads_the_implicitave_eval_folder(shared_data):
     from deflate.answering.predict_rows import read_implicitave
 
     rows, pictures = read_implicitave(shared_data / "implicitave" / "eval_visible")
+    rows = list(rows)  # read as consumed
     assert len(rows) == 534 and not [r for r in rows if "_error" in r]
     assert pictures == shared_data / "implicitave" / "eval_visible" / "images"
     assert all(r["gold"] and r["description"] and len(r["attributes"]) == 1 and (pictures / r["image"]).is_file() for r in rows)

@@ -385,4 +385,7 @@ def test_wrong_values_become_negatives_and_every_right_spelling_is_spared(monkey
     monkeypatch.setattr(harvest_negatives, "answers", lambda engine, data, qs, split: [
         answered[(data.records[q.row].id, q.attribute)] for q in qs])
     rows = harvest_negatives.wrong_answers(None, Split(recs, None, None, {}), ", ", "train")
-    assert rows == [{"row": 0, "id": "a", "attribute": "Brand", "value": "tags"}]
+    assert list(rows) == [[{"row": 0, "id": "a", "attribute": "Brand", "value": "tags"}]]  # one chunk of questions
+    monkeypatch.setattr(harvest_negatives, "ANSWER_CHUNK", 1)  # one question a time: the same negatives
+    rows = harvest_negatives.wrong_answers(None, Split(recs, None, None, {}), ", ", "train")
+    assert [r for chunk in rows for r in chunk] == [{"row": 0, "id": "a", "attribute": "Brand", "value": "tags"}]

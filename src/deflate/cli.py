@@ -112,32 +112,22 @@ def _check_output(output: Path, input: Path) -> None:
         _fail(f"cannot write --output {output}: {e.strerror or e}")
 
 
-def _chunks(rows, size: int):
-    chunk = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _answer_all(engine, rows, chunk_rows: int, images, fmt: str, f, counts: dict, scored: list, offers: list):
     """Answer the rows chunk by chunk, writing one JSON line per row to ``f``; tally ``counts`` and
     keep what the accuracy (``scored``) or WDC-PAVE scores (``offers``) need."""
     from deflate.answering.predict_rows import json_line
     from deflate.evaluation.metrics import scored_answers
+    from deflate.infra.files import chunked
 
     seen: dict = {}  # duplicate questions across chunks
-    for chunk in _chunks(rows, chunk_rows):
+    for chunk in chunked(rows, chunk_rows):
         results = engine.answer_rows(chunk, images, seen=seen)
         for r, row in zip(results, chunk):
             if "gold" in row:
                 r["gold"] = row["gold"]
             f.write(json_line(r))
-        if fmt == "wdc_pave":
-            offers += [(row, r) for r, row in zip(results, chunk) if not r["errors"]]
+        if fmt == "wdc_pave":  # only what scoring needs, not the rows and results
+            offers += [_wdc_offer(row, r) for r, row in zip(results, chunk) if not r["errors"]]
         else:
             scored += scored_answers(results, chunk)
         counts["rows"] += len(results)
@@ -269,7 +259,7 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
     t = time.perf_counter()
     counts = {"rows": 0, "with_errors": 0, "errors_only": 0, "kept_values": 0}
     scored: list[dict] = []
-    offers: list = []  # wdc_pave: (row, result) pairs to score
+    offers: list = []  # wdc_pave: (record, kept pairs) of each answered offer, to score
     # nothing at --output until every row is written, and its .done.json (a consumer that finds it
     # knows the predictions file is complete) describes it; several processes: the main one writes
     done = output.with_name(output.name + ".done.json")
@@ -317,19 +307,26 @@ def _report(engine, d, model: str, output: Path, metrics: Path | None, counts: d
                    f"on {acc['overall']['n']} rows -> {metrics}")
 
 
-def _wdc_scores(offers: list, category_attributes: dict) -> dict:
-    """The dataset authors' rule and the paper's metrics for answered WDC-PAVE offers."""
+def _wdc_offer(row: dict, res: dict):
+    """An answered WDC-PAVE offer as its record (labels from the gold and the text) and its kept
+    (attribute, value) pairs."""
     from deflate.data.adapters import wdc_labels
     from deflate.data.records import Record
+
+    name, desc = row["name"].strip(), (row.get("description") or "").strip()
+    return (Record(res["id"], name, desc, row["category"], labels=wdc_labels(row["gold"], f"{name} {desc}")),
+            [(p["attribute"], p["value"]) for p in res["predictions"]])
+
+
+def _wdc_scores(offers: list, category_attributes: dict) -> dict:
+    """The dataset authors' rule and the paper's metrics for answered WDC-PAVE offers."""
     from deflate.reports.wdc_table import score_offers
 
     records, pred = [], {}
-    for row, res in offers:
-        name, desc = row["name"].strip(), (row.get("description") or "").strip()
-        labels = wdc_labels(row["gold"], f"{name} {desc}")
-        records.append(Record(res["id"], name, desc, row["category"], labels=labels))
-        for p in res["predictions"]:
-            pred.setdefault((res["id"], p["attribute"]), []).append(p["value"])
+    for record, kept in offers:
+        records.append(record)
+        for attribute, value in kept:
+            pred.setdefault((record.id, attribute), []).append(value)
     return {**score_offers(records, pred, category_attributes, n_boot=1000, seed=0),
             "offers": len(records), "note": "ap/ave against the training target spelling (earliest in the text); "
                                             "the authors' rule against every spelling"}

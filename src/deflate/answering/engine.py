@@ -39,6 +39,7 @@ from deflate.infra.bundle import (
     check_record,
     read_bundle,
 )
+from deflate.infra.files import chunked
 from deflate.model.batching import Batcher, Example
 from deflate.model.mul_t5 import load_discriminator, load_generator
 from deflate.model.questions import (
@@ -51,6 +52,9 @@ from deflate.model.questions import (
 from deflate.model.tokenizer import NONE_VALUE, QuestionBuilder
 
 SOURCES = ("generator", "discriminator", "lexical")  # the order of fused weights
+# Questions tokenised and answered at a time: memory stays flat on a whole catalogue, and every
+# committed split fits in one chunk (its batches, so its numbers, are those of a single pass).
+ANSWER_CHUNK = 65_536
 
 
 @dataclass
@@ -64,6 +68,19 @@ class Answers:
     kept: list[bool] = field(default_factory=list)
     gen_logprobs: np.ndarray | None = None
     scores: np.ndarray | None = None
+
+    @staticmethod
+    def joined(parts: list["Answers"]) -> "Answers":
+        """The answers of consecutive chunks of questions as one."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def arrays(name: str) -> np.ndarray | None:
+            got = [getattr(p, name) for p in parts]
+            return None if got[0] is None else np.concatenate(got)
+
+        return Answers([q for p in parts for q in p.questions], [v for p in parts for v in p.values],
+                       arrays("probs"), [k for p in parts for k in p.kept], arrays("gen_logprobs"), arrays("scores"))
 
 
 def keep_scores(probs: np.ndarray | None, gen_logprobs: np.ndarray | None, weight: float) -> np.ndarray | None:
@@ -241,7 +258,14 @@ class Deflate:
                progress: bool = True, gen_logprobs: bool = False) -> Answers:
         """Answer each question under the current decisions, score every answer's claim with the
         discriminator, and apply the keep rule; the generator's log-prob of each answer is computed
-        where the keep rule needs it, or where asked (``gen_logprobs``: to choose its weight)."""
+        where the keep rule needs it, or where asked (``gen_logprobs``: to choose its weight).
+        :data:`ANSWER_CHUNK` questions at a time, so a catalogue's examples are never all in memory."""
+        parts = [self._answer(records, chunk, batcher, desc, progress, gen_logprobs)
+                 for chunk in chunked(questions, ANSWER_CHUNK)]
+        return Answers.joined(parts) if parts else self._answer(records, [], batcher, desc, progress, gen_logprobs)
+
+    def _answer(self, records: list[Record], questions: list[Question], batcher: Batcher, desc: str,
+                progress: bool, gen_logprobs: bool) -> Answers:
         d = self.decisions
         exs = self.questions(records, questions)
         # free text where asked, and for attributes without known values (the fallback of the other modes)

@@ -122,15 +122,20 @@ def iter_wdc_pave(path: Path) -> Iterator[dict]:
                "category": row.get("category"), "gold": gold, "_line": row["_line"]}
 
 
-def read_implicitave(path: Path) -> tuple[list[dict], Path | None]:
+def read_implicitave(path: Path) -> tuple[Iterator[dict], Path | None]:
     """Rows of ImplicitAVE TSVs (a file, or a folder with ``*.tsv`` or ``texts/*.tsv``) as predict
-    rows with ``gold`` and ``domain``; and the pictures' folder when one sits beside the texts."""
+    rows with ``gold`` and ``domain``, read as they are consumed; and the pictures' folder when one
+    sits beside the texts."""
     files = [path] if path.is_file() else sorted(path.glob("*.tsv")) or sorted(path.glob("texts/*.tsv"))
     if not files:
         raise FileNotFoundError(f"no ImplicitAVE .tsv files in {path}")
-    rows: list[dict] = []
+    pictures = next((d for d in (files[0].parent / "images", files[0].parent.parent / "images") if d.is_dir()), None)
+    return _implicitave_rows(files), pictures
+
+
+def _implicitave_rows(files: list[Path]) -> Iterator[dict]:
     for f in files:
-        for r in read_rows(f):
+        for r in iter_rows(f):
             r["_file"] = f.name
             if "_error" not in r:
                 missing = [c for c in IMPLICITAVE_COLUMNS if c not in r]
@@ -141,9 +146,7 @@ def read_implicitave(path: Path) -> tuple[list[dict], Path | None]:
                     r = {"_line": r["_line"], "_file": f.name, "id": x.id, "name": x.name,
                          "description": x.category,  # as the adapter does
                          "image": x.image, "attributes": [x.attribute], "gold": x.value, "domain": f.stem}
-            rows.append(r)
-    pictures = next((d for d in (files[0].parent / "images", files[0].parent.parent / "images") if d.is_dir()), None)
-    return rows, pictures
+            yield r
 
 
 def unicode_ok(s: str) -> bool:

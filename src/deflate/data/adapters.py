@@ -26,9 +26,9 @@ from deflate.data.records import (
     Reject,
     RowError,
     TooManyRejects,
-    records_to_frame,
+    write_records,
 )
-from deflate.infra.files import atomic_path, read_json, write_json, write_jsonl
+from deflate.infra.files import atomic_writer, read_json, write_json
 
 MAX_LITERAL_CHARS = 200_000  # a 1,024-token list is ~6k chars; anything huge is hostile
 DESIRE_NCOLS = 12
@@ -455,74 +455,121 @@ def make_adapter(fmt: str, path: str | Path, **kw):
 
 def ingest(fmt: str, path: str | Path, out: Path, rejects_dir: Path, max_reject_fraction: float,
            language: str = "auto", train_fraction: float = 1.0, seed: int = 0, **adapter_kw) -> dict:
-    """Read every split through the adapter, write parquet tables, rejects and the schema."""
+    """Read every split through the adapter, write parquet tables, rejects and the schema.
+
+    Streamed: each split's rows go to its table and rejects file as they are read, so memory does not
+    grow with the data (except for a ``train_fraction`` sample, drawn from the whole split). A
+    split that fails (no usable row, too many rejects) removes every table written before it."""
     check_source(fmt, path)  # a mistyped format or folder touches nothing
-    for old in [*(out / f"{s}.parquet" for s in SPLITS), out / "schema.json"]:  # bad data leaves nothing stale
+    tables = [out / f"{s}.parquet" for s in SPLITS]
+    for old in [*tables, out / "schema.json"]:  # bad data leaves nothing stale
         old.unlink(missing_ok=True)
     adapter = make_adapter(fmt, path, seed=seed, **adapter_kw)
     out.mkdir(parents=True, exist_ok=True)
     rejects_dir.mkdir(parents=True, exist_ok=True)
     report: dict = {"format": fmt, "splits": {}}
     seen: set[str] = set()
-    tables: dict[str, list[Record]] = {}
-    for split in SPLITS:
-        if not adapter.files(split):
-            raise DataMissing(f"{fmt}: no {split} file under {path}")
-        good: list[Record] = []
-        bad: list[Reject] = []
-        for item in adapter.read(split):
-            if isinstance(item, Reject):
-                bad.append(item)
-            elif item.id in seen:
-                bad.append(Reject(split, item.line or -1, f"duplicate id {item.id}", item.name[:200]))
-            else:
-                seen.add(item.id)
-                good.append(item)
-        if split == "train" and train_fraction < 1.0:  # low-resource runs (Fig. 3)
-            import random
-            k = max(1, round(len(good) * train_fraction))
-            good = sorted(random.Random(seed).sample(good, k), key=lambda r: r.id)
-        tables[split] = good
-        write_jsonl(rejects_dir / f"{split}.jsonl", [asdict(b) for b in bad])
-        total = len(good) + len(bad)
-        if not good:
-            raise DataError(f"{fmt}: the {split} split has no usable rows ({total} read) under {path}; "
-                             f"see {rejects_dir}")
-        report["splits"][split] = {"kept": len(good), "rejected": len(bad),
-                                   "reasons": dict(Counter(b.reason.split(":")[0] for b in bad).most_common())}
-        print(f"[ingest] {split}: kept {len(good)}, rejected {len(bad)}"
-              + (f" (see {rejects_dir / (split + '.jsonl')})" if bad else ""))
-        if total and len(bad) / total > max_reject_fraction:
-            raise TooManyRejects(f"{split}: {len(bad)}/{total} rows rejected, more than "
-                               f"data.max_reject_fraction={max_reject_fraction}; see {rejects_dir}")
-    for split, recs in tables.items():
-        with atomic_path(out / f"{split}.parquet") as tmp:
-            records_to_frame(recs).to_parquet(tmp, index=False)
-    schema = build_schema(tables, fmt, language, adapter)
+    stats = SchemaStats()
+    try:
+        for split in SPLITS:
+            if not adapter.files(split):
+                raise DataMissing(f"{fmt}: no {split} file under {path}")
+            where = IngestTarget(out / f"{split}.parquet", rejects_dir, fmt, str(path))
+            report["splits"][split] = _ingest_split(adapter, split, where, seen, stats, max_reject_fraction,
+                                                    train_fraction if split == "train" else 1.0, seed)
+    except BaseException:
+        for t in tables:
+            t.unlink(missing_ok=True)
+        raise
+    schema = stats.schema(fmt, language, adapter)
     write_json(out / "schema.json", schema, ensure_ascii=False, indent=1, sort_keys=True)
     report["schema"] = {"attributes": len(schema["attributes"]), "language": schema["language"]}
     return report
 
 
-def build_schema(tables: dict[str, list[Record]], fmt: str, language: str, adapter) -> dict:
-    """Attributes (train frequency order), train values per attribute, known candidates, language."""
-    counts: Counter = Counter()
-    values: dict[str, Counter] = {}
-    for r in tables["train"]:
+@dataclass(frozen=True)
+class IngestTarget:
+    """Where one split goes, and what its errors name."""
+    table: Path
+    rejects_dir: Path
+    fmt: str
+    source: str
+
+
+def _ingest_split(adapter, split: str, where: IngestTarget, seen: set[str], stats: "SchemaStats",
+                  max_reject_fraction: float, fraction: float, seed: int) -> dict:
+    """One split: its table and rejects file, written as rows are read; the report's entry."""
+    bad: Counter = Counter()
+    rejects_file = where.rejects_dir / f"{split}.jsonl"
+
+    def triage(rejects) -> Iterator[Record]:
+        for item in adapter.read(split):
+            if isinstance(item, Record) and item.id not in seen:
+                seen.add(item.id)
+                yield item
+                continue
+            if isinstance(item, Record):
+                item = Reject(split, item.line or -1, f"duplicate id {item.id}", item.name[:200])
+            bad[item.reason.split(":")[0]] += 1
+            rejects.write(json.dumps(asdict(item), ensure_ascii=False) + "\n")
+
+    def counted(records) -> Iterator[Record]:
+        for r in records:
+            stats.add(split, r)
+            yield r
+
+    with atomic_writer(rejects_file) as rejects:
+        good = triage(rejects)
+        if fraction < 1.0:  # low-resource runs (Fig. 3): a sample of the whole split
+            import random
+            everything = list(good)
+            k = max(1, round(len(everything) * fraction))
+            good = iter(sorted(random.Random(seed).sample(everything, k), key=lambda r: r.id))
+        kept = write_records(where.table, counted(good))
+    rejected = sum(bad.values())
+    total = kept + rejected
+    if not kept:
+        raise DataError(f"{where.fmt}: the {split} split has no usable rows ({total} read) under {where.source}; "
+                         f"see {where.rejects_dir}")
+    print(f"[ingest] {split}: kept {kept}, rejected {rejected}" + (f" (see {rejects_file})" if rejected else ""))
+    if total and rejected / total > max_reject_fraction:
+        raise TooManyRejects(f"{split}: {rejected}/{total} rows rejected, more than "
+                             f"data.max_reject_fraction={max_reject_fraction}; see {where.rejects_dir}")
+    return {"kept": kept, "rejected": rejected, "reasons": dict(bad.most_common())}
+
+
+class SchemaStats:
+    """What the schema needs of the tables, gathered record by record as they are written."""
+
+    def __init__(self, sample: int = 200):
+        self.counts: Counter = Counter()
+        self.values: dict[str, Counter] = {}
+        self.n_products: dict[str, int] = {}
+        self.sample, self.texts = sample, []
+
+    def add(self, split: str, r: Record) -> None:
+        self.n_products[split] = self.n_products.get(split, 0) + 1
+        if split != "train":
+            return
         for lab in r.labels:
-            counts[lab["attribute"]] += 1
-            values.setdefault(lab["attribute"], Counter())[lab["value"]] += 1
-    attrs = [a for a, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-    if language == "auto":
-        sample = "".join(r.text for r in tables["train"][:200])
-        language = "zh" if sum("\u4e00" <= ch <= "\u9fff" for ch in sample) > len(sample) * 0.2 else "en"
-    cands = adapter.candidates() if hasattr(adapter, "candidates") else {}
-    schema = {"format": fmt, "language": language, "attributes": attrs,
-            "values": {a: [v for v, _ in values[a].most_common()] for a in attrs},
-            "candidates": cands, "n_products": {s: len(t) for s, t in tables.items()}}
-    if hasattr(adapter, "category_attributes"):  # per-category schemas (WDC-PAVE): what each product is asked
-        cats = adapter.category_attributes()
-        schema["category_attributes"] = cats
-        schema["attributes"] = attrs + sorted({a for v in cats.values() for a in v} - set(attrs))
-        schema["values"].update({a: [] for a in schema["attributes"] if a not in schema["values"]})
-    return schema
+            self.counts[lab["attribute"]] += 1
+            self.values.setdefault(lab["attribute"], Counter())[lab["value"]] += 1
+        if len(self.texts) < self.sample:  # the language guess reads the first training texts
+            self.texts.append(r.text)
+
+    def schema(self, fmt: str, language: str, adapter) -> dict:
+        """Attributes (train frequency order), train values per attribute, known candidates, language."""
+        attrs = [a for a, _ in sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+        if language == "auto":
+            text = "".join(self.texts)
+            language = "zh" if sum("\u4e00" <= ch <= "\u9fff" for ch in text) > len(text) * 0.2 else "en"
+        cands = adapter.candidates() if hasattr(adapter, "candidates") else {}
+        schema = {"format": fmt, "language": language, "attributes": attrs,
+                  "values": {a: [v for v, _ in self.values[a].most_common()] for a in attrs},
+                  "candidates": cands, "n_products": {s: self.n_products.get(s, 0) for s in SPLITS}}
+        if hasattr(adapter, "category_attributes"):  # per-category schemas (WDC-PAVE): what each product is asked
+            cats = adapter.category_attributes()
+            schema["category_attributes"] = cats
+            schema["attributes"] = attrs + sorted({a for v in cats.values() for a in v} - set(attrs))
+            schema["values"].update({a: [] for a in schema["attributes"] if a not in schema["values"]})
+        return schema

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from safetensors.numpy import load_file, save_file
 from tqdm import tqdm
 
 from deflate.data.images import BadImage, open_rgb
-from deflate.data.records import SPLITS, load_split
+from deflate.data.records import SPLITS, iter_records
 from deflate.infra.bundle import BundleError, ImageSpec, inside_name, read_record
 from deflate.infra.errors import UserError
 from deflate.infra.files import read_json, write_json
@@ -102,14 +103,15 @@ class VisualWords:
         self.grid, self.vocab_size, self.resize, self.seed, self.max_iter = grid, vocab_size, resize, seed, max_iter
         self.codebook: np.ndarray | None = None   # (k <= vocab_size, p*p*3) uint8
 
-    def fit(self, train_images: list[np.ndarray], max_patches: int = 200_000, progress: bool = True) -> "VisualWords":
-        """Fit the codebook on training images only (never val/test)."""
-        if not train_images:
-            raise ValueError("no usable training image to fit the visual-words codebook")
-        x = np.concatenate([to_patches_u8(im, self.grid) for im in train_images])
+    def fit(self, train_images: Iterable[np.ndarray], max_patches: int = 200_000, progress: bool = True) -> "VisualWords":
+        """Fit the codebook on training images only (never val/test).
+
+        ``train_images`` is iterated once, or twice when they hold more than ``max_patches``
+        patches: the first pass counts them, the second keeps the seeded sample's patches, so
+        memory is bounded by ``max_patches`` whatever the number of images, and the sample is the
+        one drawn from all patches at once."""
         rng = np.random.default_rng(self.seed)
-        if len(x) > max_patches:
-            x = x[np.sort(rng.choice(len(x), max_patches, replace=False))]
+        x = self._patches(train_images, max_patches, rng)
         distinct = np.unique(x, axis=0)  # sorted rows: the draw below does not depend on patch order
         k = min(self.vocab_size, len(distinct))
         cb = distinct[np.sort(rng.choice(len(distinct), k, replace=False))].astype(np.int64)
@@ -127,6 +129,30 @@ class VisualWords:
             cb[used] = (2 * sums[used] + counts[used, None]) // (2 * counts[used, None])
         self.codebook = cb.astype(np.uint8)
         return self
+
+    def _patches(self, images: Iterable[np.ndarray], cap: int, rng: np.random.Generator) -> np.ndarray:
+        """Every image's patches in order, or a sorted sample of ``cap`` of them drawn by ``rng``."""
+        held, total = [], 0
+        for im in images:
+            p = to_patches_u8(im, self.grid)
+            total += len(p)
+            if total <= cap:
+                held.append(p)
+            else:
+                held.clear()  # over the cap: count now, gather the sample in a second pass
+        if not total:
+            raise ValueError("no usable training image to fit the visual-words codebook")
+        if total <= cap:
+            return np.concatenate(held)
+        keep = np.sort(rng.choice(total, cap, replace=False))
+        parts, start = [], 0
+        for im in images:
+            p = to_patches_u8(im, self.grid)
+            parts.append(p[keep[np.searchsorted(keep, start):np.searchsorted(keep, start + len(p))] - start])
+            start += len(p)
+        if start != total:
+            raise RuntimeError("the training images changed between the codebook's two passes")
+        return np.concatenate(parts)
 
     def encode(self, images: list[np.ndarray]) -> np.ndarray:
         assert self.codebook is not None, "fit or load the codebook first"
@@ -286,8 +312,22 @@ def make_tokenizer(cfg: dict, seed: int):
 
 
 def tokenize_processed(processed: Path, cfg: dict, out: Path, seed: int) -> dict:
-    """The image tokens stage: :func:`run_stage` on every split of an ingested folder."""
-    return run_stage({s: load_split(processed, s) for s in SPLITS}, cfg, out, seed)
+    """The image tokens stage: :func:`run_stage` on every split of an ingested folder (only the
+    columns it needs are read: texts and labels stay on disk)."""
+    return run_stage({s: list(iter_records(processed, s, ["id", "image", "pic_tokens"])) for s in SPLITS},
+                     cfg, out, seed)
+
+
+@dataclass(frozen=True)
+class ImageStream:
+    """Pictures decoded as they are iterated, again on each iteration (nothing held between)."""
+    paths: list[str]
+    size: int
+    desc: str
+    progress: bool = True
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (im for _, im, _ in load_images(self.paths, self.size, self.desc, self.progress) if im is not None)
 
 
 def run_stage(records_by_split: dict, cfg: dict, out: Path, seed: int, progress: bool = True) -> dict:
@@ -297,9 +337,9 @@ def run_stage(records_by_split: dict, cfg: dict, out: Path, seed: int, progress:
     tok = make_tokenizer(cfg, seed)
     meta = {"tokenizer": tok.name, "splits": {}}
     if isinstance(tok, VisualWords):
-        train_imgs = [im for _, im, _ in load_images([r.image for r in records_by_split["train"]], tok.resize,
-                                                     "load train images for codebook", progress) if im is not None]
-        if not train_imgs:  # e.g. MEPAVE, ImplicitAVE train: nothing to learn a codebook from
+        train_imgs = ImageStream([r.image for r in records_by_split["train"]], tok.resize,
+                                 "load train images for codebook", progress)
+        if next(iter(replace(train_imgs, progress=False)), None) is None:  # e.g. MEPAVE, ImplicitAVE train: no picture
             print("[image_tokens] no usable training picture: the dataset is text-only for the model")
             meta.update(text_only=True, splits={s: {"n": len(r), "with_image": 0} for s, r in records_by_split.items()})
             write_json(out / "meta.json", meta, ensure_ascii=False, indent=1, sort_keys=True)

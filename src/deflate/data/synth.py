@@ -14,12 +14,15 @@ low-resource curve.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from deflate.infra.files import atomic_writer, write_json
 
 # Attribute names as DESIRE's Table 1 (in Chinese, the language of the data).
 ATTRIBUTES = ["主料", "辅料", "烹饪方法", "荤素", "是否甜", "冷热", "奶油类型", "茶", "辣度"]
@@ -284,39 +287,40 @@ def split_of(i: int, n: int, fractions: tuple[float, float]) -> str:
 def write_desire(out: Path, n_products: int, seed: int, long_desc_fraction: float = 0.25,
                  label_noise: float = 0.03, image_size: int = 128,
                  split: tuple[float, float] = (0.8, 0.1), progress: bool = True) -> dict:
-    """Write ``{train,val,test}.tsv`` + ``images/`` + ``sources.jsonl`` + ``stats.json`` under ``out``."""
+    """Write ``{train,val,test}.tsv`` + ``images/`` + ``sources.jsonl`` + ``stats.json`` under ``out``.
+    Each product's rows are written as it is made (memory does not grow with ``n_products``); every
+    file appears whole or not at all."""
     from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(exist_ok=True)
-    rows: dict[str, list[list[str]]] = {"train": [], "val": [], "test": []}
-    src_lines = []
-    stats = {"products": 0, "by_split": {}, "by_type": {}, "attribute_counts": {}, "sources": {},
-             "long_description_share": 0.0}
-    for i in tqdm(range(n_products), desc="synth products", disable=not progress, unit="prod"):
-        p = make_product(i, seed, long_desc_fraction, label_noise)
-        render_image(p, seed, image_size).save(out / "images" / f"{p.id}.jpg", quality=90)
-        sp = split_of(i, n_products, split)
-        rows[sp].append(_desire_row(p, f"images/{p.id}.jpg", np.random.default_rng([seed, i, 3])))
-        for a, v in p.values.items():
-            src_lines.append(json.dumps({"id": p.id, "attribute": a, "value": v, "source": p.sources[a]},
-                                        ensure_ascii=False))
-            stats["attribute_counts"][a] = stats["attribute_counts"].get(a, 0) + 1
-            stats["sources"][p.sources[a]] = stats["sources"].get(p.sources[a], 0) + 1
-        stats["by_type"][p.type] = stats["by_type"].get(p.type, 0) + 1
-        stats["long_description_share"] += bool(p.description)
-    for sp, rs in rows.items():
-        with open(out / f"{sp}.tsv", "w", encoding="utf-8", newline="") as f:
+    stats = {"products": 0, "by_split": {s: 0 for s in ("train", "val", "test")}, "by_type": {},
+             "attribute_counts": {}, "sources": {}, "long_description_share": 0.0}
+    with contextlib.ExitStack() as files:
+        tsv = {sp: files.enter_context(atomic_writer(out / f"{sp}.tsv")) for sp in stats["by_split"]}
+        for f in tsv.values():
             f.write("\t".join(DESIRE_COLUMNS) + "\n")
-            for r in rs:
-                f.write("\t".join(r) + "\n")
-        stats["by_split"][sp] = len(rs)
-    (out / "sources.jsonl").write_text("\n".join(src_lines) + "\n", encoding="utf-8")
+        sources = files.enter_context(atomic_writer(out / "sources.jsonl"))
+        for i in tqdm(range(n_products), desc="synth products", disable=not progress, unit="prod"):
+            p = make_product(i, seed, long_desc_fraction, label_noise)
+            render_image(p, seed, image_size).save(out / "images" / f"{p.id}.jpg", quality=90)
+            sp = split_of(i, n_products, split)
+            tsv[sp].write("\t".join(_desire_row(p, f"images/{p.id}.jpg", np.random.default_rng([seed, i, 3]))) + "\n")
+            stats["by_split"][sp] += 1
+            for a, v in p.values.items():
+                sources.write(json.dumps({"id": p.id, "attribute": a, "value": v, "source": p.sources[a]},
+                                         ensure_ascii=False) + "\n")
+                stats["attribute_counts"][a] = stats["attribute_counts"].get(a, 0) + 1
+                stats["sources"][p.sources[a]] = stats["sources"].get(p.sources[a], 0) + 1
+            stats["by_type"][p.type] = stats["by_type"].get(p.type, 0) + 1
+            stats["long_description_share"] += bool(p.description)
+        if not stats["sources"]:
+            sources.write("\n")  # as before: an empty list of sources is one blank line
     stats["products"] = n_products
     stats["long_description_share"] = round(stats["long_description_share"] / max(n_products, 1), 4)
     total = sum(stats["sources"].values())
     stats["source_share"] = {k: round(v / total, 4) for k, v in sorted(stats["sources"].items())}
-    (out / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2, sort_keys=True), encoding="utf-8")
+    write_json(out / "stats.json", stats, ensure_ascii=False, indent=2, sort_keys=True)
     return stats
 
 
@@ -360,13 +364,17 @@ def make_mepave_row(i: int, seed: int) -> tuple[str, str, str, str]:
 def write_mepave(out: Path, n_rows: int, seed: int, split: tuple[float, float] = (0.8, 0.1)) -> dict:
     """Write ``jdai.jave.fashion.{train,valid,test}`` (cid, sid, text, labelled_text; no header)."""
     out.mkdir(parents=True, exist_ok=True)
-    parts: dict[str, list[str]] = {"train": [], "valid": [], "test": []}
-    for i in range(n_rows):
-        sp = split_of(i, n_rows, split)
-        parts["valid" if sp == "val" else sp].append("\t".join(make_mepave_row(i, seed)))
-    for sp, lines in parts.items():
-        (out / f"jdai.jave.fashion.{sp}").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return {sp: len(lines) for sp, lines in parts.items()}
+    counts = {"train": 0, "valid": 0, "test": 0}
+    with contextlib.ExitStack() as files:
+        part = {sp: files.enter_context(atomic_writer(out / f"jdai.jave.fashion.{sp}")) for sp in counts}
+        for i in range(n_rows):
+            sp = split_of(i, n_rows, split)
+            sp = "valid" if sp == "val" else sp
+            part[sp].write(("\n" if counts[sp] else "") + "\t".join(make_mepave_row(i, seed)))
+            counts[sp] += 1
+        for f in part.values():
+            f.write("\n")
+    return counts
 
 
 def write_synth(out: Path, n_products: int, mepave_rows: int, seed: int, long_desc_fraction: float = 0.25,

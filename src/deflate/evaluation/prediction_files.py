@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deflate.data.records import Record
-from deflate.infra.files import read_jsonl, write_jsonl
+from deflate.infra.files import iter_jsonl, write_jsonl
 
 
 def write(path: Path, records: list[Record], pred: dict) -> None:
@@ -14,13 +14,13 @@ def write(path: Path, records: list[Record], pred: dict) -> None:
     per: dict[str, list[dict]] = {}
     for (pid, attr), values in pred.items():
         per.setdefault(pid, []).extend({"attribute": attr, "value": v} for v in values)
-    write_jsonl(path, [{"id": r.id, "predictions": per.get(r.id, []), "gold": r.labels} for r in records])
+    write_jsonl(path, ({"id": r.id, "predictions": per.get(r.id, []), "gold": r.labels} for r in records))
 
 
 def read(path: Path) -> dict:
     """``{(product id, attribute): [values]}`` in file order (a system's best value first)."""
     pred: dict = {}
-    for row in read_jsonl(path):
+    for row in iter_jsonl(path):  # a line at a time: only the predictions are kept
         for p in row["predictions"]:
             pred.setdefault((str(row["id"]), p["attribute"]), []).append(p["value"])
     return pred

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterable, Iterator
 
 
 def _umask() -> int:
@@ -118,8 +119,11 @@ def write_json(path: Path, obj, **dumps) -> None:
 
 
 def write_jsonl(path: Path, rows) -> None:
-    """One JSON object per line (non-ASCII kept), written atomically."""
-    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    """One JSON object per line (non-ASCII kept), written atomically; ``rows`` may be a generator
+    (written as it yields: the file's size does not bound the memory)."""
+    with atomic_writer(path) as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 def read_json(path: Path):
@@ -129,5 +133,27 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def iter_jsonl(path: Path):
+    """The objects of a JSONL file the pipeline wrote, one line at a time (blank lines skipped).
+    Lines end at ``\n`` only: a raw U+2028 inside a string (``ensure_ascii=False`` keeps it) is text."""
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.strip():
+                yield json.loads(raw.decode("utf-8"))
+
+
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+    return list(iter_jsonl(path))
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter): how a stream is read, answered
+    and written a bounded piece at a time."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

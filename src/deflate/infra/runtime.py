@@ -41,15 +41,18 @@ def peak_memory_mb() -> float:
 LOGS = Path("logs")  # git-ignored, not a DVC output: what differs run to run (seconds, MLflow ids)
 
 
-def _log_file(kind: str, key: Path, ext: str, for_writing: bool = False) -> Path:
-    f = LOGS / kind / (Path(key).as_posix().strip("/").replace("/", "__") + ext)
-    if for_writing:
-        f.parent.mkdir(parents=True, exist_ok=True)
+def _log_file(kind: str, key: Path, ext: str) -> Path:
+    return LOGS / kind / (Path(key).as_posix().strip("/").replace("/", "__") + ext)
+
+
+def _writable(f: Path) -> Path:
+    """``f`` with its folder made (a writer's first use of a log folder)."""
+    f.parent.mkdir(parents=True, exist_ok=True)
     return f
 
 
-def _cost_file(key: Path, for_writing: bool = False) -> Path:
-    return _log_file("costs", key, ".json", for_writing)
+def _cost_file(key: Path) -> Path:
+    return _log_file("costs", key, ".json")
 
 
 def model_uri_file(bundle_dir: Path) -> Path:
@@ -61,7 +64,7 @@ def model_uri_file(bundle_dir: Path) -> Path:
 def record_model_uri(bundle_dir: Path, uri: str) -> Path:
     from deflate.infra.files import write_text
 
-    f = _log_file("mlflow", bundle_dir, ".txt", for_writing=True)
+    f = _writable(model_uri_file(bundle_dir))
     write_text(f, uri + "\n")
     return f
 
@@ -71,7 +74,7 @@ def record_cost(key: Path, cost: dict) -> None:
     a file whose hash must match across runs and machines holds no measured seconds."""
     from deflate.infra.files import write_json
 
-    write_json(_cost_file(key, for_writing=True), cost, indent=1, sort_keys=True)
+    write_json(_writable(_cost_file(key)), cost, indent=1, sort_keys=True)
 
 
 def read_cost(key: Path) -> dict:

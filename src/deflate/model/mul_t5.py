@@ -185,10 +185,11 @@ class MulT5(nn.Module):
 
     @torch.no_grad()
     def generate(self, batch, encoder_outputs=None, **kw):
-        emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
-        if encoder_outputs is not None:
+        if encoder_outputs is not None:  # the encoder already ran (:meth:`encode`): no embeddings needed
             kw["encoder_outputs"] = encoder_outputs
-        return self.t5.generate(inputs_embeds=emb, attention_mask=batch["attention_mask"], **self._copy_kw(batch), **kw)
+        else:
+            kw["inputs_embeds"] = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
+        return self.t5.generate(attention_mask=batch["attention_mask"], **self._copy_kw(batch), **kw)
 
     @property
     def copies(self) -> bool:

@@ -5,13 +5,14 @@ Adamax (lr 2e-3, wd 1e-4, paper A.1) by default; per-epoch validation picks the 
 (the paper picked the best of 20 *test* evaluations; we never look at test while training).
 After each epoch the weights, optimiser state and progress go to ``ckpt_dir`` (see
 :mod:`deflate.infra.checkpoints`): a killed run started again with the same config resumes after the last
-consistently written epoch.
+consistently written epoch; a training stage that finishes removes them (:func:`train_and_save`).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,8 +166,17 @@ def train_and_save(job: TrainingJob, out: Path, *, seed: int, tracker, train_kw:
                   speeds=speeds, **train_kw)
     cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb(),
             "examples_per_s": speeds}  # the epochs this process trained (a resumed run: the later ones)
-    dist.on_main(lambda: (save(history), record_cost(out, cost)))
+    dist.on_main(lambda: (save(history), record_cost(out, cost), _drop_resume_state(job.ckpt_dir)))
     return history
+
+
+def _drop_resume_state(ckpt_dir: Path) -> None:
+    """A finished run needs no resume state: its weights, optimiser state and manifest (which names
+    the code's fingerprint) go, so an output folder that holds them (the compared systems') has the
+    same bytes whatever else changed in the package; an emptied parent goes too."""
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        ckpt_dir.parent.rmdir()
 
 
 def _targets(batch: dict) -> int:

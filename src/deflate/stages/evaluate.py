@@ -126,9 +126,11 @@ def write_predictions(path: Path, records: list[Record], ans: Answers, pred: dic
     for k, (q, v) in enumerate(zip(ans.questions, ans.values)):
         s = None if ans.scores is None else round(float(ans.scores[k]), 4)
         per.setdefault(q.row, []).append((q.attribute, v, s))
-    rows = []
-    for i, r in enumerate(records):
-        kept = [{"attribute": a, "value": v, "score": s} for a, v, s in per.get(i, []) if (r.id, a) in pred]
-        cands = [{"attribute": a, "value": v, "score": s} for a, v, s in per.get(i, [])]
-        rows.append({"id": r.id, "predictions": kept, "candidates": cands, "errors": [], "gold": r.labels})
-    write_jsonl(path, rows)
+
+    def rows():  # written as made
+        for i, r in enumerate(records):
+            kept = [{"attribute": a, "value": v, "score": s} for a, v, s in per.get(i, []) if (r.id, a) in pred]
+            cands = [{"attribute": a, "value": v, "score": s} for a, v, s in per.get(i, [])]
+            yield {"id": r.id, "predictions": kept, "candidates": cands, "errors": [], "gold": r.labels}
+
+    write_jsonl(path, rows())

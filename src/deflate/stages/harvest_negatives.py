@@ -9,11 +9,16 @@ claim names the right attribute with a wrong value, so the discriminator learns 
 not only attributes (a refused wrong value is a miss instead of a wrong answer)."""
 from __future__ import annotations
 
+import contextlib
+import io
+import itertools
+import json
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
-from deflate.answering.engine import Deflate
+from deflate.answering.engine import ANSWER_CHUNK, Deflate
 from deflate.data.splits import (
     Split,
     attributes_of,
@@ -25,7 +30,7 @@ from deflate.data.splits import (
 from deflate.infra import distributed as dist
 from deflate.infra.bundle import Decisions
 from deflate.infra.config import Params
-from deflate.infra.files import write_json, write_jsonl
+from deflate.infra.files import atomic_writer, chunked, write_json
 from deflate.model.questions import Question, absent_attributes, gold_questions
 from deflate.model.tokenizer import NONE_VALUE
 from deflate.stages.context import StageContext
@@ -49,20 +54,20 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, out: Path) 
         data = load_data(processed, tokens_dir, split)
         rng = np.random.default_rng([p["seed"], offset])
         if mode == "candidates":
-            rows = candidate_negatives(engine, data, candidate_vocab(ctx.schema), k, rng, split)
+            found = candidate_negatives(engine, data, candidate_vocab(ctx.schema), k, rng, split)
         else:
-            questions = [Question(i, a) for i, r in enumerate(data.records)
-                         for a in absent_attributes(r, attributes_of(ctx.schema, r.category), k, rng)]
-            values = answers(engine, data, questions, split)
-            rows = [{"row": q.row, "id": data.records[q.row].id, "attribute": q.attribute, "value": v}
-                    for q, v in zip(questions, values)]
+            questions = (Question(i, a) for i, r in enumerate(data.records)
+                         for a in absent_attributes(r, attributes_of(ctx.schema, r.category), k, rng))
+            found = absent_negatives(engine, data, questions, split)
             if p["negatives"]["wrong_values"]:
-                rows += wrong_answers(engine, data, engine.sep, split)
-        if dist.is_main():
-            write_jsonl(out / f"{split}.jsonl", rows)
-        summary["splits"][split] = {"negatives": len(rows), "products": len(data.records),
-                                    "empty_values": sum(not r["value"] for r in rows)}
-        print(f"[harvest_negatives] {split}: {len(rows)} negatives")
+                found = itertools.chain(found, wrong_answers(engine, data, engine.sep, split))
+        n = empty = 0
+        with atomic_writer(out / f"{split}.jsonl") if dist.is_main() else contextlib.nullcontext(io.StringIO()) as f:
+            for rows in found:  # a chunk of questions' negatives at a time
+                f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+                n, empty = n + len(rows), empty + sum(not r["value"] for r in rows)
+        summary["splits"][split] = {"negatives": n, "products": len(data.records), "empty_values": empty}
+        print(f"[harvest_negatives] {split}: {n} negatives")
     dist.on_main(lambda: write_json(out / "summary.json", summary, indent=1))  # last: the folder is complete
     return summary
 
@@ -80,28 +85,34 @@ def answers(engine: Deflate, data: Split, questions: list[Question], split: str)
     return engine.generate(engine.batcher(data.image, data.has_image), exs, desc=f"harvest {split}")
 
 
-def wrong_answers(engine: Deflate, data: Split, sep: str, split: str) -> list[dict]:
+def absent_negatives(engine: Deflate, data: Split, questions: Iterable[Question], split: str) -> Iterator[list[dict]]:
+    """The generator's answer to each question (attributes the products lack), a chunk at a time."""
+    for chunk in chunked(questions, ANSWER_CHUNK):
+        yield [{"row": q.row, "id": data.records[q.row].id, "attribute": q.attribute, "value": v}
+               for q, v in zip(chunk, answers(engine, data, chunk, split))]
+
+
+def wrong_answers(engine: Deflate, data: Split, sep: str, split: str) -> Iterator[list[dict]]:
     """The generator's answer to each attribute a product has, where it is a value but a wrong one."""
-    questions = gold_questions(data.records)
-    values = answers(engine, data, questions, f"{split} (present)")
-    return [{"row": q.row, "id": data.records[q.row].id, "attribute": q.attribute, "value": v}
-            for q, v in zip(questions, values)
-            if v and v != NONE_VALUE and v not in right_answers(data.records[q.row], q.attribute, sep)]
+    for chunk in chunked(gold_questions(data.records), ANSWER_CHUNK):
+        values = answers(engine, data, chunk, f"{split} (present)")
+        yield [{"row": q.row, "id": data.records[q.row].id, "attribute": q.attribute, "value": v}
+               for q, v in zip(chunk, values)
+               if v and v != NONE_VALUE and v not in right_answers(data.records[q.row], q.attribute, sep)]
 
 
 def candidate_negatives(engine: Deflate, data: Split, cands: dict[str, list[str]], k: int, rng,
-                        split: str) -> list[dict]:
+                        split: str) -> Iterator[list[dict]]:
     """For each gold attribute, the generator's own answer when it is wrong, topped up with random
     wrong candidates to ``k``."""
-    questions = gold_questions(data.records)
-    values = answers(engine, data, questions, split)
-    rows = []
-    for q, v in zip(questions, values):
-        r = data.records[q.row]
-        gold = set(grouped_labels(r)[q.attribute])
-        wrong = [v] if v and v not in gold else []
-        pool = [c for c in cands.get(q.attribute, []) if c not in gold and c not in wrong]
-        if pool and len(wrong) < k:
-            wrong += list(rng.choice(pool, min(k - len(wrong), len(pool)), replace=False))
-        rows += [{"row": q.row, "id": r.id, "attribute": q.attribute, "value": str(w)} for w in wrong[:k]]
-    return rows
+    for chunk in chunked(gold_questions(data.records), ANSWER_CHUNK):
+        rows = []
+        for q, v in zip(chunk, answers(engine, data, chunk, split)):
+            r = data.records[q.row]
+            gold = set(grouped_labels(r)[q.attribute])
+            wrong = [v] if v and v not in gold else []
+            pool = [c for c in cands.get(q.attribute, []) if c not in gold and c not in wrong]
+            if pool and len(wrong) < k:
+                wrong += list(rng.choice(pool, min(k - len(wrong), len(pool)), replace=False))
+            rows += [{"row": q.row, "id": r.id, "attribute": q.attribute, "value": str(w)} for w in wrong[:k]]
+        yield rows
