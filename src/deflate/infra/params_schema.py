@@ -64,6 +64,7 @@ class Model(Sizes):
     use_discriminator: bool
     pretrained_path: str = Path_
     copy_: bool = Field(alias="copy")
+    token_shapes: bool
     tokenizer_path: str = Path_
     dropout: float = Field(ge=0, lt=1)
     num_threads: int = Field(ge=1, le=1024)

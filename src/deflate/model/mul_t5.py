@@ -30,7 +30,7 @@ from deflate.infra.bundle import (
 from deflate.infra.files import atomic_dir, write_text
 from deflate.infra.weights import load_weights, save_weights
 from deflate.model.pretrained import load_pretrained
-from deflate.model.tokenizer import load_tokenizer
+from deflate.model.tokenizer import N_SHAPES, load_tokenizer, token_shapes
 
 WEIGHTS = "model.safetensors"
 META = "deflate.json"
@@ -43,11 +43,23 @@ class MultimodalEmbedding(nn.Module):
         self.text = text
         self.image = nn.Embedding(image_vocab + 1, d) if image_vocab else None
         self.proj = nn.Linear(feature_dim, d) if feature_dim else None
+        self.shape = None  # model.token_shapes: see :meth:`add_shapes`
         if self.image is not None:
             nn.init.normal_(self.image.weight, std=text.weight.std().item())
 
+    def add_shapes(self, shape_of: list[int]) -> None:
+        """``model.token_shapes``: a learned vector per token shape class
+        (:func:`deflate.model.tokenizer.token_shapes`, one class per id) added to each text token's
+        embedding. It starts at zero, so an untrained table changes nothing. The class table is the
+        tokenizer's, rebuilt from it when a model is loaded (not saved with the weights)."""
+        self.shape = nn.Embedding(N_SHAPES, self.text.embedding_dim)
+        nn.init.zeros_(self.shape.weight)
+        self.register_buffer("shape_of", torch.tensor(shape_of, dtype=torch.long), persistent=False)
+
     def forward(self, input_ids, img_start=None, image=None):
         e = self.text(input_ids)
+        if self.shape is not None:  # ids past the table (image placeholders are overwritten below) get class 0
+            e = e + self.shape(self.shape_of[input_ids.clamp(max=len(self.shape_of) - 1)])
         if image is None or img_start is None or self.image is None and self.proj is None:
             return e
         rows = (img_start >= 0).nonzero().squeeze(1)
@@ -258,16 +270,22 @@ def build_generator(cfg: dict, tokenizer, image_vocab: int, feature_dim: int) ->
     t5.generation_config.decoder_start_token_id = t5.config.decoder_start_token_id
     t5.generation_config.pad_token_id = tokenizer.pad_token_id
     t5.generation_config.eos_token_id = tokenizer.eos_token_id
-    return MulT5(t5, image_vocab, feature_dim)
+    gen = MulT5(t5, image_vocab, feature_dim)
+    if cfg["token_shapes"]:
+        gen.embed.add_shapes(token_shapes(tokenizer))
+    return gen
 
 
 # --- saving and loading (safetensors + JSON; never pickle) -------------------------------------------
 def save_model(model: nn.Module, out: Path, meta: dict, tokenizer=None, t5: T5ForConditionalGeneration | None = None):
     """Weights, config, tokenizer and ``deflate.json`` in one folder, built beside ``out`` and swapped in.
-    A pointer-generator's file says ``"copy": true`` (what :func:`load_generator` builds from); a plain
-    one's stays as it was before ``model.copy``."""
+    A pointer-generator's file says ``"copy": true`` and one with shape embeddings
+    ``"token_shapes": true`` (what :func:`load_generator` builds from); other files stay as they were
+    before those options."""
     if isinstance(model, MulT5) and model.copies:
         meta = {**meta, "copy": True}
+    if isinstance(model, MulT5) and model.embed.shape is not None:
+        meta = {**meta, "token_shapes": True}
     with atomic_dir(out) as tmp:
         save_weights(model, tmp / WEIGHTS)
         if t5 is not None:
@@ -292,6 +310,8 @@ def load_generator(path: Path) -> tuple[MulT5, object, dict]:
     cls = PointerT5 if meta["copy"] else T5ForConditionalGeneration  # models before model.copy: plain
     t5 = cls(config)
     gen = MulT5(t5, meta["image_vocab"], meta["feature_dim"])
+    if meta["token_shapes"]:
+        gen.embed.add_shapes(token_shapes(tok))
     load_weights(gen, path / WEIGHTS)
     t5.generation_config.decoder_start_token_id = t5.config.decoder_start_token_id
     t5.generation_config.pad_token_id = tok.pad_token_id

@@ -69,6 +69,39 @@ def corpus(records, schema: dict):
 
 TARGET_FORMS = ("standalone", "as_in_text")
 
+# --- token shapes (model.token_shapes) ------------------------------------------------------------
+# A piece's shape: where it sits in its word (a word-start marker such as Metaspace's "▁", a
+# continuation marker such as WordPiece's "##", or neither), which character classes it holds
+# (digit, upper, lower, other letter such as CJK, anything else) and its length (1, 2-3, 4+).
+# Specials have their own class. Values never seen in training (part numbers, UPCs) are made of
+# rare pieces whose own embeddings learn little; their shapes are shared with every other piece.
+_CLASSES = (str.isdigit, str.isupper, str.islower, lambda ch: ch.isalpha() and not (ch.isupper() or ch.islower()))
+N_SHAPES = 2 + 3 * 32 * 3
+
+
+def piece_shape(piece: str) -> int:
+    """The shape class of one vocabulary piece, in ``1 .. N_SHAPES - 1`` (0 is for specials)."""
+    mark = 1 if piece[:1] in ("▁", "Ġ") else 2 if piece.startswith("##") else 0
+    core = piece[1:] if mark == 1 else piece[2:] if mark == 2 else piece
+    if not core:
+        return 1  # a bare word-start marker (a space)
+    bits = 0
+    for ch in core:
+        hit = next((i for i, is_ in enumerate(_CLASSES) if is_(ch)), 4)
+        bits |= 1 << hit
+    size = 0 if len(core) == 1 else 1 if len(core) <= 3 else 2
+    return 2 + (mark * 32 + bits) * 3 + size
+
+
+def token_shapes(tokenizer) -> list[int]:
+    """The shape class of every token id of ``tokenizer`` (ids past its vocabulary get class 0)."""
+    out = [0] * len(tokenizer)
+    special = set(tokenizer.all_special_ids)
+    for piece, i in tokenizer.get_vocab().items():
+        if i < len(out):
+            out[i] = 0 if i in special else piece_shape(piece)
+    return out
+
 
 def _contains(seq: list[int], part: list[int]) -> bool:
     n = len(part)
