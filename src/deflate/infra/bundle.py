@@ -104,6 +104,7 @@ class GeneratorMeta(Record):
     image_vocab: int = Field(ge=0, le=1 << 20)
     feature_dim: int = Field(ge=0, le=1 << 16)
     copy_: bool = Field(default=False, alias="copy")  # a pointer-generator (model.PointerT5)
+    question: Literal["attribute", "offer"] = "attribute"  # model.question: what the encoder is asked
     copy_warmup: Optional[CopyWarmup] = None
     params: int = Field(ge=0)
     device: str = Short
