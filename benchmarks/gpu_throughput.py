@@ -20,7 +20,7 @@ from deflate.model.batching import Batcher, Example
 from deflate.model.mul_t5 import build_generator
 from deflate.model.train import make_optimizer, step
 
-BASE = {"pretrained_path": "", "copy": False, "token_shapes": False, "d_model": 768, "d_ff": 3072, "d_kv": 64, "num_heads": 12, "num_layers": 12,
+BASE = {"pretrained_path": "", "copy": False, "token_shapes": False, "question": "attribute", "d_model": 768, "d_ff": 3072, "d_kv": 64, "num_heads": 12, "num_layers": 12,
         "num_decoder_layers": 12, "dropout": 0.1}  # T5-base / T5-pegasus-base sizes
 
 

@@ -16,7 +16,7 @@ from deflate.model.mul_t5 import (
 )
 
 SIZES = {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
-         "dropout": 0.0, "pretrained_path": "", "token_shapes": False}
+         "dropout": 0.0, "pretrained_path": "", "token_shapes": False, "question": "attribute"}
 MARKER, SEEN, UNSEEN, VOCAB = 4, (5, 40), (40, 64), 64
 
 

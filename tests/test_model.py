@@ -25,7 +25,7 @@ from deflate.model.tokenizer import (
 )
 
 TINY = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
-        "dropout": 0.0, "pretrained_path": "", "copy": False, "token_shapes": False}
+        "dropout": 0.0, "pretrained_path": "", "copy": False, "token_shapes": False, "question": "attribute"}
 
 
 @pytest.fixture(scope="module")

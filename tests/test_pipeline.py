@@ -251,6 +251,21 @@ def test_ablations_d_minus_and_v_minus(world, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "gen" / "deflate.json").read_text())["image_vocab"] == 0
 
 
+@pytest.mark.slow
+def test_the_offer_layout_runs_every_stage_with_pictures(world, tmp_path, monkeypatch):
+    """``model.question: offer`` through generator, harvest, discriminator, evaluate and the bundle:
+    the encoder reads each product once per batch, pictures included."""
+    monkeypatch.chdir(tmp_path)
+    p = tiny_params(**{"model.question": "offer", "text.answer_prefix": True, "tracking.enabled": False})
+    m = run_all(p, world, tmp_path)
+    meta = json.loads((tmp_path / "gen" / "deflate.json").read_text())
+    assert meta["question"] == "offer" and meta["answer_prefix"] and m["meta"]["use_image"]
+    assert 0 <= m["ave"]["f1"] <= 100 and 0 < m["threshold"] < 1
+    from deflate.answering.engine import Deflate
+    eng = Deflate.load(tmp_path / "bundle")
+    assert eng.gen.layout == "offer" and eng.qb.layout == "offer"
+
+
 def test_tracking_outage_does_not_stop_training(world, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     # a tracking server that is down: a closed port on this machine, no retries

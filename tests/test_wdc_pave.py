@@ -292,7 +292,7 @@ def test_answer_prefix_is_learned_forced_when_answering_and_stripped():
     assert ex[0].target[:len(head)] == head and qb.decode(ex[0].target[len(head):]) == "Avery Dennison"
     assert QuestionBuilder(tok, "en", 64, 16).prefix("Brand") == []  # off: the target is the value alone
     torch.manual_seed(0)
-    gen = build_generator({"pretrained_path": "", "copy": False, "token_shapes": False, "d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2,
+    gen = build_generator({"pretrained_path": "", "copy": False, "token_shapes": False, "question": "attribute", "d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2,
                            "num_layers": 1, "num_decoder_layers": 1, "dropout": 0.0}, tok, 0, 0)
     asked = question_examples(recs, qb, qs)
     decode = {"batch_size": 8, "max_new_tokens": 4, "num_beams": 1}

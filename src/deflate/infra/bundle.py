@@ -105,6 +105,7 @@ class GeneratorMeta(Record):
     feature_dim: int = Field(ge=0, le=1 << 16)
     copy_: bool = Field(default=False, alias="copy")  # a pointer-generator (model.PointerT5)
     token_shapes: bool = False  # a learned vector per token shape class on the encoder's input (model.token_shapes)
+    question: Literal["attribute", "offer"] = "attribute"  # model.question: what the encoder is asked
     copy_warmup: Optional[CopyWarmup] = None
     params: int = Field(ge=0)
     device: str = Short

@@ -65,6 +65,7 @@ class Model(Sizes):
     pretrained_path: str = Path_
     copy_: bool = Field(alias="copy")
     token_shapes: bool
+    question: Literal["attribute", "offer"]
     tokenizer_path: str = Path_
     dropout: float = Field(ge=0, lt=1)
     num_threads: int = Field(ge=1, le=1024)
@@ -198,6 +199,12 @@ class ParamsSchema(Section):
     experiments: Opt[Experiments] = None
     tables: Opt[Tables] = None
     baselines: Opt[Baselines] = None
+
+    @model_validator(mode="after")
+    def _offer_needs_prefix(self):
+        if self.model.question == "offer" and not self.text.answer_prefix:
+            raise ValueError("model.question: offer asks the decoder the attribute: set text.answer_prefix: true")
+        return self
 
 
 def check_params(raw, where: str = "params.yaml") -> None:

@@ -27,7 +27,11 @@ class Example:
 
 
 class Batcher:
-    def __init__(self, image: np.ndarray | None, has_image: np.ndarray | None, use_image: bool, img_id: int):
+    def __init__(self, image: np.ndarray | None, has_image: np.ndarray | None, use_image: bool, img_id: int,
+                 together: bool = False):
+        """``together``: shuffled batches keep a product's examples side by side (``model.question:
+        offer``, where they share one encoder pass)."""
+        self.together = together
         self.image = torch.from_numpy(image) if image is not None and use_image else None
         self.has_image = has_image if has_image is not None else None
         self.use_image, self.img_id = use_image and image is not None, img_id
@@ -82,10 +86,15 @@ class Batcher:
     def batches(self, exs: list[Example], batch_size: int, shuffle: bool = False, bucket: bool = True,
                 seed: int = 0) -> list[list[int]]:
         """Index lists. With ``bucket``, similar lengths share a batch (sorted within chunks of 50
-        batches, batch order shuffled), so little compute goes to padding."""
+        batches, batch order shuffled), so little compute goes to padding. A product's questions
+        have one length in the offer layout, so the stable sort keeps them side by side."""
         idx = np.arange(len(exs))
         rng = np.random.default_rng(seed)
-        if shuffle:
+        if shuffle and self.together:  # products in random order, each one's examples in a run
+            _, group = np.unique(np.array([e.row for e in exs]), return_inverse=True)
+            place = rng.permutation(int(group.max()) + 1) if len(exs) else group
+            idx = np.argsort(place[group], kind="stable")
+        elif shuffle:
             rng.shuffle(idx)
         if bucket:
             chunk = batch_size * 50

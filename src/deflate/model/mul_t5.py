@@ -173,30 +173,61 @@ def copy_ids(batch: dict) -> torch.Tensor:
     return out
 
 
+def distinct_rows(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first row of each distinct (question ids, picture) of ``batch`` and, per row, which of
+    them it repeats: ``batch[...][rows][inverse]`` gives back every row."""
+    key = batch["input_ids"]
+    if batch.get("image") is not None:
+        key = torch.cat([key, batch["image"].reshape(len(key), -1).to(key.dtype)], 1)
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)
+    n = len(key)
+    first = torch.full((int(inverse.max()) + 1 if n else 0,), n, dtype=torch.long, device=key.device)
+    first.scatter_reduce_(0, inverse, torch.arange(n, device=key.device), "amin")
+    order = torch.argsort(first)  # distinct questions in the batch's order
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=key.device)
+    return first[order], rank[inverse]
+
+
 class MulT5(nn.Module):
     """T5 encoder-decoder over text + image tokens; ``generate`` answers one question per row."""
 
-    def __init__(self, t5: T5ForConditionalGeneration, image_vocab: int = 0, feature_dim: int = 0):
+    def __init__(self, t5: T5ForConditionalGeneration, image_vocab: int = 0, feature_dim: int = 0,
+                 layout: str = "attribute"):
         super().__init__()
         self.t5 = t5
         self.embed = MultimodalEmbedding(t5.get_input_embeddings(), image_vocab, feature_dim)
         self.image_vocab, self.feature_dim = image_vocab, feature_dim
+        self.layout = layout  # model.question: with "offer", identical questions in a batch share one encoder pass
 
     def forward(self, batch, encoder_outputs=None):
         """The teacher-forced pass over ``batch["labels"]``; ``encoder_outputs`` (:meth:`encode` of the
         same batch) skips the encoder, with the same numbers."""
+        if encoder_outputs is None and self.layout == "offer":
+            encoder_outputs = self.encode(batch)
         emb = None if encoder_outputs is not None else self.embed(batch["input_ids"], batch.get("img_start"),
                                                                   batch.get("image"))
         return self.t5(inputs_embeds=emb, attention_mask=batch["attention_mask"], labels=batch["labels"],
                        encoder_outputs=encoder_outputs, **self._copy_kw(batch))
 
     def encode(self, batch):
-        """The encoder's states for ``batch``, to share between :meth:`generate` and :meth:`forward`."""
+        """The encoder's states for ``batch``, to share between :meth:`generate` and :meth:`forward`.
+        With ``model.question: offer`` the encoder runs once per distinct question (text and picture)
+        of the batch, and each row gets its question's states."""
+        rows = inverse = None
+        if self.layout == "offer":
+            rows, inverse = distinct_rows(batch)
+            batch = {k: batch[k][rows] for k in ("input_ids", "attention_mask", "img_start", "image") if k in batch}
         emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
-        return self.t5.get_encoder()(inputs_embeds=emb, attention_mask=batch["attention_mask"], return_dict=True)
+        out = self.t5.get_encoder()(inputs_embeds=emb, attention_mask=batch["attention_mask"], return_dict=True)
+        if inverse is not None:
+            out.last_hidden_state = out.last_hidden_state[inverse]
+        return out
 
     @torch.no_grad()
     def generate(self, batch, encoder_outputs=None, **kw):
+        if encoder_outputs is None and self.layout == "offer":
+            encoder_outputs = self.encode(batch)
         if encoder_outputs is not None:  # the encoder already ran (:meth:`encode`): no embeddings needed
             kw["encoder_outputs"] = encoder_outputs
         else:
@@ -270,7 +301,7 @@ def build_generator(cfg: dict, tokenizer, image_vocab: int, feature_dim: int) ->
     t5.generation_config.decoder_start_token_id = t5.config.decoder_start_token_id
     t5.generation_config.pad_token_id = tokenizer.pad_token_id
     t5.generation_config.eos_token_id = tokenizer.eos_token_id
-    gen = MulT5(t5, image_vocab, feature_dim)
+    gen = MulT5(t5, image_vocab, feature_dim, cfg["question"])
     if cfg["token_shapes"]:
         gen.embed.add_shapes(token_shapes(tokenizer))
     return gen
@@ -279,13 +310,13 @@ def build_generator(cfg: dict, tokenizer, image_vocab: int, feature_dim: int) ->
 # --- saving and loading (safetensors + JSON; never pickle) -------------------------------------------
 def save_model(model: nn.Module, out: Path, meta: dict, tokenizer=None, t5: T5ForConditionalGeneration | None = None):
     """Weights, config, tokenizer and ``deflate.json`` in one folder, built beside ``out`` and swapped in.
-    A pointer-generator's file says ``"copy": true`` and one with shape embeddings
-    ``"token_shapes": true`` (what :func:`load_generator` builds from); other files stay as they were
-    before those options."""
-    if isinstance(model, MulT5) and model.copies:
-        meta = {**meta, "copy": True}
-    if isinstance(model, MulT5) and model.embed.shape is not None:
-        meta = {**meta, "token_shapes": True}
+    A generator's file names each option it was built with (``"copy"``, ``"token_shapes"``,
+    ``"question"``: what :func:`load_generator` builds from); one built with none stays as it was
+    before those options, so the committed models keep their bytes."""
+    if isinstance(model, MulT5):
+        options = {"copy": model.copies, "token_shapes": model.embed.shape is not None,
+                   "question": model.layout if model.layout != "attribute" else None}
+        meta = {**meta, **{k: v for k, v in options.items() if v}}
     with atomic_dir(out) as tmp:
         save_weights(model, tmp / WEIGHTS)
         if t5 is not None:
@@ -309,7 +340,7 @@ def load_generator(path: Path) -> tuple[MulT5, object, dict]:
                           f"{len(tok)} tokens")
     cls = PointerT5 if meta["copy"] else T5ForConditionalGeneration  # models before model.copy: plain
     t5 = cls(config)
-    gen = MulT5(t5, meta["image_vocab"], meta["feature_dim"])
+    gen = MulT5(t5, meta["image_vocab"], meta["feature_dim"], meta["question"])
     if meta["token_shapes"]:
         gen.embed.add_shapes(token_shapes(tok))
     load_weights(gen, path / WEIGHTS)

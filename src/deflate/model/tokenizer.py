@@ -68,6 +68,11 @@ def corpus(records, schema: dict):
 
 
 TARGET_FORMS = ("standalone", "as_in_text")
+# model.question: "attribute" asks the encoder "The [attribute] of [product] is" (the paper's layout,
+# one encoder pass per question); "offer" gives the encoder the product alone, the same sequence for
+# every attribute asked of it, and the attribute to the decoder through its answer prefix, so one
+# encoder pass serves all of a product's questions (deflate.model.mul_t5.MulT5.encode)
+LAYOUTS = ("attribute", "offer")
 
 # --- token shapes (model.token_shapes) ------------------------------------------------------------
 # A piece's shape: where it sits in its word (a word-start marker such as Metaspace's "▁", a
@@ -112,9 +117,14 @@ class QuestionBuilder:
     """Turns (product, attribute[, value]) into token ids with a length budget."""
 
     def __init__(self, tokenizer, language: str, max_len: int, max_value_len: int, target_form: str = "standalone",
-                 answer_prefix: bool = False):
+                 answer_prefix: bool = False, layout: str = "attribute"):
         if target_form not in TARGET_FORMS:
             raise ValueError(f"text.target_form must be one of {TARGET_FORMS}, not {target_form!r}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"model.question must be one of {LAYOUTS}, not {layout!r}")
+        if layout == "offer" and not answer_prefix:  # the decoder's prefix is then the only place the attribute is
+            raise ValueError("model.question: offer needs text.answer_prefix: true (the attribute goes to the decoder)")
+        self.layout = layout
         self.tok, self.t = tokenizer, TEMPLATES["zh" if language == "zh" else "en"]
         self.max_len, self.max_value_len, self.target_form = max_len, max_value_len, target_form
         self.answer_prefix = answer_prefix
@@ -128,7 +138,8 @@ class QuestionBuilder:
         """The builder a trained generator was trained with, from its ``deflate.json``; a model saved
         before a setting was recorded gets that setting's old default."""
         return cls(tokenizer, meta["language"], meta["max_len"], meta["max_value_len"],
-                   meta.get("target_form", "standalone"), meta.get("answer_prefix", False))
+                   meta.get("target_form", "standalone"), meta.get("answer_prefix", False),
+                   meta.get("question", "attribute"))
 
     def ids(self, text: str) -> list[int]:
         if text not in self._cache:
@@ -138,8 +149,14 @@ class QuestionBuilder:
         return self._cache[text]
 
     def question(self, name: str, desc: str, attr: str) -> list[int]:
-        head = self.ids(self.t["head"].format(name=name, attr=attr))
-        tail = self.ids(self.t["tail"].format(attr=attr))
+        """The generator's question: with ``model.question: offer`` the product alone (its attribute
+        is the decoder's prefix), else :meth:`attribute_question`."""
+        return self.attribute_question(name, desc, None if self.layout == "offer" else attr)
+
+    def attribute_question(self, name: str, desc: str, attr: str | None) -> list[int]:
+        """"The [attr] of [name] ([desc]) is" in the language's template; ``attr`` None: "[name] ([desc])"."""
+        head = self.ids(self.t["head"].format(name=name, attr=attr) if attr is not None else name)
+        tail = self.ids(self.t["tail"].format(attr=attr)) if attr is not None else []
         budget = self.max_len - len(tail)
         head = head[:max(budget, 1)]
         d = []
@@ -185,7 +202,7 @@ class QuestionBuilder:
         """The claim as ``<CLS> question`` and the value's tokens (an empty value still brings the
         separator's piece in English, as claims always have)."""
         v = self.ids((self.t["sep"] + value) if self.t["sep"] else value)[: self.max_value_len]
-        return [self.cls_id] + self.question(name, desc, attr), v
+        return [self.cls_id] + self.attribute_question(name, desc, attr), v  # D is asked of one attribute in any layout
 
     def decode(self, ids) -> str:
         return self.tok.decode(ids, skip_special_tokens=True).strip()

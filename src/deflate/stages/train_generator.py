@@ -33,7 +33,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
     tok = generator_tokenizer(p, train.records, schema)
     lang = schema["language"]
-    qb = QuestionBuilder(tok, lang, t["max_len"], t["max_value_len"], t["target_form"], t["answer_prefix"])
+    qb = QuestionBuilder(tok, lang, t["max_len"], t["max_value_len"], t["target_form"], t["answer_prefix"],
+                         m["question"])
     image_vocab, feature_dim = image_spec(train.meta)
     use_image = m["use_image"] and train.image is not None
     gen = build_generator(m, tok, image_vocab if use_image else 0, feature_dim if use_image else 0)
@@ -41,7 +42,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     sep = value_sep(lang)
     examples = qa_examples(train.records, qb, schema, sep, none, p["seed"])
     val_ex = qa_examples(val.records, qb, schema, sep, none, p["seed"] + 1)[: g["val_max"]]
-    tr_b = Batcher(train.image, train.has_image, use_image, qb.img_id)
+    tr_b = Batcher(train.image, train.has_image, use_image, qb.img_id, together=qb.layout == "offer")
     va_b = Batcher(val.image, val.has_image, use_image, qb.img_id)
     targets = [qb.answer(e.target, e.key.attribute) for e in val_ex]
 
