@@ -14,7 +14,7 @@ from deflate.model.mul_t5 import build_generator, distinct_rows, load_generator,
 from deflate.model.tokenizer import QuestionBuilder, train_tokenizer
 
 SIZES = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
-         "dropout": 0.0, "pretrained_path": "", "copy": True}
+         "dropout": 0.0, "pretrained_path": "", "copy": True, "token_shapes": False}
 TEXTS = ["The Brand of ACME kettle is ACME", "The Color of ACME kettle is red", "steel kettle (1.7 l)", "kettle: red None"]
 
 
@@ -103,3 +103,20 @@ def test_params_refuse_offer_without_prefix():
     raw["model"]["question"], raw["text"]["answer_prefix"] = "offer", False
     with pytest.raises(ParamsError, match="answer_prefix"):
         check_params(raw)
+
+
+def test_every_option_together_survives_saving(tok, tmp_path):
+    """The pointer, token shapes and the offer layout in one generator: saved and loaded, it names all
+    three and gives the same logits with one encoder pass per product."""
+    torch.manual_seed(0)
+    gen = build_generator(dict(SIZES, question="offer", token_shapes=True), tok, 0, 0).eval()
+    with torch.no_grad():
+        gen.embed.shape.weight.normal_()  # as if trained
+    qb = QuestionBuilder(tok, "en", 32, 8, "standalone", answer_prefix=True, layout="offer")
+    exs = [Example(qb.question("ACME kettle", "steel", a), 0, target=qb.prefix(a) + qb.value("red")) for a in ("Brand", "Color")]
+    batch = Batcher(None, None, False, qb.img_id).collate(exs)
+    save_model(gen, tmp_path / "g", gen_meta(answer_prefix=True), tok, gen.t5)
+    loaded, _, meta = load_generator(tmp_path / "g")
+    assert (meta["copy"], meta["token_shapes"], meta["question"]) == (True, True, "offer")
+    with torch.no_grad():
+        assert torch.equal(loaded(batch).logits, gen(batch).logits)

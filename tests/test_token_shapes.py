@@ -9,7 +9,7 @@ from deflate.model.mul_t5 import Discriminator, build_generator, load_generator,
 from deflate.model.tokenizer import N_SHAPES, piece_shape, token_shapes, train_tokenizer
 
 SIZES = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
-         "dropout": 0.0, "pretrained_path": "", "copy": True}
+         "dropout": 0.0, "pretrained_path": "", "copy": True, "question": "attribute"}
 
 
 def test_piece_classes_follow_the_text():

@@ -181,7 +181,8 @@ def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, 
     tok = dist.from_main(lambda: train_tokenizer(list(corpus(train.records, schema)) + [PAIR, SEP, "|"],
                                                  p["text"]["vocab_size"]))
     qb = QuestionBuilder(tok, schema["language"], p["text"]["max_len"], cfg["max_target_len"])
-    gen = build_generator(p["model"], tok, 0, 0)  # text only, DEFLATE's backbone size
+    # text only, DEFLATE's backbone size; its input is its own (one question per product), so no layout
+    gen = build_generator({**p["model"], "question": "attribute"}, tok, 0, 0)
     examples = [Example(jg_input(qb, r, qb.max_len), -1, target=qb.value(jgave_target(r, p["seed"], i)))
                 for i, r in enumerate(train.records)]
     decode = {"max_new_tokens": cfg["max_target_len"], "batch_size": 128, "num_beams": 1}
