@@ -5,7 +5,8 @@ selected and scored on val (the test split is replaced by val), with the dataset
 
 SYSTEM is deflate, d_minus or a baseline (bilstm_crf, mjave, jgave, dictionary). Params start from
 pipelines/wdc_pave/params.yaml. Prints val P/R/F1 (authors' rule, with the bootstrap interval),
-AP/AVE F1 and the wall time; appends one JSON line to DIR/results.jsonl.
+AP/AVE F1 and the wall time, under the pipeline's kernels (runs before 2026-12-05 06:00 UTC used the
+machine's native ones); appends one JSON line to DIR/results.jsonl.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from deflate.data.adapters import ingest
 from deflate.data.records import load_split
 from deflate.evaluation import prediction_files
 from deflate.evaluation import wdc_pave_rule as pave_scoring
+from deflate.infra import kernels
 from deflate.infra.config import load_params
 from deflate.model.tokenizer import NONE_VALUE
 from deflate.stages.system import run_system
@@ -93,6 +95,7 @@ def main():
     ap.add_argument("--name", default="")
     args = ap.parse_args()
     p = params_with(args.sets)
+    kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])  # the pipeline's numbers (may restart)
     work = args.work
     dev = dev_folder(p, work)
     name = args.name or "_".join([args.system, *[s.replace("/", "_") for s in args.sets]])[:120]
@@ -104,7 +107,8 @@ def main():
     s = val_score(dev, out / "predictions" / "test.jsonl")
     res = {"name": name, "system": args.system, "sets": args.sets, "val_f1": s["f1"], "val_p": s["p"],
            "val_r": s["r"], "val_f1_ci95": s["f1_ci95"], "val_f1_ci": s["case_insensitive"]["f1"],
-           "counts": s["counts"], "ap_f1": m["ap"]["f1"], "ave_f1": m["ave"]["f1"], "seconds": seconds}
+           "counts": s["counts"], "ap_f1": m["ap"]["f1"], "ave_f1": m["ave"]["f1"], "seconds": seconds,
+           "kernels": kernels.describe()["kernels"]}
     record(work, "results.jsonl", res)
 
 
