@@ -87,15 +87,22 @@ def record(work: Path, file: str, res: dict) -> None:
         f.write(json.dumps(res) + "\n")
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("system")
+def dev_run(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict]:
+    """The dev scripts' shared options (-S, --work, --name) parsed, the params built from them, and
+    the pipeline's kernels pinned, so a dev run's numbers are the pipeline's (this may restart)."""
     ap.add_argument("-S", dest="sets", action="append", default=[], help="key.path=value (YAML value)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/wdc_dev"))
     ap.add_argument("--name", default="")
     args = ap.parse_args()
     p = params_with(args.sets)
-    kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])  # the pipeline's numbers (may restart)
+    kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])
+    return args, p
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("system")
+    args, p = dev_run(ap)
     work = args.work
     dev = dev_folder(p, work)
     name = args.name or "_".join([args.system, *[s.replace("/", "_") for s in args.sets]])[:120]

@@ -20,17 +20,12 @@ from deflate.infra import kernels
 from deflate.stages import train_generator
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wdc_dev import dev_folder, params_with, record  # noqa: E402
+from wdc_dev import dev_folder, dev_run, record  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-S", dest="sets", action="append", default=[], help="key.path=value (YAML value)")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/wdc_dev"))
-    ap.add_argument("--name", default="")
-    args = ap.parse_args()
-    p = params_with(args.sets)
-    kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])  # the pipeline's numbers (may restart)
+    args, p = dev_run(ap)
     dev = dev_folder(p, args.work)
     name = args.name or "_".join(["gen", *[s.replace("/", "_") for s in args.sets]])[:120]
     out = args.work / "gen_runs" / name
