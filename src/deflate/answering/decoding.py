@@ -80,13 +80,14 @@ def _after_prefix(heads: list[list[int]], inner, everything: list[int]):
 
 def generate_values(gen, qb, batcher: Batcher, examples: list[Example], decode: dict, device: str = "cpu",
                     tries: dict[str, Trie] | None = None, desc: str = "generate", progress: bool = True,
-                    spans: bool = False) -> list[str]:
+                    spans: bool = False, none: bool = True) -> list[str]:
     """One decoded string per example (its ``key`` Question's attribute picks the trie; with
-    ``spans``, each answer is a span of its own question or d-'s "None").
+    ``spans``, each answer is a span of its own question or, unless ``none`` is false, "None").
     ``decode``: ``batch_size``, ``max_new_tokens``, ``num_beams`` (params.yaml's ``decode``)."""
     def step(idx, batch):
         attrs = _attributes(examples, idx)
-        seqs = gen.generate(batch, **_decode_kwargs(qb, [examples[i] for i in idx], attrs, decode, tries, spans))
+        seqs = gen.generate(batch, **_decode_kwargs(qb, [examples[i] for i in idx], attrs, decode, tries, spans,
+                                                    none))
         return [qb.answer(s[1:], a) for a, s in zip(attrs, seqs.tolist())]  # after the decoder start
     return infer(gen, batcher, examples, decode["batch_size"], step, device, desc, progress)
 
@@ -117,7 +118,7 @@ def _attributes(examples: list[Example], idx: list[int]) -> list[str]:
 
 
 def _decode_kwargs(qb, exs: list[Example], attrs: list[str], decode: dict, tries: dict[str, Trie] | None,
-                   spans: bool) -> dict:
+                   spans: bool, none: bool = True) -> dict:
     """``generate``'s arguments for one batch: greedy or beams, inside the candidate tries, inside each
     question's spans, or free after the forced answer prefix."""
     kw = {"max_new_tokens": decode["max_new_tokens"], "num_beams": decode["num_beams"], "do_sample": False}
@@ -125,7 +126,7 @@ def _decode_kwargs(qb, exs: list[Example], attrs: list[str], decode: dict, tries
         qb.refuse_prefix("candidate tries (decode.constrain_to_vocab, candidate modes)")
         kw["prefix_allowed_tokens_fn"] = _allowed(tries, attrs, qb)
     elif spans:
-        kw["prefix_allowed_tokens_fn"], extra = span_constraint(qb, exs)
+        kw["prefix_allowed_tokens_fn"], extra = span_constraint(qb, exs, none)
         kw["max_new_tokens"] += extra
     else:
         heads = [qb.prefix(a) if a else [] for a in attrs]
@@ -135,11 +136,11 @@ def _decode_kwargs(qb, exs: list[Example], attrs: list[str], decode: dict, tries
     return kw
 
 
-def span_constraint(qb, examples: list[Example]):
+def span_constraint(qb, examples: list[Example], none: bool = True):
     """``prefix_allowed_tokens_fn`` for a batch of questions: each answer a span of its own question
-    (or d-'s "None"), after the forced answer prefix where the generator writes one."""
-    none = [qb.value(NONE_VALUE)[:-1]]
-    inner = _span_allowed([span_trie(e.ids, qb.max_value_len, none) for e in examples], qb.eos_id)
+    (or "None", unless ``none`` is false), after the forced answer prefix where the generator writes one."""
+    extra = [qb.value(NONE_VALUE)[:-1]] if none else []
+    inner = _span_allowed([span_trie(e.ids, qb.max_value_len, extra) for e in examples], qb.eos_id)
     heads = [qb.prefix(e.key.attribute) if e.key is not None and e.key.attribute else [] for e in examples]
     if not any(heads):
         return inner, 0

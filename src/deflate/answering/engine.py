@@ -211,10 +211,12 @@ class Deflate:
         return self._tries
 
     def generate(self, batcher: Batcher, exs: list[Example], constrained: bool = False, desc: str = "generate",
-                 progress: bool = True) -> list[str]:
+                 progress: bool = True, none: bool = True) -> list[str]:
+        """Free answers (span-constrained where the decode settings say; ``none`` false refuses the
+        span trie's "None", so a generator that learned it still names a value)."""
         return generate_values(self.gen, self.qb, batcher, exs, self.decode, self.device,
                                self.tries() if constrained else None, desc, progress,
-                               spans=not constrained and self.decode["constrain_to_spans"])
+                               spans=not constrained and self.decode["constrain_to_spans"], none=none)
 
     def topk(self, batcher: Batcher, exs: list[Example], k: int, desc: str = "top-k",
              progress: bool = True) -> list[list[tuple[str, float]]]:

@@ -58,9 +58,12 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, out: Path) 
         else:
             questions = (Question(i, a) for i, r in enumerate(data.records)
                          for a in absent_attributes(r, attributes_of(ctx.schema, r.category), k, rng))
-            found = absent_negatives(engine, data, questions, split)
+            # a generator that learned "None" (generator.absent_as_none) is made to name its value: the
+            # negatives are the claims it would make, as the paper harvests them
+            none = not p["generator"]["absent_as_none"]
+            found = absent_negatives(engine, data, questions, split, none)
             if p["negatives"]["wrong_values"]:
-                found = itertools.chain(found, wrong_answers(engine, data, engine.sep, split))
+                found = itertools.chain(found, wrong_answers(engine, data, engine.sep, split, none))
         n = empty = 0
         with atomic_writer(out / f"{split}.jsonl") if dist.is_main() else contextlib.nullcontext(io.StringIO()) as f:
             for rows in found:  # a chunk of questions' negatives at a time
@@ -79,23 +82,24 @@ def generator_only(p: Params, gen_dir: Path, device: str) -> Deflate:
                    decode=p["decode"], claim_batch_size=p["discriminator"]["eval_batch_size"], device=device)
 
 
-def answers(engine: Deflate, data: Split, questions: list[Question], split: str) -> list[str]:
-    """The generator's free answer to each question."""
+def answers(engine: Deflate, data: Split, questions: list[Question], split: str, none: bool = True) -> list[str]:
+    """The generator's free answer to each question (``none`` false: never "None")."""
     exs = engine.questions(data.records, questions)
-    return engine.generate(engine.batcher(data.image, data.has_image), exs, desc=f"harvest {split}")
+    return engine.generate(engine.batcher(data.image, data.has_image), exs, desc=f"harvest {split}", none=none)
 
 
-def absent_negatives(engine: Deflate, data: Split, questions: Iterable[Question], split: str) -> Iterator[list[dict]]:
+def absent_negatives(engine: Deflate, data: Split, questions: Iterable[Question], split: str,
+                     none: bool = True) -> Iterator[list[dict]]:
     """The generator's answer to each question (attributes the products lack), a chunk at a time."""
     for chunk in chunked(questions, ANSWER_CHUNK):
         yield [{"row": q.row, "id": data.records[q.row].id, "attribute": q.attribute, "value": v}
-               for q, v in zip(chunk, answers(engine, data, chunk, split))]
+               for q, v in zip(chunk, answers(engine, data, chunk, split, none))]
 
 
-def wrong_answers(engine: Deflate, data: Split, sep: str, split: str) -> Iterator[list[dict]]:
+def wrong_answers(engine: Deflate, data: Split, sep: str, split: str, none: bool = True) -> Iterator[list[dict]]:
     """The generator's answer to each attribute a product has, where it is a value but a wrong one."""
     for chunk in chunked(gold_questions(data.records), ANSWER_CHUNK):
-        values = answers(engine, data, chunk, f"{split} (present)")
+        values = answers(engine, data, chunk, f"{split} (present)", none)
         yield [{"row": q.row, "id": data.records[q.row].id, "attribute": q.attribute, "value": v}
                for q, v in zip(chunk, values)
                if v and v != NONE_VALUE and v not in right_answers(data.records[q.row], q.attribute, sep)]

@@ -38,7 +38,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     image_vocab, feature_dim = image_spec(train.meta)
     use_image = m["use_image"] and train.image is not None
     gen = build_generator(m, tok, image_vocab if use_image else 0, feature_dim if use_image else 0)
-    none = 0 if m["use_discriminator"] else g["none_per_product"]
+    none = g["none_per_product"] if absent_as_none(p) else 0
     sep = value_sep(lang)
     examples = qa_examples(train.records, qb, schema, sep, none, p["seed"])
     val_ex = qa_examples(val.records, qb, schema, sep, none, p["seed"] + 1)[: g["val_max"]]
@@ -96,6 +96,13 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     history = train_and_save(job, out, seed=p["seed"], tracker=tracker, train_kw=ctx.train_kw, save=save)
     tracker.close()
     return {"examples": len(examples), "best_val_accuracy": max(h["val_score"] for h in history)}
+
+
+def absent_as_none(p: Params) -> bool:
+    """Whether the generator learns to answer ``None`` for attributes a product lacks: d- always (it has
+    no discriminator), DEFLATE where ``generator.absent_as_none`` says so (beyond the paper, whose
+    generator learns values only)."""
+    return not p["model"]["use_discriminator"] or p["generator"]["absent_as_none"]
 
 
 def generator_tokenizer(p: Params, records, schema: dict):
