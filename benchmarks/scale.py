@@ -126,6 +126,9 @@ def main():
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "scale.png")
     ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="which steps to measure")
     ap.add_argument("--no-predict", action="store_true", help="skip `deflate predict` at the largest size")
+    ap.add_argument("--resume", type=Path, default=None,
+                    help="a stopped run's results JSON: its measured steps are kept, not run again (their outputs "
+                         "must still be in --work), and the rest are measured")
     args = ap.parse_args()
     sizes = sorted(args.sizes)
     if not (args.models / "generator").is_dir() or not (args.models / "discriminator").is_dir():
@@ -138,6 +141,12 @@ def main():
     startup = measured(startup_cmd, args.work, args.work / "startup.log", args.repeats)
     print(f"[scale] start-up of a step's process: {startup['seconds']} s, {startup['peak_rss_mb']} MiB", flush=True)
     results: dict = {}
+    if args.resume:  # same machine and code assumed: the note of the stopped run says so
+        before = json.loads(args.resume.read_text(encoding="utf-8"))
+        results = {n: dict(steps) for n, steps in before["steps"].items() if int(n) in sizes}
+        for n, steps in results.items():
+            for step in steps:
+                steps[step]["resumed_from"] = str(args.resume.name)
 
     def report(complete: bool) -> dict:  # written after every step: a stopped run keeps what it measured
         r = {"sizes": sizes, "complete": complete, "startup": startup,
@@ -151,8 +160,10 @@ def main():
     for n in sizes:
         ws = workspace(args.work, n, args.models)
         log = ws / "scale.log"
-        results[str(n)] = {}
+        results.setdefault(str(n), {})
         for step in STEPS:  # each step needs the ones before it: the unmeasured ones still run, once
+            if step in results[str(n)]:  # measured by the resumed run; its outputs are in the workspace
+                continue
             if step not in args.steps:
                 run([sys.executable, str(ROOT / "stages" / f"{step}.py")], ws, log)
                 continue

@@ -42,8 +42,9 @@ def params_with(sets: list[str]) -> dict:
             node = node[k]
         node[last] = yaml.safe_load(val)
     p["tracking"]["enabled"] = False
-    if p["generator"]["copy_warmup_from"]:  # the pipeline's shared warm-up (used only where it matches)
-        p["generator"]["copy_warmup_from"] = str(PIPE / p["generator"]["copy_warmup_from"])
+    for k in ("copy_warmup_from", "shared_from"):  # the pipeline's shared folders (used only where they match)
+        if p["generator"].get(k):
+            p["generator"][k] = str(PIPE / p["generator"][k])
     return p
 
 

@@ -15,6 +15,12 @@ def shared_data() -> Path:
     return SHARED
 
 
+def tiny_model(**over) -> dict:
+    """The ``model`` params of a tiny from-scratch generator (every option off), with ``over`` on top."""
+    return {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
+            "dropout": 0.0, "pretrained_path": "", "copy": False, "token_shapes": False, "question": "attribute", **over}
+
+
 def gen_meta(**over) -> dict:
     """A complete ``generator/deflate.json`` (what load_generator's schema asks) for hand-built models."""
     return {"image_vocab": 0, "feature_dim": 0, "attributes": ["a"], "candidates": {}, "value_sep": "、",

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_model
 
 from deflate.answering.scores import (
     candidate_claim_logprobs,
@@ -17,8 +18,7 @@ from deflate.model.mul_t5 import build_generator
 from deflate.model.questions import Question, candidate_claims, claim_examples
 from deflate.model.tokenizer import QuestionBuilder, train_tokenizer
 
-TINY = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
-        "dropout": 0.0, "pretrained_path": "", "copy": False, "token_shapes": False, "question": "attribute"}
+TINY = tiny_model()
 DECODE = {"max_new_tokens": 8, "batch_size": 64, "num_beams": 1}
 
 

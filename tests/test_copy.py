@@ -3,7 +3,7 @@ input copies a token it never saw in training; its planted twin without the copy
 import numpy as np
 import pytest
 import torch
-from conftest import gen_meta
+from conftest import gen_meta, tiny_model
 
 from deflate.answering.scores import mean_logprobs
 from deflate.model.batching import Batcher, Example
@@ -15,8 +15,7 @@ from deflate.model.mul_t5 import (
     save_model,
 )
 
-SIZES = {"d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
-         "dropout": 0.0, "pretrained_path": "", "token_shapes": False, "question": "attribute"}
+SIZES = tiny_model(d_model=32, d_ff=64)
 MARKER, SEEN, UNSEEN, VOCAB = 4, (5, 40), (40, 64), 64
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import gen_meta
+from conftest import gen_meta, tiny_model
 
 from deflate.answering.decoding import Trie, build_tries, generate_values
 from deflate.infra.errors import UserError
@@ -24,8 +24,7 @@ from deflate.model.tokenizer import (
     train_tokenizer,
 )
 
-TINY = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
-        "dropout": 0.0, "pretrained_path": "", "copy": False, "token_shapes": False, "question": "attribute"}
+TINY = tiny_model()
 
 
 @pytest.fixture(scope="module")

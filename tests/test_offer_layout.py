@@ -6,15 +6,14 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import gen_meta
+from conftest import gen_meta, tiny_model
 
 from deflate.infra.params_schema import ParamsError, check_params
 from deflate.model.batching import Batcher, Example
 from deflate.model.mul_t5 import build_generator, distinct_rows, load_generator, save_model
 from deflate.model.tokenizer import QuestionBuilder, train_tokenizer
 
-SIZES = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
-         "dropout": 0.0, "pretrained_path": "", "copy": True, "token_shapes": False}
+SIZES = tiny_model(copy=True)
 TEXTS = ["The Brand of ACME kettle is ACME", "The Color of ACME kettle is red", "steel kettle (1.7 l)", "kettle: red None"]
 
 

@@ -904,3 +904,63 @@ def test_answering_a_chunk_of_questions_at_a_time_gives_the_one_pass_answers(wor
     for name in ("probs", "gen_logprobs", "scores"):
         np.testing.assert_allclose(getattr(parts, name), getattr(whole, name), rtol=0, atol=1e-5)
     assert engine.answer(data.records, [], batcher, progress=False).values == []
+
+
+def test_absent_as_none_teaches_deflate_none_and_harvests_named_values(world, tmp_path, monkeypatch):
+    """generator.absent_as_none: DEFLATE's generator trains on absent attributes answered "None" as
+    d-'s does (more examples), and harvesting asks it with "None" refused (every negative names a value)."""
+    from deflate.answering.engine import Deflate
+    monkeypatch.chdir(tmp_path)
+    proc, tok = world / "processed", world / "tokens"
+    asked = []
+    generate = Deflate.generate
+    monkeypatch.setattr(Deflate, "generate", lambda self, *a, **kw: asked.append(kw.get("none", True))
+                        or generate(self, *a, **kw))
+    plain = tiny_params(**{"tracking.enabled": False, "generator.none_per_product": 3})
+    learned = tiny_params(**{"tracking.enabled": False, "generator.none_per_product": 3,
+                             "generator.absent_as_none": True})
+    assert not train_generator.absent_as_none(plain) and train_generator.absent_as_none(learned)
+    d_minus = tiny_params(**{"model.use_discriminator": False})
+    assert train_generator.absent_as_none(d_minus)
+    n_plain = train_generator.run(plain, proc, tok, tmp_path / "g0", tmp_path / "c0")["examples"]
+    n_none = train_generator.run(learned, proc, tok, tmp_path / "g1", tmp_path / "c1")["examples"]
+    train = load_split(proc, "train")
+    assert n_none == n_plain + 3 * len(train)  # every synthetic product lacks at least 3 attributes
+    harvest_negatives.run(plain, proc, tok, tmp_path / "g1", tmp_path / "n0")
+    assert asked and all(asked)  # off: harvesting decodes as answering does
+    asked.clear()
+    harvest_negatives.run(learned, proc, tok, tmp_path / "g1", tmp_path / "n1")
+    assert asked and not any(asked)
+    negs = [json.loads(x) for x in (tmp_path / "n1" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert negs and all(n["value"] and n["value"] != "None" for n in negs)
+
+
+def test_shared_generator_is_trained_once_and_copied_where_its_key_matches(world, tmp_path, monkeypatch):
+    """generator.shared_from: d- and DEFLATE with absent_as_none train the same generator, so the
+    shared_generator stage trains it once and each copies it, byte for byte what d- trains itself;
+    a system that would train another generator (other targets) trains its own."""
+    import copy
+    monkeypatch.chdir(tmp_path)
+    proc, tok = world / "processed", world / "tokens"
+    p = tiny_params(**{"tracking.enabled": False, "generator.absent_as_none": True})
+    train_generator.run_shared(p, proc, tok, tmp_path / "shared", tmp_path / "c0")
+    assert json.loads((tmp_path / "shared" / "shared.json").read_text())["key"]
+
+    def system(use_disc: bool, absent_as_none: bool = True, shared: bool = True) -> dict:
+        q = copy.deepcopy(p)
+        q["model"]["use_discriminator"], q["generator"]["absent_as_none"] = use_disc, absent_as_none
+        q["generator"]["shared_from"] = str(tmp_path / "shared") if shared else ""
+        return q
+
+    train_generator.run(system(False, shared=False), proc, tok, tmp_path / "own", tmp_path / "c1")  # d- alone
+    monkeypatch.setattr(train_generator, "train_and_save", lambda *a, **k: pytest.fail("trained again"))
+    for use_disc in (False, True):
+        assert train_generator.run(system(use_disc), proc, tok, tmp_path / f"copy{use_disc}", tmp_path / "c2")["shared_from"]
+    own = sorted(f.relative_to(tmp_path / "own") for f in (tmp_path / "own").rglob("*") if f.is_file())
+    copied = sorted(f.relative_to(tmp_path / "copyFalse") for f in (tmp_path / "copyFalse").rglob("*") if f.is_file())
+    assert own == copied and "shared.json" not in map(str, own)
+    for f in own:
+        assert (tmp_path / "own" / f).read_bytes() == (tmp_path / "copyFalse" / f).read_bytes(), f
+    assert json.loads((tmp_path / "copyTrue" / "deflate.json").read_text())["use_discriminator"] is True
+    with pytest.raises(pytest.fail.Exception, match="trained again"):  # the paper's DEFLATE: values only
+        train_generator.run(system(True, absent_as_none=False), proc, tok, tmp_path / "plain", tmp_path / "c3")

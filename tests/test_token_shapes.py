@@ -2,14 +2,13 @@
 follow the piece's text; an untrained table changes nothing; a saved generator (and a discriminator
 built on it) answers the same after loading, the class table rebuilt from its tokenizer."""
 import torch
-from conftest import gen_meta
+from conftest import gen_meta, tiny_model
 
 from deflate.model.batching import Batcher, Example
 from deflate.model.mul_t5 import Discriminator, build_generator, load_generator, save_model
 from deflate.model.tokenizer import N_SHAPES, piece_shape, token_shapes, train_tokenizer
 
-SIZES = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
-         "dropout": 0.0, "pretrained_path": "", "copy": True, "question": "attribute"}
+SIZES = tiny_model(copy=True)
 
 
 def test_piece_classes_follow_the_text():

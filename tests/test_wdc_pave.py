@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_model
 
 from deflate.baselines.dictionary import Dictionary
 from deflate.data.adapters import WdcPaveAdapter, ingest, wdc_val_cluster
@@ -276,6 +277,26 @@ def test_span_trie_allows_only_spans_of_the_question_and_none():
     assert allowed(0, torch.tensor([0, 9])) == [10, 1]
 
 
+def test_span_constraint_without_none_names_a_span():
+    """generator.absent_as_none: harvesting refuses the span trie's "None", so a generator that learned
+    it still names the value it would claim; answering keeps "None" as an answer."""
+    from deflate.answering.decoding import span_constraint
+    from deflate.model.questions import Question, question_examples
+    from deflate.model.tokenizer import NONE_VALUE, QuestionBuilder, train_tokenizer
+
+    tok = train_tokenizer(["Avery Dennison shipping tags", "The Brand of tags is", "None"] * 20, 300)
+    qb = QuestionBuilder(tok, "en", 64, 16, "as_in_text")
+    ex = question_examples([Record("1", "Avery Dennison shipping tags")], qb, [Question(0, "Brand")])
+    none_first = qb.value(NONE_VALUE)[0]
+    assert none_first not in ex[0].ids  # "None" is no span of this question
+    with_none, _ = span_constraint(qb, ex)
+    without, _ = span_constraint(qb, ex, none=False)
+    start = torch.tensor([0])
+    assert none_first in with_none(0, start)
+    assert none_first not in without(0, start)
+    assert set(without(0, start)) == set(with_none(0, start)) - {none_first}  # every span still allowed
+
+
 def test_answer_prefix_is_learned_forced_when_answering_and_stripped():
     from deflate.answering.decoding import build_tries, generate_values, span_beams
     from deflate.model.batching import Batcher
@@ -292,8 +313,7 @@ def test_answer_prefix_is_learned_forced_when_answering_and_stripped():
     assert ex[0].target[:len(head)] == head and qb.decode(ex[0].target[len(head):]) == "Avery Dennison"
     assert QuestionBuilder(tok, "en", 64, 16).prefix("Brand") == []  # off: the target is the value alone
     torch.manual_seed(0)
-    gen = build_generator({"pretrained_path": "", "copy": False, "token_shapes": False, "question": "attribute", "d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 2,
-                           "num_layers": 1, "num_decoder_layers": 1, "dropout": 0.0}, tok, 0, 0)
+    gen = build_generator(tiny_model(d_model=32, d_ff=64), tok, 0, 0)
     asked = question_examples(recs, qb, qs)
     decode = {"batch_size": 8, "max_new_tokens": 4, "num_beams": 1}
     for answer, e in zip(generate_values(gen, qb, Batcher(None, None, False, qb.img_id), asked, decode,
@@ -382,7 +402,7 @@ def test_wrong_values_become_negatives_and_every_right_spelling_is_spared(monkey
     assert right_answers(recs[0], "Color(s)", ", ") == {"Red", "red"}
     assert right_answers(recs[1], "Pack", ", ") == {"2", "10", "2, 10"}
     answered = {("a", "Brand"): "tags", ("a", "Color(s)"): "Red", ("b", "Brand"): "None", ("b", "Pack"): "2, 10"}
-    monkeypatch.setattr(harvest_negatives, "answers", lambda engine, data, qs, split: [
+    monkeypatch.setattr(harvest_negatives, "answers", lambda engine, data, qs, split, none=True: [
         answered[(data.records[q.row].id, q.attribute)] for q in qs])
     rows = harvest_negatives.wrong_answers(None, Split(recs, None, None, {}), ", ", "train")
     assert list(rows) == [[{"row": 0, "id": "a", "attribute": "Brand", "value": "tags"}]]  # one chunk of questions

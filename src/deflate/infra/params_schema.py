@@ -85,7 +85,8 @@ class Training(Section):
 class Generator(Training):
     val_max: int = Pos
     none_per_product: int = Field(ge=0, le=1000)
-    absent_as_none: bool = False  # DEFLATE's generator also learns "None" (d- always does)
+    absent_as_none: bool  # DEFLATE's generator also learns "None" (d- always does)
+    shared_from: str = Path_  # a shared_generator stage's folder, used where its key matches (train_generator)
     copy_warmup: int = Field(ge=0, le=10_000_000)
     copy_warmup_from: str = Path_
 

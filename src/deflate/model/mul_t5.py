@@ -58,7 +58,7 @@ class MultimodalEmbedding(nn.Module):
 
     def forward(self, input_ids, img_start=None, image=None):
         e = self.text(input_ids)
-        if self.shape is not None:  # ids past the table (image placeholders are overwritten below) get class 0
+        if self.shape is not None:  # ids past the table read the last id's class (image positions are overwritten below)
             e = e + self.shape(self.shape_of[input_ids.clamp(max=len(self.shape_of) - 1)])
         if image is None or img_start is None or self.image is None and self.proj is None:
             return e
@@ -323,7 +323,12 @@ def save_model(model: nn.Module, out: Path, meta: dict, tokenizer=None, t5: T5Fo
             t5.config.to_json_file(str(tmp / "config.json"))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp / "tokenizer"))
-        write_text(tmp / META, json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True))
+        write_meta(tmp, meta)
+
+
+def write_meta(folder: Path, meta: dict) -> None:
+    """A model folder's ``deflate.json``, always in the same bytes for the same record."""
+    write_text(Path(folder) / META, json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True))
 
 
 def load_generator(path: Path) -> tuple[MulT5, object, dict]:

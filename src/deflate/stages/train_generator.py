@@ -1,6 +1,8 @@
 """Stage 1: the Mul-T5 generator, trained to answer each (product, attribute) question."""
 from __future__ import annotations
 
+import copy
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +13,10 @@ from deflate.data.splits import candidate_vocab, image_spec, load_data, value_se
 from deflate.infra import distributed as dist
 from deflate.infra import kernels
 from deflate.infra.config import Params
-from deflate.infra.files import write_json
+from deflate.infra.files import atomic_dir, read_json, write_json
 from deflate.model import copy_warmup as copying
 from deflate.model.batching import Batcher
-from deflate.model.mul_t5 import build_generator, save_model
+from deflate.model.mul_t5 import META, build_generator, save_model, write_meta
 from deflate.model.questions import qa_examples
 from deflate.model.tokenizer import (
     QuestionBuilder,
@@ -24,6 +26,8 @@ from deflate.model.tokenizer import (
 )
 from deflate.model.train import TrainingJob, config_hash, file_digest, train_and_save
 from deflate.stages.context import StageContext
+
+SHARED_KEY = "shared.json"  # in a shared generator's folder: what it was trained from (see use_shared)
 
 
 def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path) -> dict:
@@ -45,6 +49,16 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     tr_b = Batcher(train.image, train.has_image, use_image, qb.img_id, together=qb.layout == "offer")
     va_b = Batcher(val.image, val.has_image, use_image, qb.img_id)
     targets = [qb.answer(e.target, e.key.attribute) for e in val_ex]
+    data = file_digest(*(d / f"{s}.{ext}" for s in ("train", "val")
+                         for d, ext in ((processed, "parquet"), (tokens_dir, "safetensors"))))
+    key = shared_key(p, use_image, none, len(tok), data)
+    if g["shared_from"] and use_shared(Path(g["shared_from"]), key, out, m["use_discriminator"]):
+        tracker = ctx.tracker()
+        tracker.artifacts(out, "generator")
+        tracker.close()
+        history = read_json(out / "history.json")
+        return {"examples": len(examples), "best_val_accuracy": max(h["val_score"] for h in history),
+                "shared_from": g["shared_from"], "key": key}
 
     def validate(model):
         got = generate_values(model, qb, va_b, val_ex, p["decode"], device, progress=False,
@@ -52,9 +66,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
         return {"score": round(float(np.mean([a == b for a, b in zip(got, targets)])), 4)}
 
     tracker = ctx.tracker()
-    run_hash = config_hash({k: p[k] for k in ("seed", "text", "model", "generator", "decode")}, len(tok),
-                           file_digest(*(d / f"{s}.{ext}" for s in ("train", "val")
-                                         for d, ext in ((processed, "parquet"), (tokens_dir, "safetensors")))))
+    run_hash = config_hash({k: p[k] for k in ("seed", "text", "model", "generator", "decode")}, len(tok), data)
     print(f"[train_generator] {len(examples)} QA examples, {sum(x.numel() for x in gen.parameters()) / 1e6:.2f}M "
           f"params, device {device}, image {'on' if use_image else 'off'}, none targets {none}")
     warmed = ""
@@ -95,7 +107,50 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
                       loss_fn=lambda mdl, b: mdl(b).loss, validate=validate, run_hash=run_hash, ckpt_dir=ckpt_dir)
     history = train_and_save(job, out, seed=p["seed"], tracker=tracker, train_kw=ctx.train_kw, save=save)
     tracker.close()
-    return {"examples": len(examples), "best_val_accuracy": max(h["val_score"] for h in history)}
+    return {"examples": len(examples), "best_val_accuracy": max(h["val_score"] for h in history), "key": key}
+
+
+def run_shared(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path) -> dict:
+    """The ``shared_generator`` stage: the generator trained once, as :func:`run` trains it, with the
+    key that every system training the same generator matches (``generator.shared_from``): d- and
+    DEFLATE with ``generator.absent_as_none`` learn the same examples from the same start."""
+    p = copy.deepcopy(p)
+    p["generator"]["shared_from"] = ""  # trained here, never copied
+    result = run(p, processed, tokens_dir, out, ckpt_dir)
+    dist.on_main(lambda: write_json(out / SHARED_KEY, {"key": result["key"]}, indent=1))
+    dist.barrier()
+    return result
+
+
+def shared_key(p: Params, use_image: bool, none: int, n_tokens: int, data: str) -> str:
+    """What a trained generator's bytes depend on, whichever system trains it: params (not the
+    switches that only say who uses it), whether it reads pictures (a variant asks for them on
+    text-only data: it reads none), its "None" targets, tokenizer size, data and code."""
+    model = {**{k: v for k, v in p["model"].items() if k != "use_discriminator"}, "use_image": use_image}
+    gen = {k: v for k, v in p["generator"].items() if k not in ("shared_from", "absent_as_none", "copy_warmup_from")}
+    return config_hash({"seed": p["seed"], "repro": p["repro"], "text": p["text"], "model": model, "generator": gen,
+                        "decode": p["decode"], "distributed": p["distributed"], "none_targets": none}, n_tokens, data)
+
+
+def use_shared(folder: Path, key: str, out: Path, use_discriminator: bool) -> bool:
+    """Copy the generator in ``folder`` (the ``shared_generator`` stage's) into ``out`` if it was
+    trained exactly as this system's would be (``key``); otherwise say why and return False."""
+    saved = folder / SHARED_KEY
+    if not saved.is_file():
+        print(f"[train_generator] {folder} holds no shared generator ({SHARED_KEY}); training here")
+        return False
+    if read_json(saved).get("key") != key:
+        print(f"[train_generator] {folder} was trained with other settings, data or code; training here")
+        return False
+    if dist.is_main():
+        with atomic_dir(out) as tmp:
+            shutil.copytree(folder, tmp, dirs_exist_ok=True)
+            (tmp / SHARED_KEY).unlink()
+            meta = read_json(tmp / META)
+            write_meta(tmp, {**meta, "use_discriminator": use_discriminator})  # who uses it: all that differs
+    dist.barrier()
+    print(f"[train_generator] the generator trained once in {folder}, copied (key {key})")
+    return True
 
 
 def absent_as_none(p: Params) -> bool:
