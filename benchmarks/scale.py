@@ -55,11 +55,12 @@ def measured(cmd: list[str], cwd: Path, log: Path, repeats: int) -> dict:
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
 
 
-def workspace(work: Path, n: int, models: Path) -> Path:
+def workspace(work: Path, n: int, models: Path, kernels: str) -> Path:
     ws = work / f"n{n}"
     ws.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     params["synth"]["n_products"] = n
+    params["repro"]["kernels"] = kernels
     params["tracking"]["uri"] = f"sqlite:///{ws / 'mlflow.db'}"
     (ws / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
     for part in ("generator", "discriminator"):  # the trained default model: copied, a bundle refuses links
@@ -124,6 +125,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "scale.png")
+    ap.add_argument("--kernels", choices=("native", "avx2", "compatible"), default=None,
+                    help="the math kernels every step (and deflate predict) computes with; default: params.yaml's "
+                         "repro.kernels. Growth ratios do not depend on it; absolute times do (compatible's SSE2 "
+                         "matrix products make harvest ~2.8x slower than native here)")
     ap.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS), help="which steps to measure")
     ap.add_argument("--no-predict", action="store_true", help="skip `deflate predict` at the largest size")
     ap.add_argument("--resume", type=Path, default=None,
@@ -131,6 +136,8 @@ def main():
                          "must still be in --work), and the rest are measured")
     args = ap.parse_args()
     sizes = sorted(args.sizes)
+    repro = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["repro"]
+    kernels = args.kernels or repro["kernels"]
     if not (args.models / "generator").is_dir() or not (args.models / "discriminator").is_dir():
         raise SystemExit(f"{args.models} holds no trained generator/discriminator: run `dvc repro` first")
     # a process that only imports what the stages import: warms the page cache for the first size,
@@ -143,6 +150,8 @@ def main():
     results: dict = {}
     if args.resume:  # same machine and code assumed: the note of the stopped run says so
         before = json.loads(args.resume.read_text(encoding="utf-8"))
+        if before.get("kernels", kernels) != kernels:
+            raise SystemExit(f"{args.resume} was measured with {before['kernels']} kernels, not {kernels}")
         results = {n: dict(steps) for n, steps in before["steps"].items() if int(n) in sizes}
         for n, steps in results.items():
             for step in steps:
@@ -150,7 +159,7 @@ def main():
 
     def report(complete: bool) -> dict:  # written after every step: a stopped run keeps what it measured
         r = {"sizes": sizes, "complete": complete, "startup": startup,
-             "threads": yaml.safe_load((ROOT / "params.yaml").read_text())["model"]["num_threads"],
+             "threads": repro["num_threads"], "kernels": kernels,
              "cpu": next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                           if line.startswith("model name")), ""),
              "steps": results, "growth_between_two_largest": growth(results, sizes) if len(sizes) > 1 else {}}
@@ -158,7 +167,7 @@ def main():
         return r
 
     for n in sizes:
-        ws = workspace(args.work, n, args.models)
+        ws = workspace(args.work, n, args.models, kernels)
         log = ws / "scale.log"
         results.setdefault(str(n), {})
         for step in STEPS:  # each step needs the ones before it: the unmeasured ones still run, once
@@ -176,7 +185,8 @@ def main():
         rows = predict_input(ws)
         n_rows = sum(1 for _ in open(rows, encoding="utf-8"))
         m = measured([sys.executable, "-m", "deflate.cli", "predict", "--model", "models/deflate", "--input", str(rows),
-                      "--output", str(ws / "predict_output.jsonl"), "--images", str(ws), "--device", "cpu"],
+                      "--output", str(ws / "predict_output.jsonl"), "--images", str(ws), "--device", "cpu",
+                      "--kernels", kernels],
                      ws, ws / "scale.log", 1)
         results[str(sizes[-1])]["predict"] = {**m, "products": n_rows}
         print(f"[scale] deflate predict, {n_rows} products: {m['seconds']} s, peak {m['peak_rss_mb']} MiB")
