@@ -102,6 +102,17 @@ def test_four_stages_end_to_end(world, trained):
     assert all({"id", "predictions", "errors"} <= set(x) for x in lines)
     n_neg = sum(1 for _ in open(tmp_path / "neg" / "train.jsonl", encoding="utf-8"))
     assert n_neg == 2 * len(load_split(world / "processed", "train"))
+    # the presence decision (params: eval.presence discriminator): its own threshold, chosen on val,
+    # in the bundle; each line names the attributes present whose value was withheld, and AP counts them
+    assert tiny_params()["eval"]["presence"] == "discriminator"
+    assert bundle["decisions"]["presence_threshold"] == saved["presence_threshold"]
+    kept = {(x["id"], p["attribute"]) for x in lines for p in x["predictions"]}
+    held = {(x["id"], w["attribute"]) for x in lines for w in x["withheld"]}
+    assert not kept & held and all(w["presence"] >= saved["presence_threshold"] for x in lines for w in x["withheld"])
+    gold = {(x["id"], g["attribute"]) for x in lines for g in x["gold"]}
+    from deflate.evaluation.metrics import prf
+    assert prf(len(gold & (kept | held)), len(kept | held), len(gold)) == saved["ap"]
+    assert saved["n"].get("withheld_pairs", 0) == len(held)
     assert (tmp_path / "mlflow.db").exists()
     import mlflow
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -646,7 +657,9 @@ def test_engine_loads_the_image_tokenizer_only_to_encode_pictures(trained, tmp_p
     run, _ = trained
     shutil.copytree(run / "gen", tmp_path / "gen")
     (tmp_path / "gen" / "codebook.safetensors").unlink()
-    engine = Deflate(tmp_path / "gen", discriminator=None, lexical=None, decisions=Deflate.load(run / "bundle").decisions,
+    # the generator alone: no discriminator, so no presence decision either
+    decisions = replace(Deflate.load(run / "bundle").decisions, presence_threshold=None)
+    engine = Deflate(tmp_path / "gen", discriminator=None, lexical=None, decisions=decisions,
                      decode=tiny_params()["decode"], claim_batch_size=64)
     assert engine.meta["use_image"]
     with pytest.raises(BundleError, match="codebook"):
@@ -783,6 +796,36 @@ def test_the_keep_scores_shared_encoder_pass_gives_the_separate_passs_numbers(wo
     assert ans.values == values
     separate = engine.answer_logprobs(b, records, qs, values, progress=False)
     assert ans.gen_logprobs.dtype == separate.dtype and ans.gen_logprobs.tobytes() == separate.tobytes()
+
+
+def test_predict_reports_present_attributes_whose_value_it_withholds(world, trained):
+    """answer_rows under a presence threshold: a kept value is a prediction; an attribute the
+    discriminator says the product has (answer not None, D >= threshold) whose value is not kept is
+    under "withheld" with its D; with no presence decision there is no such key, and a bundle
+    without a discriminator refuses one."""
+    from deflate.answering.engine import BundleError, Deflate
+    from deflate.model.tokenizer import NONE_VALUE
+    run, _ = trained
+    engine = Deflate.load(run / "bundle")
+    t = engine.decisions.presence_threshold
+    assert t is not None
+    rows = [{"id": r.id, "name": r.name, "description": r.description} for r in load_split(world / "processed", "test")[:6]]
+    res = engine.answer_rows([dict(r) for r in rows], progress=False)
+    for r in res:
+        assert not {p["attribute"] for p in r["predictions"]} & {w["attribute"] for w in r["withheld"]}
+        assert all(w["presence"] >= round(t, 4) and w["value"] not in ("", NONE_VALUE) for w in r["withheld"])
+    # at 0 every answered attribute is present: kept or withheld
+    everything = engine.with_decisions(presence_threshold=0.0, threshold=1.0).answer_rows([dict(r) for r in rows],
+                                                                                          progress=False)
+    assert all(not r["predictions"] for r in everything) and any(r["withheld"] for r in everything)
+    assert sum(len(r["withheld"]) for r in everything) >= sum(len(r["withheld"]) + len(r["predictions"]) for r in res)
+    plain = engine.with_decisions(presence_threshold=None, threshold=t).answer_rows([dict(r) for r in rows],
+                                                                                    progress=False)
+    assert all("withheld" not in r for r in plain)
+    no_disc = Deflate(run / "bundle" / "generator", discriminator=None, lexical=None, decisions=engine.decisions,
+                      decode=engine.decode, claim_batch_size=8)
+    with pytest.raises(BundleError, match="presence threshold needs the discriminator"):
+        no_disc.with_decisions(presence_threshold=0.5, threshold=0.5)
 
 
 def split_batcher(engine, world: Path):

@@ -134,6 +134,7 @@ def _answer_all(engine, rows, chunk_rows: int, images, fmt: str, f, counts: dict
         counts["with_errors"] += sum(bool(r["errors"]) for r in results)
         counts["errors_only"] += sum(bool(r["errors"]) and not r["predictions"] for r in results)
         counts["kept_values"] += sum(len(r["predictions"]) for r in results)
+        counts["withheld"] += sum(len(r.get("withheld", [])) for r in results)
 
 
 def _weights(given: str) -> tuple[float, ...]:
@@ -174,6 +175,11 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
             keep_weight: float = typer.Option(None, help="Override the generator's weight in the keep score "
                                               "P_gen^w * D^(1-w), in [0, 1); 0 = the paper's rule, D alone "
                                               "(default: the bundle's, chosen on validation)."),
+            presence_threshold: float = typer.Option(None, help="Override the discriminator threshold of the "
+                                                     "presence decision: an answer whose claim has D at least it is "
+                                                     "reported present, its value under 'withheld' when not kept "
+                                                     "(default: the bundle's, chosen on validation; bundles without "
+                                                     "one report present only what they keep)."),
             metrics: Path = typer.Option(None, help="Accuracy JSON for rows with gold values (default: next to "
                                          "--output, *.accuracy.json; wdc_pave: *.scores.json)."),
             batch_size: int = typer.Option(None, min=1, max=1 << 20, help="Questions (and claims) per batch (default: the bundle's)."),
@@ -235,6 +241,8 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
         changes["threshold"] = threshold
     if keep_weight is not None:
         changes["keep_weight"] = keep_weight
+    if presence_threshold is not None:
+        changes["presence_threshold"] = presence_threshold
     try:
         d = engine.with_decisions(**changes).decisions
     except BundleError as e:
@@ -257,7 +265,7 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
         rows = iter_rows(input)  # streamed: only one chunk of rows is held at a time
         images = images or input.parent
     t = time.perf_counter()
-    counts = {"rows": 0, "with_errors": 0, "errors_only": 0, "kept_values": 0}
+    counts = {"rows": 0, "with_errors": 0, "errors_only": 0, "kept_values": 0, "withheld": 0}
     scored: list[dict] = []
     offers: list = []  # wdc_pave: (record, kept pairs) of each answered offer, to score
     # nothing at --output until every row is written, and its .done.json (a consumer that finds it
@@ -288,8 +296,11 @@ def _report(engine, d, model: str, output: Path, metrics: Path | None, counts: d
 
     rule = ("every asked attribute answered" if d.keep_all else f"threshold {d.threshold:.3f}"
             + (f", generator weight {d.keep_weight}" if d.keep_weight else ""))
+    held = ("" if d.presence_threshold is None else
+            f"; {counts['withheld']} attributes present with the value withheld (presence threshold "
+            f"{d.presence_threshold:.3f})")
     typer.echo(f"{counts['rows']} rows, {counts['errors_only']} with errors only, {counts['kept_values']} "
-               f"values kept (mode {d.mode}, {rule}), {dt:.1f}s -> {output}")
+               f"values kept (mode {d.mode}, {rule}){held}, {dt:.1f}s -> {output}")
     if offers:
         scores = _wdc_scores(offers, engine.meta["category_attributes"])
         scores["mode"], scores["model"] = d.mode, model
@@ -308,26 +319,28 @@ def _report(engine, d, model: str, output: Path, metrics: Path | None, counts: d
 
 
 def _wdc_offer(row: dict, res: dict):
-    """An answered WDC-PAVE offer as its record (labels from the gold and the text) and its kept
-    (attribute, value) pairs."""
+    """An answered WDC-PAVE offer as its record (labels from the gold and the text), its kept
+    (attribute, value) pairs and the attributes present with their value withheld."""
     from deflate.data.adapters import wdc_labels
     from deflate.data.records import Record
 
     name, desc = row["name"].strip(), (row.get("description") or "").strip()
     return (Record(res["id"], name, desc, row["category"], labels=wdc_labels(row["gold"], f"{name} {desc}")),
-            [(p["attribute"], p["value"]) for p in res["predictions"]])
+            [(p["attribute"], p["value"]) for p in res["predictions"]],
+            [w["attribute"] for w in res.get("withheld", [])])
 
 
 def _wdc_scores(offers: list, category_attributes: dict) -> dict:
     """The dataset authors' rule and the paper's metrics for answered WDC-PAVE offers."""
     from deflate.reports.wdc_table import score_offers
 
-    records, pred = [], {}
-    for record, kept in offers:
+    records, pred, withheld = [], {}, set()
+    for record, kept, held in offers:
         records.append(record)
         for attribute, value in kept:
             pred.setdefault((record.id, attribute), []).append(value)
-    return {**score_offers(records, pred, category_attributes, n_boot=1000, seed=0),
+        withheld |= {(record.id, attribute) for attribute in held}
+    return {**score_offers(records, pred, category_attributes, n_boot=1000, seed=0, withheld=withheld),
             "offers": len(records), "note": "ap/ave against the training target spelling (earliest in the text); "
                                             "the authors' rule against every spelling"}
 

@@ -61,13 +61,15 @@ ANSWER_CHUNK = 65_536
 class Answers:
     """One value per question, the discriminator's P(true) of each claim (None: no discriminator),
     the generator's mean token log-prob of each answer (None: not computed), and each answer's keep
-    score (what the threshold is compared with: see :func:`keep_scores`)."""
+    score (what the threshold is compared with: see :func:`keep_scores`); whether the product has
+    each asked attribute (see :func:`presence`)."""
     questions: list[Question]
     values: list[str]
     probs: np.ndarray | None
     kept: list[bool] = field(default_factory=list)
     gen_logprobs: np.ndarray | None = None
     scores: np.ndarray | None = None
+    present: list[bool] = field(default_factory=list)
 
     @staticmethod
     def joined(parts: list["Answers"]) -> "Answers":
@@ -80,7 +82,8 @@ class Answers:
             return None if got[0] is None else np.concatenate(got)
 
         return Answers([q for p in parts for q in p.questions], [v for p in parts for v in p.values],
-                       arrays("probs"), [k for p in parts for k in p.kept], arrays("gen_logprobs"), arrays("scores"))
+                       arrays("probs"), [k for p in parts for k in p.kept], arrays("gen_logprobs"), arrays("scores"),
+                       [k for p in parts for k in p.present])
 
 
 def keep_scores(probs: np.ndarray | None, gen_logprobs: np.ndarray | None, weight: float) -> np.ndarray | None:
@@ -99,6 +102,16 @@ def keep(value: str, score: float | None, threshold: float) -> bool:
     """The keep rule: an answer that is not ``None`` and, with a discriminator, whose keep score
     (the claim's P(true) in the paper) is at least the threshold."""
     return bool(value) and value != NONE_VALUE and (score is None or score >= threshold)
+
+
+def presence(values: list[str], probs: np.ndarray | None, kept: list[bool], threshold: float | None) -> list[bool]:
+    """Whether the product has each asked attribute. The paper's rule (``threshold`` None): its value
+    is kept. With a presence threshold, also an answer that is not ``None`` whose claim has D at
+    least the threshold: the keep threshold is chosen for values, so a right attribute with a
+    doubtful value is then reported present, its value withheld."""
+    if threshold is None or probs is None:
+        return list(kept)
+    return [k or (bool(v) and v != NONE_VALUE and float(p) >= threshold) for v, p, k in zip(values, probs, kept)]
 
 
 def best_candidates(scores: dict[str, list[np.ndarray] | None], mode: str, alpha: float,
@@ -157,6 +170,8 @@ class Deflate:
         if self.qb.answer_prefix and (d.mode != "free" or self.decode["constrain_to_vocab"]):
             raise BundleError("this generator writes an answer prefix (text.answer_prefix): it answers in mode "
                               "'free' with open or span decoding only")
+        if d.presence_threshold is not None and self.disc is None:
+            raise BundleError("a presence threshold needs the discriminator, which this bundle lacks")
         if d.mode == "rerank" and self.disc is None:
             raise BundleError("mode 'rerank' needs the discriminator, which this bundle lacks")
         if d.mode == "rerank" and not self.ranks_candidates:
@@ -301,19 +316,22 @@ class Deflate:
         scores = keep_scores(probs, glp, d.keep_weight)
         kept = [keep(v, None if scores is None else scores[k], d.threshold) or (d.keep_all and bool(v))
                 for k, v in enumerate(values)]
-        return Answers(questions, values, probs, kept, glp, scores)
+        return Answers(questions, values, probs, kept, glp, scores, presence(values, probs, kept, d.presence_threshold))
 
     def answer_rows(self, rows: list[dict], images_dir: Path | None = None, progress: bool = True,
                     seen: dict | None = None) -> list[dict]:
         """``deflate predict`` and the pyfunc: one result per input row, ``{"id", "line",
-        "predictions": [{"attribute", "value", "score"}], "errors"}``; a bad row gets its errors and
+        "predictions": [{"attribute", "value", "score"}], "errors"}``, and with a presence decision
+        ``"withheld": [{"attribute", "value", "presence"}]`` (attributes the product has whose value
+        was not kept; ``presence`` is the claim's D); a bad row gets its errors and
         every other row is answered (a row asking again what an earlier row asked, same id and
         attributes, is an error of the later row; pass the same ``seen`` to every chunk of one input).
         Image paths resolve inside ``images_dir`` only."""
         checked = checked_rows(rows, set(self.attributes), self.meta.get("category_attributes"), seen)
         good = [(i, p) for i, (p, _) in enumerate(checked) if p is not None]
-        results = [{"id": shown(r.get("id", "")), "line": r.get("_line"), "predictions": [], "errors": errs}
-                   for r, (_, errs) in zip(rows, checked)]
+        withheld = self.decisions.presence_threshold is not None
+        results = [{"id": shown(r.get("id", "")), "line": r.get("_line"), "predictions": [], "errors": errs,
+                    **({"withheld": []} if withheld else {})} for r, (_, errs) in zip(rows, checked)]
         if not good:
             return results
         products = [p for _, p in good]
@@ -325,4 +343,7 @@ class Deflate:
             if ans.kept[k]:
                 s = None if ans.scores is None else round(float(ans.scores[k]), 4)
                 results[good[q.row][0]]["predictions"].append({"attribute": q.attribute, "value": v, "score": s})
+            elif withheld and ans.present[k]:  # the product has it; its value was not kept
+                results[good[q.row][0]]["withheld"].append(
+                    {"attribute": q.attribute, "value": v, "presence": round(float(ans.probs[k]), 4)})
         return results

@@ -15,12 +15,15 @@ LEVEL = 0.95
 
 
 def bootstrap_f1(records: list[Record], pred: dict, n: int = 1000, seed: int = 0,
-                 level: float = LEVEL) -> dict[str, list[float]]:
+                 level: float = LEVEL, withheld: set | frozenset = frozenset()) -> dict[str, list[float]]:
     """``{"ap": [lo, hi], "ave": [...], "ave_fuzzy": [...], "eav_only.ave": [...], ...}`` in percent,
-    one entry per key of :func:`metrics.counts`; ``pred`` as :func:`metrics.evaluate` takes."""
+    one entry per key of :func:`metrics.counts`; ``pred`` and ``withheld`` as :func:`metrics.evaluate`
+    takes them."""
     gold, texts = gold_from_records(records)
     g_by, p_by = _by_product(gold), _by_product(pred)
-    per = [counts(g_by.get(r.id, {}), p_by.get(r.id, {}), {r.id: texts[r.id]}) for r in records]
+    w_by = _by_product(dict.fromkeys(withheld))
+    per = [counts(g_by.get(r.id, {}), p_by.get(r.id, {}), {r.id: texts[r.id]}, set(w_by.get(r.id, {})))
+           for r in records]
     keys = sorted({k for c in per for k in c} | {"ap", "ave", "ave_fuzzy"})
     if not per or n <= 0:  # nothing to resample (e.g. a predict input whose every row was rejected)
         return {k: [0.0, 0.0] for k in keys}

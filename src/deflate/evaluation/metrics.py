@@ -65,12 +65,14 @@ def exact(v: str, lab: str) -> bool:
     return v == lab
 
 
-def counts(gold: dict, pred: dict, texts: dict) -> dict[str, tuple[int, int, int]]:
+def counts(gold: dict, pred: dict, texts: dict, withheld: set | frozenset = frozenset()) -> dict[str, tuple[int, int, int]]:
     """(true positives, predicted, gold) of every score :func:`evaluate` reports, keyed by its path
     (``ap``, ``ave``, ``ave_fuzzy``, ``eav_only.ave``, ``eav_only.ave_fuzzy``, ``by_source.<s>``).
-    Every score is micro-averaged, so counts add up over products (what bootstrap intervals use)."""
+    Every score is micro-averaged, so counts add up over products (what bootstrap intervals use).
+    ``withheld``: (product id, attribute) pairs a system says the product has without giving a value
+    (a presence decision apart from the kept values): they count for AP only."""
     pred = {k: v for k, v in pred.items() if v}
-    gp, pp = set(gold), set(pred)
+    gp, pp = set(gold), set(pred) | set(withheld)
     out = {"ap": (len(gp & pp), len(pp), len(gp)),
            "ave": _ave_counts(gold, pred, exact),
            "ave_fuzzy": _ave_counts(gold, pred, fuzzy_match)}
@@ -88,9 +90,9 @@ def counts(gold: dict, pred: dict, texts: dict) -> dict[str, tuple[int, int, int
     return out
 
 
-def evaluate(gold: dict, pred: dict, texts: dict) -> dict:
+def evaluate(gold: dict, pred: dict, texts: dict, withheld: set | frozenset = frozenset()) -> dict:
     out: dict = {"eav_only": {}, "by_source": {}}
-    for path, c in counts(gold, pred, texts).items():
+    for path, c in counts(gold, pred, texts, withheld).items():
         head, _, tail = path.partition(".")
         if tail:
             out[head][tail] = prf(*c)
@@ -101,6 +103,8 @@ def evaluate(gold: dict, pred: dict, texts: dict) -> dict:
     out["n"] = {"products": len({k[0] for k in gold} | {k[0] for k in pred}), "gold_pairs": len(gp),
                 "gold_values": sum(len(v) for v in gold.values()), "pred_pairs": len(pp),
                 "gold_by_source": dict(sorted(Counter(s for vs in gold.values() for _, s in vs).items()))}
+    if withheld:  # present without a value (only systems with a presence decision have these)
+        out["n"]["withheld_pairs"] = len(set(withheld) - pp)
     return out
 
 

@@ -1,6 +1,8 @@
 """Prediction files every system writes, one JSON line per product, so any scorer (the paper's
 metrics, WDC-PAVE's own rule) can read any system: ``{"id", "predictions": [{"attribute",
-"value", ...}], "gold": [labels]}``. DEFLATE's evaluation adds scores and candidates per line."""
+"value", ...}], "gold": [labels]}``. DEFLATE's evaluation adds scores and candidates per line, and
+with a presence decision ``"withheld": [{"attribute", ...}]``: attributes the product has whose
+value was not kept (they count for attribute prediction only)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,12 +11,18 @@ from deflate.data.records import Record
 from deflate.infra.files import iter_jsonl, write_jsonl
 
 
-def write(path: Path, records: list[Record], pred: dict) -> None:
-    """``pred``: ``{(product id, attribute): [values]}``; one line per record, in record order."""
+def write(path: Path, records: list[Record], pred: dict, withheld: set | None = None) -> None:
+    """``pred``: ``{(product id, attribute): [values]}``; one line per record, in record order;
+    ``withheld``: (product id, attribute) pairs present without a value (None: no presence decision,
+    no such key in the lines)."""
     per: dict[str, list[dict]] = {}
     for (pid, attr), values in pred.items():
         per.setdefault(pid, []).extend({"attribute": attr, "value": v} for v in values)
-    write_jsonl(path, ({"id": r.id, "predictions": per.get(r.id, []), "gold": r.labels} for r in records))
+    held: dict[str, list[dict]] = {}
+    for pid, attr in sorted(withheld or ()):
+        held.setdefault(pid, []).append({"attribute": attr})
+    write_jsonl(path, ({"id": r.id, "predictions": per.get(r.id, []), "gold": r.labels,
+                        **({} if withheld is None else {"withheld": held.get(r.id, [])})} for r in records))
 
 
 def read(path: Path) -> dict:
@@ -24,3 +32,9 @@ def read(path: Path) -> dict:
         for p in row["predictions"]:
             pred.setdefault((str(row["id"]), p["attribute"]), []).append(p["value"])
     return pred
+
+
+def read_withheld(path: Path) -> set:
+    """The (product id, attribute) pairs a file says are present without a value (empty for a
+    system without a presence decision)."""
+    return {(str(row["id"]), w["attribute"]) for row in iter_jsonl(path) for w in row.get("withheld", [])}

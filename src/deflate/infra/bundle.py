@@ -256,6 +256,7 @@ class DecisionsSchema(Record):
     alpha: float = Field(ge=0, le=1)
     weights: list[float] = Field(min_length=3, max_length=3)
     keep_weight: float = Field(default=0.0, ge=0, lt=1)
+    presence_threshold: Optional[float] = Field(default=None, ge=0, le=1)
 
     @field_validator("weights")
     @classmethod
@@ -379,6 +380,10 @@ class Decisions:
     weights: tuple[float, float, float]  # fused: generator, discriminator, lexical
     # keep score = P_gen^w * D^(1-w), P_gen = exp(mean token log-prob of the answer); 0 = the paper's D alone
     keep_weight: float = 0.0
+    # the discriminator's own decision whether the product has the attribute, apart from whether
+    # its value is kept: an answer (not None) whose claim has D >= this is present; None: present
+    # means kept (the paper's rule)
+    presence_threshold: float | None = None
 
     def __post_init__(self):
         def num(x):  # numpy scalars from the val search are numbers; strings and booleans are not
@@ -386,9 +391,9 @@ class Decisions:
 
         w = self.weights
         given = {**asdict(self), "weights": [num(x) for x in w] if isinstance(w, (list, tuple)) else w,
-                 **{k: num(getattr(self, k)) for k in ("threshold", "alpha", "keep_weight")}}
+                 **{k: num(getattr(self, k)) for k in ("threshold", "alpha", "keep_weight", "presence_threshold")}}
         d = check_record(given, DecisionsSchema, "decisions")
-        for k in ("threshold", "alpha", "keep_weight"):
+        for k in ("threshold", "alpha", "keep_weight", "presence_threshold"):
             object.__setattr__(self, k, getattr(d, k))
         object.__setattr__(self, "weights", tuple(d.weights))
 
@@ -461,7 +466,9 @@ def write_bundle(out: Path, decisions: Decisions, decode: dict, claim_batch_size
                 shutil.copytree(src, tmp / name, symlinks=False)
         bundle_image_files(tmp / "generator")
         spec = {"format": FORMAT, "parts": [n for n, src in parts.items() if src is not None],
-                "decisions": {**asdict(decisions), "weights": list(decisions.weights)},
+                # a bundle without a presence decision keeps the bytes it had before the key existed
+                "decisions": {k: v for k, v in {**asdict(decisions), "weights": list(decisions.weights)}.items()
+                              if not (k == "presence_threshold" and v is None)},
                 "decode": {k: decode[k] for k in DECODE_KEYS}, "claim_batch_size": claim_batch_size,
                 "files": manifest(tmp)}
         check_record(spec, BundleSchema, "the bundle being written")

@@ -116,6 +116,7 @@ class Decode(DecodeSchema):  # what a bundle keeps of it, and the candidates' to
 class Eval(Section):
     threshold: Union[Literal["auto"], float] = Field(union_mode="left_to_right")
     threshold_metric: Literal["ave", "ap"]
+    presence: Literal["kept", "discriminator"]
     keep_weights: list[float] = Field(min_length=1, max_length=100)
     metrics_name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     n_boot: int = Field(ge=0, le=1_000_000)

@@ -25,12 +25,14 @@ def _visible(lab: dict, window: str) -> bool:
     return any(g in window for g in lab.get("gold") or [lab["value"]])
 
 
-def score_offers(records: list[Record], pred: dict, category_attributes: dict, n_boot: int, seed: int) -> dict:
+def score_offers(records: list[Record], pred: dict, category_attributes: dict, n_boot: int, seed: int,
+                 withheld: set | frozenset = frozenset()) -> dict:
     """The authors' rule (with its interval, per category, case-insensitive) and the paper's
-    AP / AVE / fuzzy F1 with theirs, for one system's answers to ``records``."""
+    AP / AVE / fuzzy F1 with theirs, for one system's answers to ``records`` (``withheld``: pairs
+    present without a value, which count for AP only; the authors' rule sees them as n/a)."""
     gold, texts = gold_from_records(records)
-    m = compute_metrics(gold, pred, texts)
-    ci = bootstrap_f1(records, pred, n_boot, seed)
+    m = compute_metrics(gold, pred, texts, withheld)
+    ci = bootstrap_f1(records, pred, n_boot, seed, withheld=withheld)
     return {"authors_rule": pave_scoring.score(records, pred, category_attributes, n_boot, seed),
             **{k: {**m[k], "f1_ci95": ci[k]} for k in ("ap", "ave", "ave_fuzzy")}}
 
@@ -72,7 +74,9 @@ def build(p: dict, processed: Path, systems_dir: Path, metrics_dir: Path, out: P
         run = systems_dir / f"{s}-wdc_pave"
         pred_test = prediction_files.read(run / "predictions" / "test.jsonl")
         pred_val = prediction_files.read(run / "predictions" / "val.jsonl")
-        scored = score_offers(test, pred_test, cats, n_boot, p["seed"])
+        held_test = prediction_files.read_withheld(run / "predictions" / "test.jsonl")
+        held_val = prediction_files.read_withheld(run / "predictions" / "val.jsonl")
+        scored = score_offers(test, pred_test, cats, n_boot, p["seed"], held_test)
         authors = scored["authors_rule"]
         val_gold, val_texts = gold_from_records(val)
         rows[s] = {
@@ -82,7 +86,7 @@ def build(p: dict, processed: Path, systems_dir: Path, metrics_dir: Path, out: P
             "per_category_f1": {c: v["f1"] for c, v in authors["per_category"].items()},
             **{f"{k}_f1": scored[k]["f1"] for k in ("ap", "ave", "ave_fuzzy")},
             **{f"{k}_f1_ci95": scored[k]["f1_ci95"] for k in ("ap", "ave", "ave_fuzzy")},
-            "val_ap_f1": compute_metrics(val_gold, pred_val, val_texts)["ap"]["f1"],
+            "val_ap_f1": compute_metrics(val_gold, pred_val, val_texts, held_val)["ap"]["f1"],
             "gold_in_window": window_share(s, run, test, p)}
     d, dm = rows["deflate"], rows["d_minus"]
     table = {"rows": rows, "checks": {
@@ -99,7 +103,10 @@ def build(p: dict, processed: Path, systems_dir: Path, metrics_dir: Path, out: P
     # measured, so apart: the quality file's bytes match across runs and machines, these do not
     write_json(out.with_name(out.stem + "_efficiency.json"),
                {"rows": {s: read_cost(Path("models/systems") / f"{s}-wdc_pave") for s in rows},
-                "note": "seconds and peak resident memory of each system's stage on the machine that ran it"},
+                # trained once for the systems that copy it (generator.shared_from): not in their rows
+                "shared_generator": read_cost(Path("models/shared_generator")),
+                "note": "seconds and peak resident memory of each system's stage on the machine that ran it; "
+                        "shared_generator: the stage that trains the generator DEFLATE and d- copy, once"},
                indent=1, sort_keys=True)
     if report is not None:
         write_text(report, markdown(table))

@@ -1,20 +1,22 @@
 """Stage 4: answer every (test product, attribute), keep what the discriminator accepts, score
 (paper §5.1 metrics). The threshold, and the generator's weight in the keep score
-(``eval.keep_weights``; 0 is the paper's rule), are chosen on validation; they and the trained parts
-go into the bundle (``models/deflate``) that ``deflate predict`` and the MLflow model answer from."""
+(``eval.keep_weights``; 0 is the paper's rule), are chosen on validation, and so, with
+``eval.presence: discriminator``, is the discriminator's own threshold for whether a product has an
+attribute (attribute prediction apart from the kept values); they and the trained parts go into the
+bundle (``models/deflate``) that ``deflate predict`` and the MLflow model answer from."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from deflate.answering.engine import Answers, Deflate, keep, keep_scores
+from deflate.answering.engine import Answers, Deflate, keep, keep_scores, presence
 from deflate.data.records import Record, load_split
 from deflate.data.splits import Split, load_data
 from deflate.evaluation import prediction_files
 from deflate.evaluation.intervals import bootstrap_f1
 from deflate.evaluation.metrics import evaluate as compute_metrics
-from deflate.evaluation.metrics import gold_from_records, majority_baseline
+from deflate.evaluation.metrics import gold_from_records, majority_baseline, prf
 from deflate.infra import distributed as dist
 from deflate.infra import kernels
 from deflate.infra.bundle import Decisions, write_bundle
@@ -22,6 +24,7 @@ from deflate.infra.config import Params
 from deflate.infra.files import write_json, write_jsonl
 from deflate.infra.runtime import record_model_uri
 from deflate.model.questions import all_questions
+from deflate.model.tokenizer import NONE_VALUE
 from deflate.stages.context import StageContext
 
 FREE = Decisions(mode="free", threshold=0.5, keep_all=False, alpha=1.0, weights=(1.0, 0.0, 0.0))
@@ -48,14 +51,24 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
         engine.with_decisions(threshold=thr, keep_weight=weight)
         val_ans.scores = keep_scores(val_ans.probs, val_ans.gen_logprobs, weight)
     thr, weight = engine.decisions.threshold, engine.decisions.keep_weight
+    val_pred = select(val_ans, val.records, thr, engine.sep)
+    val_withheld = None
+    if use_disc and p["eval"]["presence"] == "discriminator":  # its own threshold, chosen on validation
+        engine.with_decisions(presence_threshold=best_presence_threshold(val_ans, val.records, val_pred))
+        val_withheld = withheld_pairs(val_ans, val.records, val_pred, engine.decisions.presence_threshold)
     ans = answer_split(engine, test, ctx.schema, "test")
     pred = select(ans, test.records, thr, engine.sep)
+    withheld = None if val_withheld is None else withheld_pairs(ans, test.records, pred,
+                                                                 engine.decisions.presence_threshold)
     gold, texts = gold_from_records(test.records)
-    metrics = compute_metrics(gold, pred, texts)
-    metrics["intervals"] = bootstrap_f1(test.records, pred, p["eval"]["n_boot"], p["seed"])
+    metrics = compute_metrics(gold, pred, texts, withheld or frozenset())
+    metrics["intervals"] = bootstrap_f1(test.records, pred, p["eval"]["n_boot"], p["seed"],
+                                        withheld=withheld or frozenset())
     train_records = load_split(processed, "train")
     metrics["threshold"] = round(thr, 4)
     metrics["keep_weight"] = weight
+    if withheld is not None:
+        metrics["presence_threshold"] = round(engine.decisions.presence_threshold, 4)
     if by_weight:  # each weight's best val F1 (threshold_metric), the evidence behind the choice
         metrics["keep_rule_val_f1"] = by_weight
     metrics["majority_baseline"] = {k: majority_baseline(train_records, test.records)[k] for k in ("ave",)}
@@ -70,9 +83,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
         dist.barrier()
         return metrics
     write_json(metrics_path, metrics, ensure_ascii=False, indent=1, sort_keys=True)
-    write_predictions(predictions_path, test.records, ans, pred)
-    prediction_files.write(predictions_path.with_name("val.jsonl"), val.records,
-                           select(val_ans, val.records, thr, engine.sep))
+    write_predictions(predictions_path, test.records, ans, pred, withheld)
+    prediction_files.write(predictions_path.with_name("val.jsonl"), val.records, val_pred, val_withheld)
     write_bundle(bundle_dir, engine.decisions, p["decode"], claim_bs, gen_dir, disc_dir if use_disc else None)
     # the bundle as an MLflow pyfunc (`mlflow models predict`, `deflate predict --model <uri>`)
     tracker = ctx.tracker()
@@ -120,17 +132,48 @@ def best_keep_rule(ans: Answers, records: list[Record], sep: str, metric: str,
     return float(w), float(t), by_weight
 
 
-def write_predictions(path: Path, records: list[Record], ans: Answers, pred: dict) -> None:
-    """One line per product: kept predictions with scores, plus every generated candidate."""
+def withheld_pairs(ans: Answers, records: list[Record], pred: dict, presence_threshold: float) -> set:
+    """(product id, attribute) pairs present by the presence decision whose value ``pred`` does not keep."""
+    present = presence(ans.values, ans.probs, [False] * len(ans.values), presence_threshold)
+    return {key for q, yes in zip(ans.questions, present)
+            if yes and (key := (records[q.row].id, q.attribute)) not in pred}
+
+
+def best_presence_threshold(ans: Answers, records: list[Record], pred: dict) -> float:
+    """The discriminator threshold of the presence decision with the best validation AP F1, over
+    the percentiles of the answered claims' D and 0.5 (ties: closest to 0.5), the kept values
+    ``pred`` being present whatever it is. The keep threshold is chosen for values; this one for
+    whether the product has the attribute, which a doubtful value does not settle."""
+    gold = set(gold_from_records(records)[0])
+    kept = set(pred)
+    answered = np.array([bool(v) and v != NONE_VALUE for v in ans.values])
+    probs = np.asarray(ans.probs, dtype=np.float64)
+    grid = {0.5}
+    if answered.any():
+        grid |= set(np.round(np.quantile(probs[answered], np.linspace(0, 1, 101)), 4).tolist())
+
+    def ap_f1(t: float) -> float:
+        present = kept | withheld_pairs(ans, records, pred, t)
+        return prf(len(gold & present), len(present), len(gold), rounded=False)["f1"]
+
+    return float(max(sorted(grid), key=lambda t: (ap_f1(t), -abs(t - 0.5))))
+
+
+def write_predictions(path: Path, records: list[Record], ans: Answers, pred: dict, withheld: set | None = None) -> None:
+    """One line per product: kept predictions with scores, plus every generated candidate; with a
+    presence decision, the attributes present whose value was withheld, with their claim's D."""
     per: dict[int, list] = {}
     for k, (q, v) in enumerate(zip(ans.questions, ans.values)):
         s = None if ans.scores is None else round(float(ans.scores[k]), 4)
-        per.setdefault(q.row, []).append((q.attribute, v, s))
+        d = None if ans.probs is None else round(float(ans.probs[k]), 4)
+        per.setdefault(q.row, []).append((q.attribute, v, s, d))
 
     def rows():  # written as made
         for i, r in enumerate(records):
-            kept = [{"attribute": a, "value": v, "score": s} for a, v, s in per.get(i, []) if (r.id, a) in pred]
-            cands = [{"attribute": a, "value": v, "score": s} for a, v, s in per.get(i, [])]
-            yield {"id": r.id, "predictions": kept, "candidates": cands, "errors": [], "gold": r.labels}
+            kept = [{"attribute": a, "value": v, "score": s} for a, v, s, _ in per.get(i, []) if (r.id, a) in pred]
+            cands = [{"attribute": a, "value": v, "score": s} for a, v, s, _ in per.get(i, [])]
+            held = {} if withheld is None else {"withheld": [{"attribute": a, "value": v, "presence": d}
+                                                             for a, v, _, d in per.get(i, []) if (r.id, a) in withheld]}
+            yield {"id": r.id, "predictions": kept, "candidates": cands, "errors": [], "gold": r.labels, **held}
 
     write_jsonl(path, rows())

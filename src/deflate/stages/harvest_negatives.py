@@ -33,6 +33,7 @@ from deflate.infra.config import Params
 from deflate.infra.files import atomic_writer, chunked, write_json
 from deflate.model.questions import Question, absent_attributes, gold_questions
 from deflate.model.tokenizer import NONE_VALUE
+from deflate.stages import train_generator
 from deflate.stages.context import StageContext
 
 MODES = ("absent", "candidates")
@@ -60,7 +61,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, out: Path) 
                          for a in absent_attributes(r, attributes_of(ctx.schema, r.category), k, rng))
             # a generator that learned "None" (generator.absent_as_none) is made to name its value: the
             # negatives are the claims it would make, as the paper harvests them
-            none = not p["generator"]["absent_as_none"]
+            none = not train_generator.absent_as_none(p)
             found = absent_negatives(engine, data, questions, split, none)
             if p["negatives"]["wrong_values"]:
                 found = itertools.chain(found, wrong_answers(engine, data, engine.sep, split, none))
