@@ -3,7 +3,11 @@ than it tries (issue #35): each (setting, threads) twice in fresh processes, to 
 is stable on this machine from one that also matches another CPU (compare the hashes by hand with
 the same script's output there; the check's own Intel hashes cover `portable` only).
 
-    python benchmarks/kernel_settings.py [--out benchmarks/results/kernel_settings_<cpu>.json]   # ~3 min
+    python benchmarks/kernel_settings.py [--out benchmarks/results/kernel_settings_<cpu>.json] \
+        [--compare benchmarks/results/kernel_settings_amd_epyc.json ...]     # ~3-7 min
+
+``--compare`` prints, per (setting, threads), whether this machine's hash equals each earlier
+results file's (another CPU's run of this script).
 """
 import argparse
 import json
@@ -24,15 +28,35 @@ SETTINGS = {
 
 
 def cpu() -> str:
+    """The CPU's name, family/model and the SIMD extensions that decide the kernels (AVX-512, AMX)."""
+    info: dict[str, str] = {}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+        k, _, v = line.partition(":")
+        info.setdefault(k.strip(), v.strip())
+    if "model name" not in info:
+        return platform.processor()
+    flags = info.get("flags", "").split()
+    simd = [f for f in flags if f in ("avx2", "fma") or f.startswith(("avx512", "amx"))]
+    return (f"{info['model name']} (vendor {info.get('vendor_id', '?')}, family {info.get('cpu family', '?')}, "
+            f"model {info.get('model', '?')}; {' '.join(simd) or 'no AVX2'})")
+
+
+def compare(rows: list[dict], others: list[Path]) -> None:
+    """Whether this run's hash equals each earlier results file's, per (setting, threads)."""
+    for path in others:
+        other = json.loads(path.read_text())
+        theirs = {(r["setting"], r["threads"]): r["hashes"][0] for r in other["rows"]}
+        print(f"against {path.name} ({other['cpu']}):")
+        for r in rows:
+            ref = theirs.get((r["setting"], r["threads"]))
+            verdict = "not measured there" if ref is None else ("same" if ref == r["hashes"][0] else "differs")
+            print(f"  {r['setting']:<20} {r['threads']} thread(s): {r['hashes'][0]} vs {ref}: {verdict}")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--compare", type=Path, nargs="*", default=[], help="earlier results files (other CPUs)")
     args = ap.parse_args()
     sys.path.insert(0, str(CHECK))
     import torch
@@ -50,6 +74,7 @@ def main():
            "rows": rows}
     if args.out:
         args.out.write_text(json.dumps(out, indent=1) + "\n")
+    compare(rows, args.compare)
 
 
 if __name__ == "__main__":
