@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 from PIL import Image
@@ -98,6 +99,21 @@ def test_sources_side_file_and_schema(tmp_path):
     assert {(lab["attribute"], lab["source"]) for lab in rec.labels} == {("主料", "explicit"), ("冷热", "image_only")}
     schema = json.loads((tmp_path / "p" / "schema.json").read_text(encoding="utf-8"))
     assert schema["language"] == "zh" and set(schema["attributes"]) == {"主料", "冷热"}
+
+
+def test_sources_index_is_on_disk_and_the_later_line_wins(tmp_path, monkeypatch):
+    from deflate.data import adapters
+
+    monkeypatch.setattr(adapters.SourceIndex, "BATCH", 2)  # duplicates across insert batches too
+    lines = [{"id": "A", "attribute": "冷热", "value": "热食", "source": "explicit"},
+             {"id": "B", "attribute": "主料", "value": "牛肉", "source": "explicit"},
+             {"id": "A", "attribute": "冷热", "value": "热食", "source": "image_only"}]
+    (tmp_path / "sources.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines) + "\n",
+                                            encoding="utf-8")
+    idx = adapters.SourceIndex(tmp_path / "sources.jsonl")
+    assert idx.get(("A", "冷热", "热食"), "?") == "image_only" and idx.get(("B", "主料", "牛肉"), "?") == "explicit"
+    assert idx.get(("B", "主料", "猪肉"), "text_implied") == "text_implied"  # not listed: the caller's default
+    assert os.path.getsize(os.path.join(idx._tmp.name, "sources.sqlite")) > 0  # held on disk, not in a dict
 
 
 def test_mepave_adapter(tmp_path):

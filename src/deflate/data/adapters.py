@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
+import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -114,6 +116,47 @@ def _rows(split: str, path: Path, parse, has_header: bool, prefix: str = "") -> 
             yield Reject(split, n, f"{prefix}{e}", (line or raw.decode("utf-8", "replace"))[:200])
 
 
+class SourceIndex:
+    """``sources.jsonl`` (each label's source: explicit, implied by the text, or only in the picture)
+    as an on-disk SQLite table keyed by (id, attribute, value), looked up row by row. Held as a
+    dict it grew with the catalogue (126 MiB for 100k products, ingest's largest allocation;
+    benchmarks/ingest_memory.py). A later line wins, as it did in the dict. Every line is
+    validated while the index is built; a bad one is a :class:`DataError` naming its line."""
+
+    BATCH = 10_000  # lines inserted per statement
+
+    def __init__(self, path: Path):
+        self._tmp = tempfile.TemporaryDirectory(prefix="deflate-sources-")
+        self._db = sqlite3.connect(Path(self._tmp.name) / "sources.sqlite")
+        self._db.execute("CREATE TABLE s (id TEXT, attribute TEXT, value TEXT, source TEXT, "
+                         "PRIMARY KEY (id, attribute, value)) WITHOUT ROWID")
+        batch: list[tuple[str, str, str, str]] = []
+        for n, line, _ in _lines(path):
+            if line is None or not line.strip():
+                if line is None:
+                    raise DataError(f"{path}:{n}: not valid UTF-8")
+                continue
+            try:
+                s = json.loads(line)
+                batch.append((str(s["id"]), str(s["attribute"]), str(s["value"]), str(s["source"])))
+            except (ValueError, RecursionError) as e:
+                raise DataError(f"{path}:{n}: bad JSON ({str(e)[:80]})") from None
+            except (KeyError, TypeError) as e:
+                raise DataError(f"{path}:{n}: a line needs id, attribute, value and source ({e})") from None
+            if len(batch) >= self.BATCH:
+                self._insert(batch)
+        self._insert(batch)
+        self._db.commit()
+
+    def _insert(self, batch: list) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO s VALUES (?, ?, ?, ?)", batch)  # in file order: the later wins
+        batch.clear()
+
+    def get(self, key: tuple[str, str, str], default: str) -> str:
+        row = self._db.execute("SELECT source FROM s WHERE id = ? AND attribute = ? AND value = ?", key).fetchone()
+        return default if row is None else row[0]
+
+
 def _check_image(path: Path) -> str:
     """Validate a picture; return its path relative to the working directory (where every stage of
     a pipeline runs), so the tables do not depend on where the repository was cloned."""
@@ -131,21 +174,8 @@ class DesireAdapter:
 
     def __init__(self, root: Path, pic_token_len: int = 1024, pic_token_vocab: int = 8192):
         self.root, self.len, self.vocab = root, pic_token_len, pic_token_vocab
-        self.sources: dict[tuple[str, str, str], str] = {}
         side = root / "sources.jsonl"
-        if side.exists():
-            for n, line, _ in _lines(side):
-                if line is None or not line.strip():
-                    if line is None:
-                        raise DataError(f"{side}:{n}: not valid UTF-8")
-                    continue
-                try:
-                    s = json.loads(line)
-                    self.sources[(str(s["id"]), str(s["attribute"]), str(s["value"]))] = str(s["source"])
-                except (ValueError, RecursionError) as e:
-                    raise DataError(f"{side}:{n}: bad JSON ({str(e)[:80]})") from None
-                except (KeyError, TypeError) as e:
-                    raise DataError(f"{side}:{n}: a line needs id, attribute, value and source ({e})") from None
+        self.sources: SourceIndex | dict = SourceIndex(side) if side.exists() else {}
 
     def files(self, split: str) -> list[Path]:
         p = self.root / f"{split}.tsv"
