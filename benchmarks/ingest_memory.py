@@ -12,13 +12,17 @@ calls it) on a ``benchmarks/scale.py`` workspace, each configuration in a fresh 
 The output tables are written to a temporary folder and thrown away.
 
     python benchmarks/ingest_memory.py /tmp/deflate-scale/n100000 [--row-groups 65536 8192] \\
-        [--out benchmarks/results/ingest_memory.json]
+        [--no-trace] [--repeats 3] [--out benchmarks/results/ingest_memory.json]
+
+``--repeats``: the plain run's time is the median of that many runs where one is under a minute, as
+in scale.py; its peak RSS the largest.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -96,6 +100,8 @@ def main() -> None:
     ap.add_argument("workspace", type=Path, help="a scale.py workspace whose synth step has run")
     ap.add_argument("--row-groups", type=int, nargs="+", default=[65_536], help="records.ROW_GROUP values to try")
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--no-trace", action="store_true", help="the OS's peak only (no memray run)")
+    ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--trace", type=Path, default=None, help=argparse.SUPPRESS)
@@ -104,12 +110,19 @@ def main() -> None:
     if args.child is not None:
         child(ws, args.child, args.trace)
         return
-    out = {"workspace": str(ws), "runs": []}
+    import deflate
+
+    out = {"workspace": str(ws), "code": str(Path(deflate.__file__).parent), "runs": []}
     for rg in args.row_groups:
-        row = {"row_group": rg, "plain": run_child(ws, rg, None)}
-        with tempfile.TemporaryDirectory() as tmp:
-            trace = Path(tmp) / "ingest.bin"
-            row["traced"] = {**run_child(ws, rg, trace), **peak_breakdown(trace, args.top)}
+        runs = [run_child(ws, rg, None)]
+        while runs[0]["seconds"] < 60 and len(runs) < args.repeats:
+            runs.append(run_child(ws, rg, None))
+        row = {"row_group": rg, "plain": {"seconds": statistics.median(r["seconds"] for r in runs), "runs": len(runs),
+                                          "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}}
+        if not args.no_trace:
+            with tempfile.TemporaryDirectory() as tmp:
+                trace = Path(tmp) / "ingest.bin"
+                row["traced"] = {**run_child(ws, rg, trace), **peak_breakdown(trace, args.top)}
         out["runs"].append(row)
         print(json.dumps(row, indent=1), flush=True)
     if args.out:
