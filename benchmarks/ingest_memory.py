@@ -5,7 +5,7 @@ Runs the ingest stage's library call (``deflate.data.adapters.ingest``, as ``sta
 calls it) on a ``benchmarks/scale.py`` workspace, each configuration in a fresh process:
 - ``plain``: peak RSS as the OS counts it (``wait4``), with ``records.ROW_GROUP`` as committed or
   patched (``--row-groups``);
-- ``traced``: the same under memray (``pip install memray==1.20.0``; Python frames), listing the
+- ``traced``: the same under memray (``pip install -e ".[bench]"``, memray 1.20.0), listing the
   allocations alive at the high-water mark, grouped by the innermost ``deflate`` frame that made them.
   Arrow's own pool (mimalloc) reserves address space in 1 GiB segments, which memray counts as
   allocated; the traced run sets ``ARROW_DEFAULT_MEMORY_POOL=system`` so each allocation is its size.
