@@ -77,6 +77,7 @@ def test_prediction_files_carry_withheld_pairs_only_with_a_presence_decision(tmp
     assert [x["withheld"] for x in lines] == [[], [{"attribute": "size"}]]
     assert prediction_files.read(tmp_path / "held.jsonl") == pred
     assert prediction_files.read_withheld(tmp_path / "held.jsonl") == {("b", "size")}
+    assert prediction_files.read_with_withheld(tmp_path / "held.jsonl") == (pred, {("b", "size")})  # one pass, both
 
 
 def test_decisions_check_the_presence_threshold():

@@ -98,10 +98,15 @@ def keep_scores(probs: np.ndarray | None, gen_logprobs: np.ndarray | None, weigh
                   + (1 - weight) * np.log(np.maximum(probs.astype(np.float64), 1e-7)))
 
 
+def answered(value: str) -> bool:
+    """Whether the generator gave a value: neither empty nor d-'s ``None``."""
+    return bool(value) and value != NONE_VALUE
+
+
 def keep(value: str, score: float | None, threshold: float) -> bool:
     """The keep rule: an answer that is not ``None`` and, with a discriminator, whose keep score
     (the claim's P(true) in the paper) is at least the threshold."""
-    return bool(value) and value != NONE_VALUE and (score is None or score >= threshold)
+    return answered(value) and (score is None or score >= threshold)
 
 
 def presence(values: list[str], probs: np.ndarray | None, kept: list[bool], threshold: float | None) -> list[bool]:
@@ -111,7 +116,7 @@ def presence(values: list[str], probs: np.ndarray | None, kept: list[bool], thre
     doubtful value is then reported present, its value withheld."""
     if threshold is None or probs is None:
         return list(kept)
-    return [k or (bool(v) and v != NONE_VALUE and float(p) >= threshold) for v, p, k in zip(values, probs, kept)]
+    return [k or (answered(v) and float(p) >= threshold) for v, p, k in zip(values, probs, kept)]
 
 
 def best_candidates(scores: dict[str, list[np.ndarray] | None], mode: str, alpha: float,

@@ -25,16 +25,25 @@ def write(path: Path, records: list[Record], pred: dict, withheld: set | None = 
                         **({} if withheld is None else {"withheld": held.get(r.id, [])})} for r in records))
 
 
-def read(path: Path) -> dict:
-    """``{(product id, attribute): [values]}`` in file order (a system's best value first)."""
+def read_with_withheld(path: Path) -> tuple[dict, set]:
+    """One pass over a file: ``{(product id, attribute): [values]}`` in file order (a system's best
+    value first), and the (product id, attribute) pairs it says are present without a value (empty
+    for a system without a presence decision)."""
     pred: dict = {}
+    withheld: set = set()
     for row in iter_jsonl(path):  # a line at a time: only the predictions are kept
+        pid = str(row["id"])
         for p in row["predictions"]:
-            pred.setdefault((str(row["id"]), p["attribute"]), []).append(p["value"])
-    return pred
+            pred.setdefault((pid, p["attribute"]), []).append(p["value"])
+        withheld.update((pid, w["attribute"]) for w in row.get("withheld", []))
+    return pred, withheld
+
+
+def read(path: Path) -> dict:
+    """The predictions of :func:`read_with_withheld`."""
+    return read_with_withheld(path)[0]
 
 
 def read_withheld(path: Path) -> set:
-    """The (product id, attribute) pairs a file says are present without a value (empty for a
-    system without a presence decision)."""
-    return {(str(row["id"]), w["attribute"]) for row in iter_jsonl(path) for w in row.get("withheld", [])}
+    """The withheld pairs of :func:`read_with_withheld`."""
+    return read_with_withheld(path)[1]

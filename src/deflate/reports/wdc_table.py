@@ -72,10 +72,8 @@ def build(p: dict, processed: Path, systems_dir: Path, metrics_dir: Path, out: P
     rows = {}
     for s in SYSTEMS:
         run = systems_dir / f"{s}-wdc_pave"
-        pred_test = prediction_files.read(run / "predictions" / "test.jsonl")
-        pred_val = prediction_files.read(run / "predictions" / "val.jsonl")
-        held_test = prediction_files.read_withheld(run / "predictions" / "test.jsonl")
-        held_val = prediction_files.read_withheld(run / "predictions" / "val.jsonl")
+        pred_test, held_test = prediction_files.read_with_withheld(run / "predictions" / "test.jsonl")
+        pred_val, held_val = prediction_files.read_with_withheld(run / "predictions" / "val.jsonl")
         scored = score_offers(test, pred_test, cats, n_boot, p["seed"], held_test)
         authors = scored["authors_rule"]
         val_gold, val_texts = gold_from_records(val)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deflate.answering.engine import Answers, Deflate, keep, keep_scores, presence
+from deflate.answering.engine import Answers, Deflate, answered, keep, keep_scores, presence
 from deflate.data.records import Record, load_split
 from deflate.data.splits import Split, load_data
 from deflate.evaluation import prediction_files
@@ -24,7 +24,6 @@ from deflate.infra.config import Params
 from deflate.infra.files import write_json, write_jsonl
 from deflate.infra.runtime import record_model_uri
 from deflate.model.questions import all_questions
-from deflate.model.tokenizer import NONE_VALUE
 from deflate.stages.context import StageContext
 
 FREE = Decisions(mode="free", threshold=0.5, keep_all=False, alpha=1.0, weights=(1.0, 0.0, 0.0))
@@ -61,9 +60,9 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     withheld = None if val_withheld is None else withheld_pairs(ans, test.records, pred,
                                                                  engine.decisions.presence_threshold)
     gold, texts = gold_from_records(test.records)
-    metrics = compute_metrics(gold, pred, texts, withheld or frozenset())
-    metrics["intervals"] = bootstrap_f1(test.records, pred, p["eval"]["n_boot"], p["seed"],
-                                        withheld=withheld or frozenset())
+    scored_withheld = withheld or frozenset()  # no presence decision: nothing withheld
+    metrics = compute_metrics(gold, pred, texts, scored_withheld)
+    metrics["intervals"] = bootstrap_f1(test.records, pred, p["eval"]["n_boot"], p["seed"], withheld=scored_withheld)
     train_records = load_split(processed, "train")
     metrics["threshold"] = round(thr, 4)
     metrics["keep_weight"] = weight
@@ -146,11 +145,11 @@ def best_presence_threshold(ans: Answers, records: list[Record], pred: dict) -> 
     whether the product has the attribute, which a doubtful value does not settle."""
     gold = set(gold_from_records(records)[0])
     kept = set(pred)
-    answered = np.array([bool(v) and v != NONE_VALUE for v in ans.values])
+    has_value = np.array([answered(v) for v in ans.values])
     probs = np.asarray(ans.probs, dtype=np.float64)
     grid = {0.5}
-    if answered.any():
-        grid |= set(np.round(np.quantile(probs[answered], np.linspace(0, 1, 101)), 4).tolist())
+    if has_value.any():
+        grid |= set(np.round(np.quantile(probs[has_value], np.linspace(0, 1, 101)), 4).tolist())
 
     def ap_f1(t: float) -> float:
         present = kept | withheld_pairs(ans, records, pred, t)

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from deflate.answering.engine import ANSWER_CHUNK, Deflate
+from deflate.answering.engine import ANSWER_CHUNK, Deflate, answered
 from deflate.data.splits import (
     Split,
     attributes_of,
@@ -32,7 +32,6 @@ from deflate.infra.bundle import Decisions
 from deflate.infra.config import Params
 from deflate.infra.files import atomic_writer, chunked, write_json
 from deflate.model.questions import Question, absent_attributes, gold_questions
-from deflate.model.tokenizer import NONE_VALUE
 from deflate.stages import train_generator
 from deflate.stages.context import StageContext
 
@@ -103,7 +102,7 @@ def wrong_answers(engine: Deflate, data: Split, sep: str, split: str, none: bool
         values = answers(engine, data, chunk, f"{split} (present)", none)
         yield [{"row": q.row, "id": data.records[q.row].id, "attribute": q.attribute, "value": v}
                for q, v in zip(chunk, values)
-               if v and v != NONE_VALUE and v not in right_answers(data.records[q.row], q.attribute, sep)]
+               if answered(v) and v not in right_answers(data.records[q.row], q.attribute, sep)]
 
 
 def candidate_negatives(engine: Deflate, data: Split, cands: dict[str, list[str]], k: int, rng,
