@@ -1,12 +1,17 @@
 """Development runs on WDC-PAVE that never touch its evaluation data: one system trained on train,
 selected and scored on val (the test split is replaced by val), with the dataset authors' rule.
 
-    python benchmarks/wdc_dev.py SYSTEM [-S key.path=value ...] [--work DIR]
+    python benchmarks/wdc_dev.py SYSTEM [-S key.path=value ...] [--work DIR] [--generator-from RUN]
 
 SYSTEM is deflate, d_minus or a baseline (bilstm_crf, mjave, jgave, dictionary). Params start from
 pipelines/wdc_pave/params.yaml. Prints val P/R/F1 (authors' rule, with the bootstrap interval),
 AP/AVE F1 and the wall time, under the pipeline's kernels (runs before 2026-12-05 06:00 UTC used the
 machine's native ones); appends one JSON line to DIR/results.jsonl.
+
+``--generator-from RUN`` (d- beside a DEFLATE run with ``generator.absent_as_none``): the system
+copies RUN/generator instead of training its own, as the pipeline's ``shared_generator`` stage lets
+it. The two are trained from the same examples, seed and code (their bytes matched in the pipeline);
+the caller vouches that the -S settings are the same, since no key is checked here.
 """
 from __future__ import annotations
 
@@ -103,7 +108,26 @@ def dev_run(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, dict]:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("system")
+    ap.add_argument("--generator-from", type=Path, default=None, help="a DEFLATE dev run whose generator this "
+                    "system copies instead of training one (same -S settings; see above)")
     args, p = dev_run(ap)
+    if args.generator_from:
+        from deflate.stages import train_generator
+
+        src = args.generator_from / "generator"
+        if not (src / "model.safetensors").is_file():
+            raise SystemExit(f"{src} holds no trained generator")
+
+        def copy_generator(folder, key, out, use_discriminator):  # the shared copy, without the key check
+            from deflate.infra.files import read_json
+            from deflate.model.mul_t5 import META, write_meta
+
+            shutil.copytree(src, out, dirs_exist_ok=True)
+            write_meta(out, {**read_json(out / META), "use_discriminator": use_discriminator})  # as use_shared does
+            print(f"[wdc_dev] generator copied from {src}")
+            return True
+        train_generator.use_shared = copy_generator
+        p["generator"]["shared_from"] = str(src)
     work = args.work
     dev = dev_folder(p, work)
     name = args.name or "_".join([args.system, *[s.replace("/", "_") for s in args.sets]])[:120]
@@ -113,7 +137,8 @@ def main():
     m = run_system(args.system, p, dev, work / "no_tokens", out, "wdc_pave")
     seconds = round(time.perf_counter() - t0, 1)
     s = val_score(dev, out / "predictions" / "test.jsonl")
-    res = {"name": name, "system": args.system, "sets": args.sets, "val_f1": s["f1"], "val_p": s["p"],
+    res = {"name": name, "system": args.system, "sets": args.sets,
+           **({"generator_from": str(args.generator_from)} if args.generator_from else {}), "val_f1": s["f1"], "val_p": s["p"],
            "val_r": s["r"], "val_f1_ci95": s["f1_ci95"], "val_f1_ci": s["case_insensitive"]["f1"],
            "counts": s["counts"], "ap_f1": m["ap"]["f1"], "ave_f1": m["ave"]["f1"], "seconds": seconds,
            "kernels": kernels.describe()["kernels"]}
