@@ -71,9 +71,38 @@ def test_the_entry_point_not_the_shell_decides_the_kernels(tmp_path):
     assert {c["kernels"]["aten_capability"], d["kernels"]["aten_capability"]} == {"DEFAULT", "AVX2"}
 
 
+BLAS_CHILD = r"""
+import json, sys
+from deflate.infra.config import stage_params
+stage_params(sys.argv[1])
+import numpy
+from threadpoolctl import threadpool_info
+print(json.dumps(sorted({i.get("architecture") for i in threadpool_info() if i["internal_api"] == "openblas"})))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file() or "avx2" not in Path("/proc/cpuinfo").read_text(),
+                    reason="needs an x86-64 CPU with AVX2 (the pinned OpenBLAS kernels)")
+def test_the_entry_point_pins_numpys_openblas_kernels_too(tmp_path):
+    """numpy's and scipy's OpenBLAS (scikit-learn's logistic regression: the lexical scorer) pick
+    kernels by CPU as well; a pinned setting fixes them, whatever the shell said."""
+    env = {k: v for k, v in os.environ.items() if k not in kernels.KERNEL_VARS + kernels.THREAD_VARS
+           and not k.startswith(kernels.MARK)}
+
+    def arch(params: Path) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", BLAS_CHILD, str(params)], capture_output=True, text=True,
+                             env={**env, "OPENBLAS_CORETYPE": "Sandybridge"}, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert arch(_params(tmp_path, {"kernels": "compatible", "num_threads": 2})) == ["Haswell"]
+    assert arch(_params(tmp_path, None)) == ["Sandybridge"]  # unpinned, the shell's choice: the check can fail
+
+
 def test_environment_names_every_pool_and_refuses_unknown_settings():
     env = kernels.environment("compatible", 3)
     assert env["MKL_CBWR"] == "COMPATIBLE" and env["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert env["OPENBLAS_CORETYPE"] == "Haswell" == kernels.environment("avx2", 3)["OPENBLAS_CORETYPE"]
     assert all(env[v] == "3" for v in kernels.THREAD_VARS) and env[kernels.MARK] == "compatible:3"
     assert "ATEN_CPU_CAPABILITY" not in kernels.environment("native", 2)  # the machine's own choice
     assert kernels.pinned("compatible", 3, env) and not kernels.pinned("compatible", 2, env)

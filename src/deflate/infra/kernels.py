@@ -16,6 +16,11 @@ Settings:
   results on Intel and non-Intel processors (SSE2 without the approximate ``rcpps``/``rsqrtps``,
   whose results differ between vendors).
 
+Both pinned settings also fix the OpenBLAS that numpy and scipy ship (scikit-learn's logistic
+regression, the lexical scorer, computes through it) to its ``Haswell`` (AVX2) kernels: it too picks
+kernels by CPU, and an AVX-512 machine's gave other lexical weights than an AVX2 one's
+(docs/performance.md).
+
 This module imports nothing heavy: it runs before torch.
 """
 from __future__ import annotations
@@ -25,10 +30,13 @@ import sys
 
 KERNELS = {
     "native": {},
-    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
-    "compatible": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "OPENBLAS_CORETYPE": "Haswell"},
+    "compatible": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                   "OPENBLAS_CORETYPE": "Haswell"},
 }
-KERNEL_VARS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+KERNEL_VARS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS",
+               "OPENBLAS_CORETYPE")
 # every thread pool that would otherwise follow the machine's core count (torch's intra-op pool
 # reads OMP_NUM_THREADS; numpy/scikit-learn's BLAS read MKL/OpenBLAS's)
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
