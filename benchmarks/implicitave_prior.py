@@ -22,21 +22,22 @@ out of fold. Never reads eval_visible.
 """
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from deflate.answering.engine import Deflate
 from deflate.data.records import Record, load_split
-from deflate.data.splits import grouped_labels, load_data
+from deflate.data.splits import grouped_labels
 from deflate.infra import kernels
-from deflate.infra.config import load_params
 from deflate.infra.files import write_json
-from deflate.model.questions import Question, gold_questions
+from deflate.model.questions import Question
+
+sys.path.insert(0, str(Path(__file__).parent))
+from implicitave_val_gap import arguments, val_sample  # noqa: E402  (the same val sample)
 
 LAMS = [round(0.1 * i, 1) for i in range(11)]
 PRIORS = ("content_free", "marginal", "train_labels")
@@ -48,21 +49,10 @@ def logmeanexp(x: np.ndarray, axis: int = 0) -> np.ndarray:
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pipeline", type=Path, default=Path("pipelines/implicitave"))
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/implicitave_prior.json"))
-    ap.add_argument("--sample", type=int, default=4000, help="val questions, a seeded sample (0 = all)")
-    args = ap.parse_args()
-    p = load_params(args.pipeline / "params.yaml")
-    kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])
-    processed, tokens = args.pipeline / "data" / "processed", args.pipeline / "data" / "tokens"
-    engine = Deflate.load(args.pipeline / "models" / "deflate")
-    t0 = time.perf_counter()
-    data = load_data(processed, tokens, "val")
-    questions = gold_questions(data.records)
-    if args.sample and args.sample < len(questions):  # the same sample as implicitave_val_gap.py
-        keep = np.sort(np.random.default_rng(p["seed"]).choice(len(questions), args.sample, replace=False))
-        questions = [questions[i] for i in keep]
+    args = arguments(__doc__, "benchmarks/results/implicitave_prior.json")
+    p, engine, data, questions = val_sample(args.pipeline, args.sample)  # the sample of implicitave_val_gap.py
+    t0 = time.perf_counter()  # scoring only: loading the bundle and val is left out
+    processed = args.pipeline / "data" / "processed"
     batcher = engine.batcher(data.image, data.has_image)
     gen = engine.candidate_scores(batcher, data.records, engine.questions(data.records, questions),
                                   ("generator",))["generator"]
