@@ -30,14 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from deflate.data.records import Record, load_split
+from deflate.data.records import Record
 from deflate.data.splits import grouped_labels
 from deflate.infra import kernels
 from deflate.infra.files import write_json
 from deflate.model.questions import Question
 
 sys.path.insert(0, str(Path(__file__).parent))
-from implicitave_val_gap import arguments, val_sample  # noqa: E402  (the same val sample)
+from implicitave_val_gap import arguments, train_value_counts, val_sample  # noqa: E402  (the same val sample)
 
 LAMS = [round(0.1 * i, 1) for i in range(11)]
 PRIORS = ("content_free", "marginal", "train_labels")
@@ -67,13 +67,12 @@ def main():
     content_free = dict(zip(attrs, cf_scores))
     seconds = round(time.perf_counter() - t0, 1)
 
-    train_counts: dict[str, Counter] = {}
-    for r in load_split(processed, "train"):
-        for a, vs in grouped_labels(r).items():
-            train_counts.setdefault(a, Counter())[engine.sep.join(vs)] += 1
-    train_prior = {a: np.log(np.array([train_counts.get(a, Counter())[v] + 1 for v in engine.candidates[a]], float)
-                             / (sum(train_counts.get(a, Counter()).values()) + len(engine.candidates[a])))
-                   for a in attrs}
+    train_counts = train_value_counts(processed, engine.sep)
+    train_prior = {}
+    for a in attrs:
+        c = train_counts.get(a, Counter())
+        train_prior[a] = np.log(np.array([c[v] + 1 for v in engine.candidates[a]], float)
+                                / (sum(c.values()) + len(engine.candidates[a])))
 
     # two folds of val's products
     rows = sorted({q.row for q in questions})
@@ -89,16 +88,17 @@ def main():
             other = [gen[k] for k, q in enumerate(questions) if q.attribute == a and fold[k] != f]
             marginal[f, a] = logmeanexp(np.stack(other)) if other else np.zeros(len(engine.candidates[a]))
 
-    def prior(kind: str, k: int) -> np.ndarray:
-        a = questions[k].attribute
-        return {"content_free": lambda: content_free[a], "marginal": lambda: marginal[fold[k], a],
-                "train_labels": lambda: train_prior[a]}[kind]()
+    # each question's prior under each kind (questions without candidates have none)
+    priors = {kind: {k: by_kind(k, questions[k].attribute) for k in np.flatnonzero(usable)}
+              for kind, by_kind in (("content_free", lambda k, a: content_free[a]),
+                                    ("marginal", lambda k, a: marginal[fold[k], a]),
+                                    ("train_labels", lambda k, a: train_prior[a]))}
 
     def right(kind: str, lam: float) -> np.ndarray:
         """Per question: the corrected score's best candidate is the gold (False without candidates)."""
         out = np.zeros(len(questions), bool)
-        for k in np.flatnonzero(usable):
-            out[k] = int(np.argmax(gen[k] - lam * prior(kind, k))) == gold[k]
+        for k, pr in priors[kind].items():
+            out[k] = int(np.argmax(gen[k] - lam * pr)) == gold[k]
         return out
 
     grid = {(kind, lam): right(kind, lam) for kind in PRIORS for lam in LAMS}

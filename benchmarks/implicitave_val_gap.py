@@ -54,6 +54,15 @@ def val_sample(pipeline: Path, sample: int):
     return p, engine, data, questions
 
 
+def train_value_counts(processed: Path, sep: str) -> dict[str, Counter]:
+    """How often each answer (several gold values joined by ``sep``) labels each attribute in train."""
+    counts: dict[str, Counter] = {}
+    for r in load_split(processed, "train"):
+        for a, vs in grouped_labels(r).items():
+            counts.setdefault(a, Counter())[sep.join(vs)] += 1
+    return counts
+
+
 def main():
     args = arguments(__doc__, "benchmarks/results/implicitave_val_gap.json")
     p, engine, data, questions = val_sample(args.pipeline, args.sample)
@@ -62,10 +71,7 @@ def main():
     exs = engine.questions(data.records, questions)
     scores = engine.candidate_scores(engine.batcher(data.image, data.has_image), data.records, exs)
     seconds = round(time.perf_counter() - t0, 1)
-    train_values: dict[str, Counter] = {}
-    for r in load_split(processed, "train"):
-        for a, vs in grouped_labels(r).items():
-            train_values.setdefault(a, Counter())[engine.sep.join(vs)] += 1
+    train_values = train_value_counts(processed, engine.sep)
     per: dict[str, dict] = {}
     for k, q in enumerate(questions):
         opts = engine.candidates.get(q.attribute, [])
