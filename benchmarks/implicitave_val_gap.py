@@ -32,29 +32,46 @@ def rank_of_gold(scores: np.ndarray, gold: int) -> int:
     return int((scores >= scores[gold]).sum()) if gold >= 0 else 10**6
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(doc: str, out: str) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--pipeline", type=Path, default=Path("pipelines/implicitave"))
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/implicitave_val_gap.json"))
+    ap.add_argument("--out", type=Path, default=Path(out))
     ap.add_argument("--sample", type=int, default=4000, help="val questions, a seeded sample (0 = all)")
-    args = ap.parse_args()
-    p = load_params(args.pipeline / "params.yaml")
+    return ap.parse_args()
+
+
+def val_sample(pipeline: Path, sample: int):
+    """The pipeline's params (kernels pinned), its bundle, val, and a seeded sample of val's gold
+    questions: every domain in proportion, not the files' first rows."""
+    p = load_params(pipeline / "params.yaml")
     kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])
-    processed, tokens = args.pipeline / "data" / "processed", args.pipeline / "data" / "tokens"
-    engine = Deflate.load(args.pipeline / "models" / "deflate")
-    t0 = time.perf_counter()
-    data = load_data(processed, tokens, "val")
+    engine = Deflate.load(pipeline / "models" / "deflate")
+    data = load_data(pipeline / "data" / "processed", pipeline / "data" / "tokens", "val")
     questions = gold_questions(data.records)
-    if args.sample and args.sample < len(questions):  # every domain in proportion, not the files' first rows
-        keep = np.sort(np.random.default_rng(p["seed"]).choice(len(questions), args.sample, replace=False))
+    if sample and sample < len(questions):
+        keep = np.sort(np.random.default_rng(p["seed"]).choice(len(questions), sample, replace=False))
         questions = [questions[i] for i in keep]
+    return p, engine, data, questions
+
+
+def train_value_counts(processed: Path, sep: str) -> dict[str, Counter]:
+    """How often each answer (several gold values joined by ``sep``) labels each attribute in train."""
+    counts: dict[str, Counter] = {}
+    for r in load_split(processed, "train"):
+        for a, vs in grouped_labels(r).items():
+            counts.setdefault(a, Counter())[sep.join(vs)] += 1
+    return counts
+
+
+def main():
+    args = arguments(__doc__, "benchmarks/results/implicitave_val_gap.json")
+    p, engine, data, questions = val_sample(args.pipeline, args.sample)
+    t0 = time.perf_counter()  # scoring only: loading the bundle and val is left out
+    processed = args.pipeline / "data" / "processed"
     exs = engine.questions(data.records, questions)
     scores = engine.candidate_scores(engine.batcher(data.image, data.has_image), data.records, exs)
     seconds = round(time.perf_counter() - t0, 1)
-    train_values: dict[str, Counter] = {}
-    for r in load_split(processed, "train"):
-        for a, vs in grouped_labels(r).items():
-            train_values.setdefault(a, Counter())[engine.sep.join(vs)] += 1
+    train_values = train_value_counts(processed, engine.sep)
     per: dict[str, dict] = {}
     for k, q in enumerate(questions):
         opts = engine.candidates.get(q.attribute, [])

@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import scale  # noqa: E402  (its one-process measurement)
 
 MiB = 1024 * 1024
 
@@ -58,14 +58,10 @@ def child(ws: Path, row_group: int, trace: Path | None) -> None:
 
 
 def run_child(ws: Path, row_group: int, trace: Path | None) -> dict:
+    """One ingest in its own process (scale.py's measurement: wall seconds, the OS's peak RSS)."""
     cmd = [sys.executable, __file__, str(ws), "--child", str(row_group)] + (["--trace", str(trace)] if trace else [])
-    t0 = time.perf_counter()
     env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system"} if trace else None
-    p = subprocess.Popen(cmd, env=env)
-    _, status, usage = os.wait4(p.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"ingest failed: {' '.join(cmd)}")
-    return {"seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    return scale.run(cmd, ws, ws / "ingest_memory.log", env)
 
 
 def where(stack: list[tuple[str, str, int]]) -> tuple[str, str]:
@@ -114,11 +110,8 @@ def main() -> None:
 
     out = {"workspace": str(ws), "code": str(Path(deflate.__file__).parent), "runs": []}
     for rg in args.row_groups:
-        runs = [run_child(ws, rg, None)]
-        while runs[0]["seconds"] < 60 and len(runs) < args.repeats:
-            runs.append(run_child(ws, rg, None))
-        row = {"row_group": rg, "plain": {"seconds": statistics.median(r["seconds"] for r in runs), "runs": len(runs),
-                                          "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}}
+        plain = [sys.executable, __file__, str(ws), "--child", str(rg)]
+        row = {"row_group": rg, "plain": scale.measured(plain, ws, ws / "ingest_memory.log", args.repeats)}
         if not args.no_trace:
             with tempfile.TemporaryDirectory() as tmp:
                 trace = Path(tmp) / "ingest.bin"

@@ -7,7 +7,8 @@ the same script's output there; the check's own Intel hashes cover `portable` on
         [--compare benchmarks/results/kernel_settings_amd_epyc.json ...]     # ~3-7 min
 
 ``--compare`` prints, per (setting, threads), whether this machine's hash equals each earlier
-results file's (another CPU's run of this script).
+results file's (another CPU's run of this script). Two more rows hash a numpy float64 matrix product
+under OpenBLAS's own core type and under ``OPENBLAS_CORETYPE=Haswell``, with the core type used.
 """
 import argparse
 import json
@@ -25,6 +26,21 @@ SETTINGS = {
     "compatible": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"},
     "default_compatible": {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41"},
 }
+
+# numpy's and scipy's OpenBLAS picks its kernels by CPU too (the lexical scorer's logistic regression
+# computes through it; docs/performance.md): a float64 matrix product's hash under the machine's own
+# core type and under the Haswell kernels the pinned settings will name, with the core type it used
+BLAS_CHILD = r"""
+import hashlib, json, numpy as np
+from threadpoolctl import threadpool_info
+rng = np.random.default_rng(0)
+a, b = rng.standard_normal((384, 512)), rng.standard_normal((512, 384))
+for _ in range(3):
+    a = np.tanh(a @ b @ b.T / 512)
+core = sorted({i.get("architecture") for i in threadpool_info() if i["internal_api"] == "openblas"})
+print(json.dumps([hashlib.sha256(a.tobytes()).hexdigest()[:16], core]))
+"""
+BLAS_SETTINGS = {"numpy_openblas_native": {}, "numpy_openblas_haswell": {"OPENBLAS_CORETYPE": "Haswell"}}
 
 
 def cpu() -> str:
@@ -70,6 +86,15 @@ def main():
             rows.append({"setting": name, "threads": threads, "hashes": hashes, "stable": len(set(hashes)) == 1,
                          "intel_avx512": MEASURED_ON_INTEL_AVX512.get((name, threads))})
             print(rows[-1], flush=True)
+    for name, env in BLAS_SETTINGS.items():
+        runs = [json.loads(subprocess.run([sys.executable, "-c", BLAS_CHILD],
+                                          env={**os.environ, **env, "OPENBLAS_NUM_THREADS": "2"},
+                                          capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+                for _ in range(2)]
+        hashes = [h for h, _ in runs]
+        rows.append({"setting": name, "threads": 2, "hashes": hashes, "stable": len(set(hashes)) == 1,
+                     "openblas_core": runs[0][1], "intel_avx512": None})
+        print(rows[-1], flush=True)
     out = {"cpu": cpu(), "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
            "rows": rows}
     if args.out:

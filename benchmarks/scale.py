@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("synth", "ingest", "image_tokens", "harvest_negatives", "evaluate")
 
 
-def run(cmd: list[str], cwd: Path, log: Path) -> dict:
+def run(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> dict:
     """One process: its wall seconds and peak RSS (MiB, the OS's count for it and its children)."""
     t0 = time.perf_counter()
     with open(log, "ab") as out:
-        p = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        p = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(p.pid, 0)
     seconds = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
