@@ -87,7 +87,7 @@ def main():
     p = load_params(args.pipeline / "params.yaml")
     kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])
 
-    from deflate.answering.decoding import _after_prefix, generate_values
+    from deflate.answering.decoding import generate_values
     from deflate.answering.engine import Deflate
     from deflate.data.splits import grouped_labels, load_data, right_answers
     from deflate.model.batching import infer
@@ -136,16 +136,20 @@ def main():
         es = [exs[i] for i in idx]
         tries = [word_trie(e.ids, *bounds[i], qb.max_value_len, [none_ids]) for i, e in zip(idx, es)]
 
-        def inner(batch_id, sent):
+        heads = [qb.prefix(e.key.attribute) for e in es]
+
+        def allowed(batch_id, sent):
+            # force the answer prefix first, then walk the word trie (as decoding's span path does)
+            head, n = heads[batch_id], sent.shape[0] - 1
+            if n < len(head):
+                return [head[n]]
             node = tries[batch_id]
-            for t in sent.tolist()[1:]:
+            for t in sent.tolist()[1 + len(head):]:
                 node = node.get(t)
                 if node is None:
                     return [eos]
             nxt = [k for k in node if k != END] + ([eos] if END in node else [])
             return nxt or [eos]
-        heads = [qb.prefix(e.key.attribute) for e in es]
-        allowed = _after_prefix(heads, inner, list(range(len(tok)))) if any(heads) else inner
         seqs = gen.generate(batch, max_new_tokens=engine.decode["max_new_tokens"] + max(map(len, heads)),
                             num_beams=engine.decode["num_beams"], do_sample=False, prefix_allowed_tokens_fn=allowed)
         return [qb.answer(s[1:], e.key.attribute) for e, s in zip(es, seqs.tolist())]
