@@ -280,12 +280,14 @@ def test_span_trie_allows_only_spans_of_the_question_and_none():
 def test_word_starts_by_marker_punctuation_cjk_and_wordpiece():
     from deflate.model.tokenizer import word_starts
 
+    cuts = {"<pad>", "</s>", "<IMG>", "<CLS>"}
     # "Avery Denn|ison 5.5kg (black)</s>" in Metaspace pieces
     pieces = ["Avery", "▁Denn", "ison", "▁5", ".", "5", "kg", "▁(", "black", ")", "</s>"]
-    assert word_starts(pieces, wordpiece=False) == [True, True, False, True, True, True, False, True, True, True, True]
-    assert word_starts(["红", "色", "▁x"], wordpiece=False) == [True, True, True]  # each CJK character a word
-    assert word_starts(["avery", "##son", "tags"], wordpiece=True) == [True, False, True]
-    assert word_starts(["▁C", "<unk>", "lour"], wordpiece=False) == [True, False, False]  # an unknown character stays in its word
+    assert word_starts(pieces, False, cuts) == [True, True, False, True, True, True, False, True, True, True, True]
+    assert word_starts(["红", "色", "▁x"], False, cuts) == [True, True, True]  # each CJK character a word
+    assert word_starts(["avery", "##son", "tags"], True, cuts) == [True, False, True]
+    assert word_starts(["▁C", "<unk>", "lour"], False, cuts) == [True, False, False]  # an unknown character stays
+    assert word_starts(["ab", "<IMG>", "cd"], False, cuts) == [True, True, True]  # a special cuts
 
 
 def test_word_span_trie_starts_and_ends_on_word_boundaries_only():

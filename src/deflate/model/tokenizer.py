@@ -83,15 +83,22 @@ LAYOUTS = ("attribute", "offer")
 # rare pieces whose own embeddings learn little; their shapes are shared with every other piece.
 WORD_START = ("▁", "Ġ")  # Metaspace's and byte-level BPE's word-start markers
 CONTINUATION = "##"      # WordPiece's continuation marker
-_CUTS = {PAD, EOS, IMG, CLS}  # specials no word runs through (an unknown character is part of its word)
 _CLASSES = (str.isdigit, str.isupper, str.islower, lambda ch: ch.isalpha() and not (ch.isupper() or ch.islower()))
 N_SHAPES = 2 + 3 * 32 * 3
 
 
+def _marked(piece: str) -> tuple[int, str]:
+    """A piece's marker (1 word start, 2 continuation, 0 none) and what it holds after it."""
+    if piece[:1] in WORD_START:
+        return 1, piece[1:]
+    if piece.startswith(CONTINUATION):
+        return 2, piece[len(CONTINUATION):]
+    return 0, piece
+
+
 def piece_shape(piece: str) -> int:
     """The shape class of one vocabulary piece, in ``1 .. N_SHAPES - 1`` (0 is for specials)."""
-    mark = 1 if piece[:1] in WORD_START else 2 if piece.startswith(CONTINUATION) else 0
-    core = piece[1:] if mark == 1 else piece[2:] if mark == 2 else piece
+    mark, core = _marked(piece)
     if not core:
         return 1  # a bare word-start marker (a space)
     bits = 0
@@ -112,14 +119,15 @@ def token_shapes(tokenizer) -> list[int]:
     return out
 
 
-def word_starts(pieces: list[str], wordpiece: bool) -> list[bool]:
+def word_starts(pieces: list[str], wordpiece: bool, cuts: set[str]) -> list[bool]:
     """Whether each piece of a tokenized question starts a word: the first piece, a word-start
-    marker, punctuation or a special and the piece after one, a CJK character (each its own word),
-    and with a WordPiece vocabulary every piece but a continuation. Word-aligned answers
+    marker, punctuation or a piece of ``cuts`` (the specials but the unknown token: an unknown
+    character stays in its word) and the piece after one, a CJK character (each its own word), and
+    with a WordPiece vocabulary every piece but a continuation. Word-aligned answers
     (``decode.span_words``) start at such a piece and end before the next one."""
     def cut(p: str) -> bool:  # a piece no word runs through
-        core = p[1:] if p[:1] in WORD_START else p[len(CONTINUATION):] if p.startswith(CONTINUATION) else p
-        return p in _CUTS or not any(ch.isalnum() for ch in core) or bool(re.fullmatch(CJK, core))
+        core = _marked(p)[1]
+        return p in cuts or not any(ch.isalnum() for ch in core) or bool(re.fullmatch(CJK, core))
 
     out = []
     for i, p in enumerate(pieces):
@@ -152,7 +160,7 @@ class QuestionBuilder:
         self.cls_id = tokenizer.convert_tokens_to_ids(CLS)
         self.eos_id = tokenizer.eos_token_id
         self._cache: dict[str, list[int]] = {}
-        self._wordpiece: bool | None = None
+        self._words: tuple[bool, set[str]] | None = None  # (WordPiece vocabulary?, specials that cut words)
 
     @classmethod
     def from_meta(cls, tokenizer, meta: dict) -> QuestionBuilder:
@@ -190,9 +198,10 @@ class QuestionBuilder:
 
     def word_starts(self, ids: list[int]) -> list[bool]:
         """:func:`word_starts` of a question's ids (the vocabulary's style read once)."""
-        if self._wordpiece is None:
-            self._wordpiece = any(p.startswith(CONTINUATION) for p in self.tok.get_vocab())
-        return word_starts(self.tok.convert_ids_to_tokens(ids), self._wordpiece)
+        if self._words is None:
+            self._words = (any(p.startswith(CONTINUATION) for p in self.tok.get_vocab()),
+                           set(self.tok.all_special_tokens) - {self.tok.unk_token})
+        return word_starts(self.tok.convert_ids_to_tokens(ids), *self._words)
 
     def value(self, value: str, context: list[int] | None = None) -> list[int]:
         """Decoder target: value tokens + </s>. With ``target_form`` ``as_in_text`` and the question's
