@@ -28,6 +28,7 @@ def arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pipeline", type=Path, default=Path("pipelines/wdc_pave"))
     ap.add_argument("--bundle", type=Path, default=None, help="default: the pipeline's DEFLATE bundle")
+    ap.add_argument("--num-beams", type=int, default=0, help="beams for both decodings (0 = the bundle's decode.num_beams)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/wdc_span_words.json"))
     return ap.parse_args()
 
@@ -66,6 +67,7 @@ def main():
     exs = engine.questions(data.records, questions)
     batcher = engine.batcher(None, None)
     starts = [qb.word_starts(e.ids) for e in exs]
+    decode = {**engine.decode, **({"num_beams": args.num_beams} if args.num_beams else {})}
 
     def classify(values: list[str]) -> Counter:
         c = Counter()
@@ -83,7 +85,7 @@ def main():
         return c
 
     t0 = time.perf_counter()
-    plain = generate_values(gen, qb, batcher, exs, {**engine.decode, "span_words": False}, spans=True, desc="span trie")
+    plain = generate_values(gen, qb, batcher, exs, {**decode, "span_words": False}, spans=True, desc="span trie")
     t_plain = time.perf_counter() - t0
 
     gold = Counter()
@@ -93,11 +95,11 @@ def main():
         gold["aligned" if any(a) else "cut" if any(x is False for x in a) else "not_in_question"] += 1
 
     t1 = time.perf_counter()
-    words = generate_values(gen, qb, batcher, exs, {**engine.decode, "span_words": True}, spans=True,
+    words = generate_values(gen, qb, batcher, exs, {**decode, "span_words": True}, spans=True,
                             desc="word-aligned spans")
     t_words = time.perf_counter() - t1
     n = len(exs)
-    res = {"split": "val", "questions": n, "bundle": str(bundle),
+    res = {"split": "val", "questions": n, "bundle": str(bundle), "num_beams": decode["num_beams"],
            "gold": {k: round(100 * v / n, 2) for k, v in gold.items()},
            "span_trie": {k: round(100 * v / n, 2) for k, v in classify(plain).items()},
            "word_aligned_trie": {k: round(100 * v / n, 2) for k, v in classify(words).items()},
