@@ -69,9 +69,12 @@ def main():
     starts = [qb.word_starts(e.ids) for e in exs]
     decode = {**engine.decode, **({"num_beams": args.num_beams} if args.num_beams else {})}
 
-    def classify(values: list[str]) -> Counter:
+    def classify(values: list[str], attribute: str | None = None) -> Counter:
         c = Counter()
         for e, q, v, st in zip(exs, questions, values, starts):
+            if attribute is not None and q.attribute != attribute:
+                continue
+            c["n"] += 1
             right = right_answers(data.records[q.row], q.attribute, engine.sep)
             if v in right:
                 c["right"] += 1
@@ -80,9 +83,17 @@ def main():
                 c["none"] += 1
             else:
                 c["right_ci"] += v.lower() in {r.lower() for r in right}
+                # a boundary error (the answer inside a gold value or around one) or another value
+                c["wrong_overlaps_gold"] += any(v.lower() in r.lower() or r.lower() in v.lower() for r in right)
+                # the wrong answer is another attribute's gold value of the same offer
+                c["wrong_other_attribute"] += any(v in right_answers(data.records[q.row], a, engine.sep)
+                                                  for a in grouped_labels(data.records[q.row]) if a != q.attribute)
                 a = aligned(e.ids, qb.value(v, e.ids)[:-1], st)
                 c["wrong_whole_words" if a else "wrong_cuts_a_word" if a is False else "wrong_not_a_span"] += 1
         return c
+
+    def shares(c: Counter) -> dict:
+        return {"n": c["n"], **{k: round(100 * v / c["n"], 2) for k, v in c.items() if k != "n"}}
 
     t0 = time.perf_counter()
     plain = generate_values(gen, qb, batcher, exs, {**decode, "span_words": False}, spans=True, desc="span trie")
@@ -101,8 +112,10 @@ def main():
     n = len(exs)
     res = {"split": "val", "questions": n, "bundle": str(bundle), "num_beams": decode["num_beams"],
            "gold": {k: round(100 * v / n, 2) for k, v in gold.items()},
-           "span_trie": {k: round(100 * v / n, 2) for k, v in classify(plain).items()},
-           "word_aligned_trie": {k: round(100 * v / n, 2) for k, v in classify(words).items()},
+           "span_trie": shares(classify(plain)),
+           "word_aligned_trie": shares(classify(words)),
+           "word_aligned_by_attribute": {a: shares(classify(words, a))
+                                         for a in sorted({q.attribute for q in questions})},
            "answers_changed": round(100 * sum(a != b for a, b in zip(plain, words)) / n, 2),
            "seconds": {"span_trie": round(t_plain, 1), "word_aligned_trie": round(t_words, 1)},
            "kernels": kernels.describe()["kernels"]}
