@@ -1,6 +1,6 @@
 """The WDC-PAVE table's val columns only (authors' F1, AP F1 on val), for whichever systems a
 pipeline's `models/systems` holds: a reading of a run in progress that never opens eval_visible's
-predictions or scores (the table stage computes the same val figures beside the eval ones).
+predictions or scores (`wdc_table.val_columns`, which the table stage calls beside the eval columns).
 
     python benchmarks/wdc_val_rows.py [--pipeline pipelines/wdc_pave]
 """
@@ -13,10 +13,8 @@ from pathlib import Path
 from deflate.data.records import load_split
 from deflate.data.splits import load_schema
 from deflate.evaluation import prediction_files
-from deflate.evaluation import wdc_pave_rule as pave_scoring
-from deflate.evaluation.metrics import evaluate as compute_metrics
 from deflate.evaluation.metrics import gold_from_records
-from deflate.reports.wdc_table import SYSTEMS
+from deflate.reports.wdc_table import SYSTEMS, val_columns
 
 
 def main():
@@ -26,15 +24,13 @@ def main():
     processed = args.pipeline / "data" / "processed"
     cats = load_schema(processed)["category_attributes"]
     val = load_split(processed, "val")
-    gold, texts = gold_from_records(val)
+    gold_texts = gold_from_records(val)
     rows = {}
     for s in SYSTEMS:
         path = args.pipeline / "models" / "systems" / f"{s}-wdc_pave" / "predictions" / "val.jsonl"
         if not path.is_file():
             continue
-        pred, held = prediction_files.read_with_withheld(path)
-        rows[s] = {"val_f1": pave_scoring.score(val, pred, cats, 0)["f1"],
-                   "val_ap_f1": compute_metrics(gold, pred, texts, held)["ap"]["f1"]}
+        rows[s] = val_columns(val, *prediction_files.read_with_withheld(path), cats, gold_texts)
     print(json.dumps(rows, indent=1))
 
 
