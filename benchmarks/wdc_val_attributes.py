@@ -11,10 +11,12 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from deflate.data.records import load_split
 from deflate.data.splits import load_schema
 from deflate.evaluation import prediction_files
-from deflate.evaluation.wdc_pave_rule import OUTCOMES, outcome
+from deflate.evaluation.wdc_pave_rule import OUTCOMES, outcome, rule_prf
 from deflate.reports.wdc_table import SYSTEMS
 
 
@@ -30,8 +32,7 @@ def per_attribute(val, pred: dict, cats: dict) -> dict[str, dict[str, int]]:
 
 
 def f1(c: dict[str, int]) -> float:
-    tp, predicted, actual = c["VC"], c["NV"] + c["VC"] + c["VW"], c["VN"] + c["VC"] + c["VW"]
-    return round(200 * tp / (predicted + actual), 2) if predicted + actual else 0.0
+    return float(rule_prf(np.array([c[o] for o in OUTCOMES]))["f1"])
 
 
 def main():
