@@ -9,7 +9,8 @@ category with the pipeline's generator (beam search inside the whole-word span t
   higher-scored question of the offer took (case-insensitive; `None` is never taken), or no answer
   when its k beams are all taken.
 It reports right answers on present attributes and the authors' counts with every answer kept (d−'s
-way; the discriminator is not run). Never reads eval_visible.
+way; the discriminator is not run), and how often any of a present attribute's k beams is right (the
+most a re-ranker of the beams could reach). Never reads eval_visible.
 
     python benchmarks/wdc_span_collisions.py [--pipeline pipelines/wdc_pave] [--k 3]
 """
@@ -93,16 +94,25 @@ def main():
         prf = rule_prf(np.array([c[o] for o in OUTCOMES]))
         return {**{o: c[o] for o in OUTCOMES}, "f1_every_answer_kept": float(prf["f1"])}
 
+    def in_beams(i: int) -> bool:
+        q = questions[i]
+        right = {x for x in right_answers(data.records[q.row], q.attribute, engine.sep) if x}
+        return bool(right) and any(outcome(v, sorted(right)) == "VC" for v, _ in beams[i])
+
+    present = [i for i, q in enumerate(questions)
+               if any(right_answers(data.records[q.row], q.attribute, engine.sep) - {""})]
     changed = [i for i, (a, b) in enumerate(zip(arms["alone"], arms["exclusive"])) if a != b]
     res = {"split": "val", "questions": len(questions), "k": args.k, "bundle": str(bundle),
            "arms": {name: counts(v) for name, v in arms.items()},
+           "present": len(present), "right_in_k_beams": sum(in_beams(i) for i in present),
            "answers_changed": len(changed),
            "changed_examples": [{"attribute": questions[i].attribute, "alone": arms["alone"][i],
                                  "exclusive": arms["exclusive"][i]} for i in changed[:25]],
            "seconds": seconds, "kernels": kernels.describe()["kernels"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(json.dumps({k: res[k] for k in ("questions", "arms", "answers_changed", "seconds")}, indent=1))
+    print(json.dumps({k: res[k] for k in ("questions", "arms", "present", "right_in_k_beams",
+                                                "answers_changed", "seconds")}, indent=1))
 
 
 if __name__ == "__main__":
