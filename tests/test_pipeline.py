@@ -869,6 +869,26 @@ def test_a_bundle_written_before_keep_weight_keeps_the_papers_rule(trained, tmp_
     assert read_bundle(tmp_path / "b")["decisions"].keep_weight == 0.0
 
 
+def test_a_bundle_carries_span_words_and_one_written_before_reads_false(trained, tmp_path):
+    """decode.span_words travels in bundle.json, so deflate predict decodes as the pipeline did; a
+    bundle written before the switch answers with any span, as it did then."""
+    import shutil
+
+    from deflate.answering.engine import Deflate
+    from deflate.infra.bundle import read_bundle
+    run, _ = trained
+    shutil.copytree(run / "bundle", tmp_path / "b")
+    path = tmp_path / "b" / "bundle.json"
+    spec = json.loads(path.read_text())
+    assert spec["decode"]["span_words"] is False  # written from params.yaml
+    spec["decode"]["span_words"] = True
+    path.write_text(json.dumps(spec))
+    assert Deflate.load(tmp_path / "b").decode["span_words"] is True
+    del spec["decode"]["span_words"]
+    path.write_text(json.dumps(spec))
+    assert read_bundle(tmp_path / "b")["decode"]["span_words"] is False
+
+
 def test_predict_takes_the_bundles_keep_weight_or_an_override(trained, tmp_path):
     from typer.testing import CliRunner
 

@@ -277,6 +277,59 @@ def test_span_trie_allows_only_spans_of_the_question_and_none():
     assert allowed(0, torch.tensor([0, 9])) == [10, 1]
 
 
+def test_word_starts_by_marker_punctuation_cjk_and_wordpiece():
+    from deflate.model.tokenizer import word_starts
+
+    cuts = {"<pad>", "</s>", "<IMG>", "<CLS>"}
+    # "Avery Denn|ison 5.5kg (black)</s>" in Metaspace pieces
+    pieces = ["Avery", "▁Denn", "ison", "▁5", ".", "5", "kg", "▁(", "black", ")", "</s>"]
+    assert word_starts(pieces, False, cuts) == [True, True, False, True, True, True, False, True, True, True, True]
+    assert word_starts(["红", "色", "▁x"], False, cuts) == [True, True, True]  # each CJK character a word
+    assert word_starts(["avery", "##son", "tags"], True, cuts) == [True, False, True]
+    assert word_starts(["▁C", "<unk>", "lour"], False, cuts) == [True, False, False]  # an unknown character stays
+    assert word_starts(["ab", "<IMG>", "cd"], False, cuts) == [True, True, True]  # a special cuts
+
+
+def test_word_span_trie_starts_and_ends_on_word_boundaries_only():
+    from deflate.answering.decoding import _span_allowed, span_trie
+
+    # question tokens 5 6 | 7 | 8 9 (three words: 5-6, 7, 8-9), "None" = 20 21
+    trie = span_trie([5, 6, 7, 8, 9], 4, [[20, 21]], starts=[True, False, True, True, False])
+    allowed = _span_allowed([trie], end=1)
+    assert sorted(allowed(0, torch.tensor([0]))) == [5, 7, 8, 20]  # no span starts inside a word
+    assert allowed(0, torch.tensor([0, 5])) == [6]  # nor ends inside one
+    assert sorted(allowed(0, torch.tensor([0, 5, 6]))) == [1, 7]
+    assert allowed(0, torch.tensor([0, 5, 6, 7])) == [1]  # 4 tokens at most: 5 6 7 8 would cut the word 8 9
+    assert allowed(0, torch.tensor([0, 8, 9])) == [1]  # the question's end ends a word
+    assert allowed(0, torch.tensor([0, 20])) == [21] and allowed(0, torch.tensor([0, 20, 21])) == [1]
+    plain = _span_allowed([span_trie([5, 6, 7, 8, 9], 4, [[20, 21]])], end=1)
+    assert sorted(plain(0, torch.tensor([0, 5]))) == [1, 6]  # without word starts, any span as before
+
+
+def test_span_words_decoding_answers_whole_words_through_the_generator():
+    """decode.span_words reaches generate: every answer of an untrained generator is whole words of its
+    question (or "None"), where plain spans may cut a word."""
+    from deflate.answering.decoding import generate_values
+    from deflate.model.batching import Batcher
+    from deflate.model.mul_t5 import build_generator
+    from deflate.model.questions import Question, question_examples
+    from deflate.model.tokenizer import NONE_VALUE, QuestionBuilder, train_tokenizer
+
+    texts = ["Averydennison shipping tags 5kg", "Brandnewness of tags", "None", "The Brand Weight Colour of it is"]
+    tok = train_tokenizer(texts * 20, 120)
+    qb = QuestionBuilder(tok, "en", 64, 8, "as_in_text")
+    recs = [Record(str(i), t) for i, t in enumerate(["Averydennison shipping tags 5kg", "tags Brandnewness"])]
+    qs = [Question(i, a) for i in range(2) for a in ("Brand", "Weight", "Colour")]
+    ex = question_examples(recs, qb, qs)
+    torch.manual_seed(0)
+    gen = build_generator(tiny_model(d_model=32, d_ff=64), tok, 0, 0)
+    decode = {"batch_size": 4, "max_new_tokens": 8, "num_beams": 1, "span_words": True}
+    got = generate_values(gen, qb, Batcher(None, None, False, qb.img_id), ex, decode, progress=False, spans=True)
+    for q, v in zip(qs, got):
+        words = recs[q.row].name.split() + ["The", "of", "is", q.attribute]
+        assert v == NONE_VALUE or set(v.split()) <= set(words), v
+
+
 def test_span_constraint_without_none_names_a_span():
     """generator.absent_as_none: harvesting refuses the span trie's "None", so a generator that learned
     it still names the value it would claim; answering keeps "None" as an answer."""
@@ -315,7 +368,7 @@ def test_answer_prefix_is_learned_forced_when_answering_and_stripped():
     torch.manual_seed(0)
     gen = build_generator(tiny_model(d_model=32, d_ff=64), tok, 0, 0)
     asked = question_examples(recs, qb, qs)
-    decode = {"batch_size": 8, "max_new_tokens": 4, "num_beams": 1}
+    decode = {"batch_size": 8, "max_new_tokens": 4, "num_beams": 1, "span_words": False}
     for answer, e in zip(generate_values(gen, qb, Batcher(None, None, False, qb.img_id), asked, decode,
                                          progress=False, spans=True), asked):
         assert not answer.startswith("Brand:") and (answer in qb.decode(e.ids) or answer == "None")  # a span

@@ -11,41 +11,72 @@ from deflate.model.batching import Batcher, Example, infer
 from deflate.model.tokenizer import NONE_VALUE
 
 
+END = -1  # a trie key marking where a value may end (token ids are never negative)
+
+
 class Trie:
-    """Token-id trie of the allowed values of one attribute (each ending in </s>)."""
+    """Token-id trie of the allowed values of one attribute (each ending in </s>). With
+    ``ends_marked``, each sequence's end carries :data:`END` (spans without </s>)."""
 
-    def __init__(self, sequences: list[list[int]]):
+    def __init__(self, sequences: list[list[int]], ends_marked: bool = False):
         self.root: dict = {}
+        self.ends_marked = ends_marked
         for seq in sequences:
-            node = self.root
-            for t in seq:
-                node = node.setdefault(t, {})
+            self.add(seq)
 
-    def next_tokens(self, prefix: list[int]) -> list[int]:
+    def add(self, seq: list[int]) -> None:
+        node = self.root
+        for t in seq:
+            node = node.setdefault(t, {})
+        if self.ends_marked:
+            node[END] = {}
+
+    def node(self, prefix: list[int]) -> dict | None:
         node = self.root
         for t in prefix:
             node = node.get(t)
             if node is None:
-                return []
-        return list(node)
+                return None
+        return node
+
+    def next_tokens(self, prefix: list[int]) -> list[int]:
+        node = self.node(prefix)
+        return [] if node is None else [t for t in node if t != END]
 
 
-def span_trie(question: list[int], max_len: int, extra: list[list[int]] = ()) -> Trie:
+def span_trie(question: list[int], max_len: int, extra: list[list[int]] = (),
+              starts: list[bool] | None = None) -> Trie:
     """Every contiguous span of ``question`` up to ``max_len`` tokens, plus the ``extra`` sequences
-    (e.g. d-'s "None" answer), as one trie (ends are not marked: any span may end anywhere)."""
-    trie = Trie(list(extra))
-    for i in range(len(question)):
+    (e.g. d-'s "None" answer), as one trie. Without ``starts`` any span may end anywhere; with
+    ``starts`` (:meth:`QuestionBuilder.word_starts`) spans start at a word start and end before the
+    next one or at the question's end, marked with :data:`END`."""
+    if starts is None:
+        trie = Trie(list(extra))
+        for i in range(len(question)):
+            trie.add(question[i:i + max_len])
+        return trie
+    trie = Trie(list(extra), ends_marked=True)
+    ends = starts[1:] + [True]
+    for i in (i for i, s in enumerate(starts) if s):
+        last = max((j for j in range(i, min(i + max_len, len(question))) if ends[j]), default=None)
         node = trie.root
-        for t in question[i:i + max_len]:
-            node = node.setdefault(t, {})
+        for j in range(i, last + 1 if last is not None else i):  # no path past the last word end in reach
+            node = node.setdefault(question[j], {})
+            if ends[j]:
+                node[END] = {}
     return trie
 
 
 def _span_allowed(tries: list[Trie], end: int):
     def allowed(batch_id, sent):
         prefix = sent.tolist()[1:]  # drop the decoder start token
-        nxt = tries[batch_id].next_tokens(prefix)
-        return (nxt + [end] if prefix else nxt) or [end]
+        trie = tries[batch_id]
+        node = trie.node(prefix)
+        if node is None:
+            return [end]
+        nxt = [t for t in node if t != END]
+        may_end = END in node if trie.ends_marked else bool(prefix)
+        return (nxt + [end] if may_end else nxt) or [end]
     return allowed
 
 
@@ -126,7 +157,7 @@ def _decode_kwargs(qb, exs: list[Example], attrs: list[str], decode: dict, tries
         qb.refuse_prefix("candidate tries (decode.constrain_to_vocab, candidate modes)")
         kw["prefix_allowed_tokens_fn"] = _allowed(tries, attrs, qb)
     elif spans:
-        kw["prefix_allowed_tokens_fn"], extra = span_constraint(qb, exs, none)
+        kw["prefix_allowed_tokens_fn"], extra = span_constraint(qb, exs, none, decode["span_words"])
         kw["max_new_tokens"] += extra
     else:
         heads = [qb.prefix(a) if a else [] for a in attrs]
@@ -136,11 +167,13 @@ def _decode_kwargs(qb, exs: list[Example], attrs: list[str], decode: dict, tries
     return kw
 
 
-def span_constraint(qb, examples: list[Example], none: bool = True):
+def span_constraint(qb, examples: list[Example], none: bool = True, words: bool = False):
     """``prefix_allowed_tokens_fn`` for a batch of questions: each answer a span of its own question
-    (or "None", unless ``none`` is false), after the forced answer prefix where the generator writes one."""
+    (whole words with ``words``: ``decode.span_words``) or "None", unless ``none`` is false, after the
+    forced answer prefix where the generator writes one."""
     extra = [qb.value(NONE_VALUE)[:-1]] if none else []
-    inner = _span_allowed([span_trie(e.ids, qb.max_value_len, extra) for e in examples], qb.eos_id)
+    inner = _span_allowed([span_trie(e.ids, qb.max_value_len, extra, qb.word_starts(e.ids) if words else None)
+                           for e in examples], qb.eos_id)
     heads = [qb.prefix(e.key.attribute) if e.key is not None and e.key.attribute else [] for e in examples]
     if not any(heads):
         return inner, 0
@@ -154,7 +187,7 @@ def span_beams(gen, qb, batcher: Batcher, examples: list[Example], k: int, decod
     right, re-ranking beams; the product answers with :func:`generate_values`)."""
     def step(idx, batch):
         exs = [examples[i] for i in idx]
-        allowed, extra = span_constraint(qb, exs)
+        allowed, extra = span_constraint(qb, exs, words=decode["span_words"])
         res = gen.generate(batch, max_new_tokens=decode["max_new_tokens"] + extra,
                            num_beams=k, num_return_sequences=k, do_sample=False, output_scores=True,
                            return_dict_in_generate=True, prefix_allowed_tokens_fn=allowed)

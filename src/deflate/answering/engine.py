@@ -136,7 +136,7 @@ class Deflate:
     def __init__(self, generator: Path, *, discriminator: Path | None, lexical: Path | None, decisions: Decisions,
                  decode: dict, claim_batch_size: int, device: str = "cpu"):
         """The trained parts from their folders; ``decode``: params.yaml's ``decode`` keys
-        (batch_size, max_new_tokens, num_beams, constrain_to_vocab, constrain_to_spans)."""
+        (batch_size, max_new_tokens, num_beams, constrain_to_vocab, constrain_to_spans, span_words)."""
         self.gen, tok, self.meta = load_generator(generator)
         self.qb = QuestionBuilder.from_meta(tok, self.meta)
         self.disc, disc_meta = load_discriminator(discriminator, self.gen) if discriminator is not None else (None, {})

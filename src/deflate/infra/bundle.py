@@ -40,7 +40,7 @@ BUNDLE_FILE = "bundle.json"
 FORMAT = 2  # 2: every file's SHA-256 in bundle.json (format 1 had none and is refused)
 MODES = ("free", "constrained", "rerank", "fused")
 PARTS = ("generator", "discriminator", "lexical")
-DECODE_KEYS = ("batch_size", "max_new_tokens", "num_beams", "constrain_to_vocab", "constrain_to_spans")
+DECODE_KEYS = ("batch_size", "max_new_tokens", "num_beams", "constrain_to_vocab", "constrain_to_spans", "span_words")
 MAX_JSON_BYTES = 64 << 20  # a tokenizer.json of a 250k vocabulary is ~20 MB
 MAX_DEPTH = 64  # nesting of any JSON record a model folder holds (ours need 4)
 BUNDLED_IMAGE_FILES = "image_files"  # where write_bundle copies an image tokenizer's external files
@@ -273,6 +273,7 @@ class DecodeSchema(Record):
     num_beams: int = Field(ge=1, le=64)
     constrain_to_vocab: bool
     constrain_to_spans: bool
+    span_words: bool = False  # bundles saved before the switch answered with any span
 
 
 class BundleSchema(Record):

@@ -10,6 +10,7 @@ and the name are what the model cannot answer without.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -80,14 +81,24 @@ LAYOUTS = ("attribute", "offer")
 # (digit, upper, lower, other letter such as CJK, anything else) and its length (1, 2-3, 4+).
 # Specials have their own class. Values never seen in training (part numbers, UPCs) are made of
 # rare pieces whose own embeddings learn little; their shapes are shared with every other piece.
+WORD_START = ("▁", "Ġ")  # Metaspace's and byte-level BPE's word-start markers
+CONTINUATION = "##"      # WordPiece's continuation marker
 _CLASSES = (str.isdigit, str.isupper, str.islower, lambda ch: ch.isalpha() and not (ch.isupper() or ch.islower()))
 N_SHAPES = 2 + 3 * 32 * 3
 
 
+def _marked(piece: str) -> tuple[int, str]:
+    """A piece's marker (1 word start, 2 continuation, 0 none) and what it holds after it."""
+    if piece[:1] in WORD_START:
+        return 1, piece[1:]
+    if piece.startswith(CONTINUATION):
+        return 2, piece[len(CONTINUATION):]
+    return 0, piece
+
+
 def piece_shape(piece: str) -> int:
     """The shape class of one vocabulary piece, in ``1 .. N_SHAPES - 1`` (0 is for specials)."""
-    mark = 1 if piece[:1] in ("▁", "Ġ") else 2 if piece.startswith("##") else 0
-    core = piece[1:] if mark == 1 else piece[2:] if mark == 2 else piece
+    mark, core = _marked(piece)
     if not core:
         return 1  # a bare word-start marker (a space)
     bits = 0
@@ -105,6 +116,23 @@ def token_shapes(tokenizer) -> list[int]:
     for piece, i in tokenizer.get_vocab().items():
         if i < len(out):
             out[i] = 0 if i in special else piece_shape(piece)
+    return out
+
+
+def word_starts(pieces: list[str], wordpiece: bool, cuts: set[str]) -> list[bool]:
+    """Whether each piece of a tokenized question starts a word: the first piece, a word-start
+    marker, punctuation or a piece of ``cuts`` (the specials but the unknown token: an unknown
+    character stays in its word) and the piece after one, a CJK character (each its own word), and
+    with a WordPiece vocabulary every piece but a continuation. Word-aligned answers
+    (``decode.span_words``) start at such a piece and end before the next one."""
+    def cut(p: str) -> bool:  # a piece no word runs through
+        core = _marked(p)[1]
+        return p in cuts or not any(ch.isalnum() for ch in core) or bool(re.fullmatch(CJK, core))
+
+    out = []
+    for i, p in enumerate(pieces):
+        out.append(i == 0 or p[:1] in WORD_START or cut(p) or cut(pieces[i - 1])
+                   or (wordpiece and not p.startswith(CONTINUATION)))
     return out
 
 
@@ -132,6 +160,7 @@ class QuestionBuilder:
         self.cls_id = tokenizer.convert_tokens_to_ids(CLS)
         self.eos_id = tokenizer.eos_token_id
         self._cache: dict[str, list[int]] = {}
+        self._words: tuple[bool, set[str]] | None = None  # (WordPiece vocabulary?, specials that cut words)
 
     @classmethod
     def from_meta(cls, tokenizer, meta: dict) -> QuestionBuilder:
@@ -166,6 +195,13 @@ class QuestionBuilder:
             if len(d) > room:  # keep the closing bracket
                 d = d[: room - 1] + d[-1:]
         return head + d + tail
+
+    def word_starts(self, ids: list[int]) -> list[bool]:
+        """:func:`word_starts` of a question's ids (the vocabulary's style read once)."""
+        if self._words is None:
+            self._words = (any(p.startswith(CONTINUATION) for p in self.tok.get_vocab()),
+                           set(self.tok.all_special_tokens) - {self.tok.unk_token})
+        return word_starts(self.tok.convert_ids_to_tokens(ids), *self._words)
 
     def value(self, value: str, context: list[int] | None = None) -> list[int]:
         """Decoder target: value tokens + </s>. With ``target_form`` ``as_in_text`` and the question's

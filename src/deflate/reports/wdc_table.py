@@ -63,12 +63,21 @@ def window_share(system: str, run_dir: Path, records: list[Record], p: dict) -> 
     return round(100 * hits / max(total, 1), 2)
 
 
+def val_columns(val: list[Record], pred: dict, withheld: set, cats: dict, gold_texts: tuple) -> dict:
+    """One system's val columns: the authors' F1 and the AP F1 on val (``gold_texts``:
+    :func:`gold_from_records` of ``val``, computed once for every system)."""
+    gold, texts = gold_texts
+    return {"val_f1": pave_scoring.score(val, pred, cats, 0)["f1"],
+            "val_ap_f1": compute_metrics(gold, pred, texts, withheld)["ap"]["f1"]}
+
+
 def build(p: dict, processed: Path, systems_dir: Path, metrics_dir: Path, out: Path, report: Path | None = None) -> dict:
     """The table as JSON at ``out`` (and as Markdown at ``report``, when given)."""
     schema = load_schema(processed)
     cats = schema["category_attributes"]
     val, test = load_split(processed, "val"), load_split(processed, "test")
     n_boot = p["eval"]["n_boot"]
+    val_gold = gold_from_records(val)
     rows = {}
     for s in SYSTEMS:
         run = systems_dir / f"{s}-wdc_pave"
@@ -76,15 +85,15 @@ def build(p: dict, processed: Path, systems_dir: Path, metrics_dir: Path, out: P
         pred_val, held_val = prediction_files.read_with_withheld(run / "predictions" / "val.jsonl")
         scored = score_offers(test, pred_test, cats, n_boot, p["seed"], held_test)
         authors = scored["authors_rule"]
-        val_gold, val_texts = gold_from_records(val)
+        on_val = val_columns(val, pred_val, held_val, cats, val_gold)
         rows[s] = {
             "f1": authors["f1"], "p": authors["p"], "r": authors["r"], "f1_ci95": authors["f1_ci95"],
-            "val_f1": pave_scoring.score(val, pred_val, cats, 0)["f1"],
+            "val_f1": on_val["val_f1"],
             "f1_case_insensitive": authors["case_insensitive"]["f1"], "counts": authors["counts"],
             "per_category_f1": {c: v["f1"] for c, v in authors["per_category"].items()},
             **{f"{k}_f1": scored[k]["f1"] for k in ("ap", "ave", "ave_fuzzy")},
             **{f"{k}_f1_ci95": scored[k]["f1_ci95"] for k in ("ap", "ave", "ave_fuzzy")},
-            "val_ap_f1": compute_metrics(val_gold, pred_val, val_texts, held_val)["ap"]["f1"],
+            "val_ap_f1": on_val["val_ap_f1"],
             "gold_in_window": window_share(s, run, test, p)}
     d, dm = rows["deflate"], rows["d_minus"]
     table = {"rows": rows, "checks": {
