@@ -1,0 +1,135 @@
+"""Re-rank the generator's span beams by the keep score (WDC-PAVE val only; #31 items 1 and 2)
+
+`benchmarks/wdc_span_collisions.py` found a right answer among the generator's 3 whole-word span
+beams for 794 of val's 1,192 present attributes, against 617 for the best beam alone: the ranking,
+not the reach, loses most right answers. DEFLATE already has a judge of (attribute, value) claims
+trained on the generator's own wrong answers: the discriminator. This probe lets it choose among the
+beams, with the committed DEFLATE bundle of the pipeline:
+- **greedy:** the pipeline's answer (greedy in the span trie) and its keep rule: what the table has;
+- **rerank:** per question, the candidates are the greedy answer and the k beams that are not
+  "None"; each candidate's claim gets D and the generator's mean token log-prob, and the candidate
+  with the highest keep score P_gen^w * D^(1-w) is the answer (none when every beam is "None").
+Both arms choose the weight w and the threshold on val with the pipeline's own rule
+(`evaluate.best_keep_rule`, `eval.threshold_metric`, `eval.keep_weights`), so the in-sample figures
+are comparable; out of fold, each half of val's offers (by row parity) is scored under the choice
+made on the other half.
+
+Rule, fixed before the first run (2026-12-06 09:05 UTC): re-ranking becomes a decode option of the
+one engine only if its authors' F1 on val beats the greedy arm's by at least 1.0 both in sample and
+out of fold (the mean of the two halves). Never reads eval_visible.
+
+    python benchmarks/wdc_beam_rerank.py [--pipeline pipelines/wdc_pave] [--k 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from deflate.infra import kernels
+from deflate.infra.config import load_params
+
+
+def arguments() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pipeline", type=Path, default=Path("pipelines/wdc_pave"))
+    ap.add_argument("--bundle", type=Path, default=None, help="default: the pipeline's DEFLATE bundle")
+    ap.add_argument("--k", type=int, default=3, help="span beams per question")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/wdc_beam_rerank.json"))
+    return ap.parse_args()
+
+
+def main():
+    args = arguments()
+    p = load_params(args.pipeline / "params.yaml")
+    kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])
+
+    import numpy as np
+
+    from deflate.answering.decoding import span_beams
+    from deflate.answering.engine import Answers, Deflate, answered, keep_scores
+    from deflate.data.splits import load_data, load_schema
+    from deflate.evaluation import wdc_pave_rule
+    from deflate.model.questions import Question, all_questions
+    from deflate.model.tokenizer import NONE_VALUE
+    from deflate.stages.evaluate import best_keep_rule, select
+
+    bundle = args.bundle or args.pipeline / "models" / "systems" / "deflate-wdc_pave" / "deflate"
+    engine = Deflate.load(bundle)
+    processed = args.pipeline / "data" / "processed"
+    schema = load_schema(processed)
+    cats, metric, weights = schema["category_attributes"], p["eval"]["threshold_metric"], p["eval"]["keep_weights"]
+    data = load_data(processed, args.pipeline / "data" / "no_tokens", "val")
+    records, questions = data.records, all_questions(data.records, schema)
+    batcher = engine.batcher(None, None)
+    t0 = time.perf_counter()
+    greedy = engine.answer(records, questions, batcher, "val", gen_logprobs=True)
+    beams = span_beams(engine.gen, engine.qb, batcher, engine.questions(records, questions), args.k,
+                       engine.decode, engine.device, desc=f"span beams (k={args.k})")
+    # every question's candidates: its greedy answer first, then its beams that name a value
+    cands = [list(dict.fromkeys([v for v in [g] + [b for b, _ in bs] if answered(v)]))
+             for g, bs in zip(greedy.values, beams)]
+    flat_q = [q for q, cs in zip(questions, cands) for _ in cs]
+    flat_v = [v for cs in cands for v in cs]
+    probs = engine.claim_probs(batcher, engine.claims(records, flat_q, flat_v), "discriminate beams")
+    glp = engine.answer_logprobs(batcher, records, flat_q, flat_v, "score beams")
+    seconds = round(time.perf_counter() - t0, 1)
+    starts = np.cumsum([0] + [len(cs) for cs in cands])
+
+    def reranked(w: float) -> Answers:
+        s = keep_scores(probs, glp, w)
+        pick = [int(a + np.argmax(s[a:b])) if b > a else -1 for a, b in zip(starts[:-1], starts[1:])]
+        take = lambda arr, none: np.asarray([arr[i] if i >= 0 else none for i in pick], dtype=np.float32)
+        return Answers(questions, [flat_v[i] if i >= 0 else NONE_VALUE for i in pick], take(probs, 0.0),
+                       gen_logprobs=take(glp, -99.0))
+
+    def half(ans: Answers, parity: int) -> tuple[Answers, list]:
+        rows = [i for i in range(len(records)) if i % 2 == parity]
+        new = {r: j for j, r in enumerate(rows)}
+        ks = [k for k, q in enumerate(ans.questions) if q.row % 2 == parity]
+        sub = lambda a: None if a is None else a[ks]
+        return (Answers([replace(ans.questions[k], row=new[ans.questions[k].row]) for k in ks],
+                        [ans.values[k] for k in ks], sub(ans.probs), gen_logprobs=sub(ans.gen_logprobs)),
+                [records[r] for r in rows])
+
+    def authors_f1(ans: Answers, recs: list, w: float, t: float) -> float:
+        pred = select(ans, recs, t, engine.sep, keep_scores(ans.probs, ans.gen_logprobs, w))
+        return float(wdc_pave_rule.score(recs, pred, cats, 0)["f1"])
+
+    def arm(per_weight: dict[float, Answers]) -> dict:
+        """Choose (w, t) on val as the pipeline does; in sample and out of fold."""
+        def choose(pw: dict[float, Answers], recs_of) -> tuple[float, float, float]:
+            best = []
+            for w, ans in pw.items():
+                a, recs = recs_of(ans)
+                _, t, by = best_keep_rule(a, recs, engine.sep, metric, [w])
+                best.append((by[str(w)], -w, w, t))
+            _, _, w, t = max(best)
+            return w, t
+
+        w, t = choose(per_weight, lambda a: (a, records))
+        folds = []
+        for parity in (0, 1):
+            wf, tf = choose(per_weight, lambda a: half(a, 1 - parity))
+            a, recs = half(per_weight[wf], parity)
+            folds.append(authors_f1(a, recs, wf, tf))
+        return {"weight": w, "threshold": round(t, 4), "val_f1": authors_f1(per_weight[w], records, w, t),
+                "out_of_fold_f1": [round(f, 2) for f in folds], "out_of_fold_mean": round(float(np.mean(folds)), 2)}
+
+    res = {"split": "val", "questions": len(questions), "k": args.k, "bundle": str(bundle),
+           "candidates_per_question": round(len(flat_v) / len(questions), 3),
+           "greedy": arm({w: greedy for w in weights}),
+           "rerank": arm({w: reranked(w) for w in weights}),
+           "seconds_answering": seconds, "kernels": kernels.describe()["kernels"]}
+    res["gain_in_sample"] = round(res["rerank"]["val_f1"] - res["greedy"]["val_f1"], 2)
+    res["gain_out_of_fold"] = round(res["rerank"]["out_of_fold_mean"] - res["greedy"]["out_of_fold_mean"], 2)
+    res["adopted"] = res["gain_in_sample"] >= 1.0 and res["gain_out_of_fold"] >= 1.0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
