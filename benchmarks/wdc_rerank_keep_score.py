@@ -14,11 +14,18 @@ Both arms choose the weight w and the threshold on val with the pipeline's own r
 are comparable; out of fold, each half of val's offers (by row parity) is scored under the choice
 made on the other half.
 
+An earlier probe (docs/wdc_pave.md, "Can the discriminator choose the value?", 2026-11-27; its
+results are `benchmarks/results/wdc_beam_rerank.json`) re-ranked beams by log D + a * the generator's
+score and lost to greedy: that discriminator did not read the value. Since then it marks the claimed
+value and learns from the generator's wrong values (`discriminator.mark_value`,
+`negatives.wrong_values`), the keep score weighs the generator (`eval.keep_weights`), and answers are
+whole-word spans (`decode.span_words`).
+
 Rule, fixed before the first run (2026-12-06 09:05 UTC): re-ranking becomes a decode option of the
 one engine only if its authors' F1 on val beats the greedy arm's by at least 1.0 both in sample and
 out of fold (the mean of the two halves). Never reads eval_visible.
 
-    python benchmarks/wdc_beam_rerank.py [--pipeline pipelines/wdc_pave] [--k 3]
+    python benchmarks/wdc_rerank_keep_score.py [--pipeline pipelines/wdc_pave] [--k 3]
 """
 from __future__ import annotations
 
@@ -37,7 +44,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--pipeline", type=Path, default=Path("pipelines/wdc_pave"))
     ap.add_argument("--bundle", type=Path, default=None, help="default: the pipeline's DEFLATE bundle")
     ap.add_argument("--k", type=int, default=3, help="span beams per question")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/wdc_beam_rerank.json"))
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/wdc_rerank_keep_score.json"))
     return ap.parse_args()
 
 
