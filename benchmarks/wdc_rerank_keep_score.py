@@ -21,6 +21,9 @@ value and learns from the generator's wrong values (`discriminator.mark_value`,
 `negatives.wrong_values`), the keep score weighs the generator (`eval.keep_weights`), and answers are
 whole-word spans (`decode.span_words`).
 
+The AP F1 of each arm's in-sample choice is reported beside it (presence threshold chosen on val
+as the pipeline does). `--none-stays` re-ranks only where the greedy answer names a value.
+
 Rule, fixed before the first run (2026-12-06 09:05 UTC): re-ranking becomes a decode option of the
 one engine only if its authors' F1 on val beats the greedy arm's by at least 1.0 both in sample and
 out of fold (the mean of the two halves). Never reads eval_visible.
@@ -44,6 +47,8 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--pipeline", type=Path, default=Path("pipelines/wdc_pave"))
     ap.add_argument("--bundle", type=Path, default=None, help="default: the pipeline's DEFLATE bundle")
     ap.add_argument("--k", type=int, default=3, help="span beams per question")
+    ap.add_argument("--none-stays", action="store_true",
+                    help="re-rank only where the greedy answer names a value (a greedy None stays None)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/wdc_rerank_keep_score.json"))
     return ap.parse_args()
 
@@ -61,10 +66,13 @@ def main():
     from deflate.evaluation import wdc_pave_rule
     from deflate.model.questions import Question, all_questions
     from deflate.model.tokenizer import NONE_VALUE
-    from deflate.stages.evaluate import best_keep_rule, select
+    from deflate.evaluation.metrics import gold_from_records
+    from deflate.reports.wdc_table import val_columns
+    from deflate.stages.evaluate import best_keep_rule, best_presence_threshold, select, withheld_pairs
 
     bundle = args.bundle or args.pipeline / "models" / "systems" / "deflate-wdc_pave" / "deflate"
     engine = Deflate.load(bundle)
+    engine.decode["rerank_beams"] = 0  # the greedy arm is greedy, whatever the bundle re-ranks
     processed = args.pipeline / "data" / "processed"
     schema = load_schema(processed)
     cats, metric, weights = schema["category_attributes"], p["eval"]["threshold_metric"], p["eval"]["keep_weights"]
@@ -77,7 +85,7 @@ def main():
                        engine.decode, engine.device, desc=f"span beams (k={args.k})")
     # every question's candidates: its greedy answer first, then its beams that name a value
     cands = [list(dict.fromkeys([v for v in [g] + [b for b, _ in bs] if answered(v)]))
-             for g, bs in zip(greedy.values, beams)]
+             if answered(g) or not args.none_stays else [] for g, bs in zip(greedy.values, beams)]
     flat_q = [q for q, cs in zip(questions, cands) for _ in cs]
     flat_v = [v for cs in cands for v in cs]
     probs = engine.claim_probs(batcher, engine.claims(records, flat_q, flat_v), "discriminate beams")
@@ -122,10 +130,16 @@ def main():
             wf, tf = choose(per_weight, lambda a: half(a, 1 - parity))
             a, recs = half(per_weight[wf], parity)
             folds.append(authors_f1(a, recs, wf, tf))
+        a = per_weight[w]
+        pred = select(a, records, t, engine.sep, keep_scores(a.probs, a.gen_logprobs, w))
+        withheld = withheld_pairs(a, records, pred, best_presence_threshold(a, records, pred))
+        ap_f1 = val_columns(records, pred, withheld, cats, gold_from_records(records))["val_ap_f1"]
         return {"weight": w, "threshold": round(t, 4), "val_f1": authors_f1(per_weight[w], records, w, t),
+                "val_ap_f1": ap_f1,
                 "out_of_fold_f1": [round(f, 2) for f in folds], "out_of_fold_mean": round(float(np.mean(folds)), 2)}
 
-    res = {"split": "val", "questions": len(questions), "k": args.k, "bundle": str(bundle),
+    res = {"split": "val", "questions": len(questions), "k": args.k, "none_stays": args.none_stays,
+           "bundle": str(bundle),
            "candidates_per_question": round(len(flat_v) / len(questions), 3),
            "greedy": arm({w: greedy for w in weights}),
            "rerank": arm({w: reranked(w) for w in weights}),
