@@ -34,35 +34,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from deflate.infra import kernels
-from deflate.infra.config import load_params
+
+sys.path.insert(0, str(Path(__file__).parent))
+from wdc_val_probe import open_val, parser  # noqa: E402
 
 
 def arguments() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pipeline", type=Path, default=Path("pipelines/wdc_pave"))
-    ap.add_argument("--bundle", type=Path, default=None, help="default: the pipeline's DEFLATE bundle")
+    ap = parser(__doc__, "benchmarks/results/wdc_rerank_keep_score.json")
     ap.add_argument("--k", type=int, default=3, help="span beams per question")
     ap.add_argument("--none-stays", action="store_true",
                     help="re-rank only where the greedy answer names a value (a greedy None stays None)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/wdc_rerank_keep_score.json"))
     return ap.parse_args()
 
 
 def main():
     args = arguments()
-    p = load_params(args.pipeline / "params.yaml")
-    kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])
+    val = open_val(args)
+    p, bundle, engine, data, processed = val.params, val.bundle, val.engine, val.data, val.processed
 
     import numpy as np
 
     from deflate.answering.decoding import span_beams
-    from deflate.answering.engine import Answers, Deflate, answered, keep_scores
-    from deflate.data.splits import load_data, load_schema
+    from deflate.answering.engine import Answers, answered, keep_scores
+    from deflate.data.splits import load_schema
     from deflate.evaluation import wdc_pave_rule
     from deflate.model.questions import Question, all_questions
     from deflate.model.tokenizer import NONE_VALUE
@@ -70,13 +70,9 @@ def main():
     from deflate.reports.wdc_table import val_columns
     from deflate.stages.evaluate import best_keep_rule, best_presence_threshold, select, withheld_pairs
 
-    bundle = args.bundle or args.pipeline / "models" / "systems" / "deflate-wdc_pave" / "deflate"
-    engine = Deflate.load(bundle)
     engine.decode["rerank_beams"] = 0  # the greedy arm is greedy, whatever the bundle re-ranks
-    processed = args.pipeline / "data" / "processed"
     schema = load_schema(processed)
     cats, metric, weights = schema["category_attributes"], p["eval"]["threshold_metric"], p["eval"]["keep_weights"]
-    data = load_data(processed, args.pipeline / "data" / "no_tokens", "val")
     records, questions = data.records, all_questions(data.records, schema)
     batcher = engine.batcher(None, None)
     t0 = time.perf_counter()

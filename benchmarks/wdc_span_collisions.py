@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from deflate.infra import kernels
-from deflate.infra.config import load_params
+
+sys.path.insert(0, str(Path(__file__).parent))
+from wdc_val_probe import open_val, parser  # noqa: E402
 
 
 def arguments() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pipeline", type=Path, default=Path("pipelines/wdc_pave"))
-    ap.add_argument("--bundle", type=Path, default=None, help="default: the pipeline's DEFLATE bundle")
+    ap = parser(__doc__, "benchmarks/results/wdc_span_collisions.json")
     ap.add_argument("--k", type=int, default=3, help="beams per question")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/wdc_span_collisions.json"))
     return ap.parse_args()
 
 
@@ -61,22 +61,17 @@ def exclusive(beams: list[list[tuple[str, float]]], rows: list[int], none: str) 
 
 def main():
     args = arguments()
-    p = load_params(args.pipeline / "params.yaml")
-    kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])
+    val = open_val(args)
+    bundle, engine, data, processed = val.bundle, val.engine, val.data, val.processed
 
     import numpy as np
 
     from deflate.answering.decoding import span_beams
-    from deflate.answering.engine import Deflate
-    from deflate.data.splits import load_data, load_schema, right_answers
+    from deflate.data.splits import load_schema, right_answers
     from deflate.evaluation.wdc_pave_rule import OUTCOMES, outcome, rule_prf
     from deflate.model.questions import all_questions
     from deflate.model.tokenizer import NONE_VALUE
 
-    bundle = args.bundle or args.pipeline / "models" / "systems" / "deflate-wdc_pave" / "deflate"
-    engine = Deflate.load(bundle)
-    processed = args.pipeline / "data" / "processed"
-    data = load_data(processed, args.pipeline / "data" / "no_tokens", "val")
     questions = all_questions(data.records, load_schema(processed))
     exs = engine.questions(data.records, questions)
     t0 = time.perf_counter()

@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 from deflate.infra import kernels
-from deflate.infra.config import load_params
+
+sys.path.insert(0, str(Path(__file__).parent))
+from wdc_val_probe import open_val, parser  # noqa: E402
 
 
 def arguments() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pipeline", type=Path, default=Path("pipelines/wdc_pave"))
-    ap.add_argument("--bundle", type=Path, default=None, help="default: the pipeline's DEFLATE bundle")
+    ap = parser(__doc__, "benchmarks/results/wdc_span_words.json")
     ap.add_argument("--num-beams", type=int, default=0, help="beams for both decodings (0 = the bundle's decode.num_beams)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/wdc_span_words.json"))
     return ap.parse_args()
 
 
@@ -50,19 +50,15 @@ def aligned(seq: list[int], part: list[int], starts: list[bool]) -> bool | None:
 
 def main():
     args = arguments()
-    p = load_params(args.pipeline / "params.yaml")
-    kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])
+    val = open_val(args)
+    bundle, engine, data = val.bundle, val.engine, val.data
 
     from deflate.answering.decoding import generate_values
-    from deflate.answering.engine import Deflate
-    from deflate.data.splits import grouped_labels, load_data, right_answers
+    from deflate.data.splits import grouped_labels, right_answers
     from deflate.model.questions import gold_questions
     from deflate.model.tokenizer import NONE_VALUE
 
-    bundle = args.bundle or args.pipeline / "models" / "systems" / "deflate-wdc_pave" / "deflate"
-    engine = Deflate.load(bundle)
     gen, qb = engine.gen, engine.qb
-    data = load_data(args.pipeline / "data" / "processed", args.pipeline / "data" / "no_tokens", "val")
     questions = gold_questions(data.records)
     exs = engine.questions(data.records, questions)
     batcher = engine.batcher(None, None)
