@@ -16,18 +16,15 @@ import numpy as np
 from deflate.data.records import load_split
 from deflate.data.splits import load_schema
 from deflate.evaluation import prediction_files
-from deflate.evaluation.wdc_pave_rule import OUTCOMES, outcome, rule_prf
+from deflate.evaluation.wdc_pave_rule import OUTCOMES, judged, rule_prf
 from deflate.reports.wdc_table import SYSTEMS
 
 
 def per_attribute(val, pred: dict, cats: dict) -> dict[str, dict[str, int]]:
     """Outcome counts per attribute, by the authors' rule (first predicted value)."""
     out: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(OUTCOMES, 0))
-    for r in val:
-        gold = {lab["attribute"]: lab.get("gold") or [lab["value"]] for lab in r.labels}
-        for attr in cats.get(r.category, sorted(gold)):
-            vals = pred.get((r.id, attr)) or []
-            out[attr][outcome(vals[0] if vals else None, gold.get(attr, []))] += 1
+    for _, attr, o in judged(val, pred, cats):
+        out[attr][o] += 1
     return out
 
 

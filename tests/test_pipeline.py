@@ -774,6 +774,73 @@ def test_the_keep_score_mixes_in_the_generators_confidence_only_when_weighted(wo
                                              [c[0] for c in one["generator"]], atol=1e-5)
 
 
+def test_rerank_beams_answers_the_candidate_with_the_best_keep_score(world, trained, tmp_path, monkeypatch):
+    """decode.rerank_beams k: each free answer is chosen among the question's greedy answer and its k
+    span beams that name a value, by the highest keep score at the decisions' weight (the greedy
+    answer where every candidate is "None"); Answers.at_weight re-picks under another weight (what
+    evaluate's weight search uses) and chunks join; a model without discriminator answers greedily;
+    the bundle carries k, refuses it without span decoding, and one written before reads 0."""
+    import shutil
+
+    import numpy as np
+
+    from deflate.answering.engine import BundleError, Deflate, answered, keep_scores
+    from deflate.infra.bundle import read_bundle
+    from deflate.model.questions import Question
+    run, _ = trained
+    engine = Deflate.load(run / "bundle").with_decisions(keep_weight=0.5, threshold=0.0)
+    engine.decode.update(constrain_to_spans=True)
+    records = load_split(world / "processed", "test")[:4]
+    qs = [Question(i, a) for i in range(4) for a in engine.attributes]
+    b = split_batcher(engine, world)
+    greedy = engine.answer(records, qs, b, progress=False)
+    assert greedy.beams is None
+    engine.decode.update(rerank_beams=2)
+    ans = engine.answer(records, qs, b, progress=False)
+    beams = ans.beams
+    assert beams is not None and len(beams.starts) == len(qs) + 1 and beams.starts[-1] == len(beams.values)
+    for w in (0.5, 0.0):
+        picked = ans.at_weight(w)
+        s = keep_scores(beams.probs, beams.gen_logprobs, w)
+        for k, (lo, hi) in enumerate(zip(beams.starts[:-1].tolist(), beams.starts[1:].tolist())):
+            cands = beams.values[lo:hi]
+            assert len(cands) <= 3 and len(set(cands)) == len(cands) and all(map(answered, cands))
+            if answered(greedy.values[k]):
+                assert cands[0] == greedy.values[k]  # the greedy answer is always a candidate
+            if cands:
+                assert picked.values[k] == cands[int(np.argmax(s[lo:hi]))]
+            else:
+                assert picked.values[k] == greedy.values[k] and not answered(greedy.values[k])
+    assert ans.at_weight(0.5).values == ans.values
+    assert np.array_equal(ans.scores, keep_scores(ans.probs, ans.gen_logprobs, 0.5))
+    assert ans.kept == [answered(v) for v in ans.values]  # threshold 0
+    monkeypatch.setattr("deflate.answering.engine.ANSWER_CHUNK", 5)
+    chunked = engine.answer(records, qs, b, progress=False)
+    assert chunked.beams.values == beams.values and np.array_equal(chunked.beams.starts, beams.starts)
+    assert chunked.values == ans.values
+    d_minus = Deflate(run / "bundle" / "generator", discriminator=None, lexical=None,
+                      decisions=replace(engine.decisions, presence_threshold=None), decode=engine.decode,
+                      claim_batch_size=64)
+    assert not d_minus.reranks_beams and d_minus.answer(records, qs, b, progress=False).beams is None
+    shutil.copytree(run / "bundle", tmp_path / "b")
+    path = tmp_path / "b" / "bundle.json"
+    spec = json.loads(path.read_text())
+    assert spec["decode"]["rerank_beams"] == 0  # written from params.yaml
+    spec["decode"]["rerank_beams"] = 2
+    path.write_text(json.dumps(spec))
+    with pytest.raises(BundleError, match="constrain_to_spans"):
+        Deflate.load(tmp_path / "b")
+    spec["decode"]["constrain_to_spans"] = True
+    path.write_text(json.dumps(spec))
+    assert read_bundle(tmp_path / "b")["decode"]["rerank_beams"] == 2
+    assert not engine.claim_value  # this tiny run's discriminator reads no value: it cannot judge beams
+    with pytest.raises(BundleError, match="reads the value"):
+        Deflate.load(tmp_path / "b")
+    del spec["decode"]["rerank_beams"]
+    path.write_text(json.dumps(spec))
+    assert read_bundle(tmp_path / "b")["decode"]["rerank_beams"] == 0
+
+
 def test_the_keep_scores_shared_encoder_pass_gives_the_separate_passs_numbers(world, trained):
     """With a keep weight the engine encodes each batch once for the greedy answers and their score
     (decoding.generate_scored): values and log-probs equal, byte for byte, those of generating and

@@ -41,7 +41,12 @@ class Trie:
 
     def next_tokens(self, prefix: list[int]) -> list[int]:
         node = self.node(prefix)
-        return [] if node is None else [t for t in node if t != END]
+        return [] if node is None else self.children(node)
+
+    @staticmethod
+    def children(node: dict) -> list[int]:
+        """The tokens that may follow a node (its end mark is not a token)."""
+        return [t for t in node if t != END]
 
 
 def span_trie(question: list[int], max_len: int, extra: list[list[int]] = (),
@@ -74,7 +79,7 @@ def _span_allowed(tries: list[Trie], end: int):
         node = trie.node(prefix)
         if node is None:
             return [end]
-        nxt = [t for t in node if t != END]
+        nxt = Trie.children(node)
         may_end = END in node if trie.ends_marked else bool(prefix)
         return (nxt + [end] if may_end else nxt) or [end]
     return allowed

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deflate.answering.decoding import Trie, build_tries, generate_scored, generate_values, topk_values
+from deflate.answering.decoding import Trie, build_tries, generate_scored, generate_values, span_beams, topk_values
 from deflate.answering.lexical import LexicalScorer
 from deflate.answering.predict_rows import checked_rows, row_pictures, shown
 from deflate.answering.scores import (
@@ -58,11 +58,35 @@ ANSWER_CHUNK = 65_536
 
 
 @dataclass
+class Beams:
+    """What re-ranking (``decode.rerank_beams``) chooses from: each question's greedy answer and its
+    span beams that name a value, each claim's D and the generator's mean token log-prob. Question
+    ``i``'s candidates are ``values[starts[i]:starts[i + 1]]`` (none when every answer was "None")."""
+    starts: np.ndarray
+    values: list[str]
+    probs: np.ndarray
+    gen_logprobs: np.ndarray
+
+    def best(self, weight: float) -> np.ndarray:
+        """Each question's candidate (an index into ``values``) with the highest keep score; -1: none."""
+        s = keep_scores(self.probs, self.gen_logprobs, weight)
+        return np.asarray([a + int(np.argmax(s[a:b])) if b > a else -1
+                           for a, b in zip(self.starts[:-1].tolist(), self.starts[1:].tolist())], dtype=np.int64)
+
+    @staticmethod
+    def joined(parts: list["Beams"]) -> "Beams":
+        offsets = np.cumsum([0] + [len(b.values) for b in parts[:-1]])
+        return Beams(np.concatenate([parts[0].starts[:1]] + [b.starts[1:] + o for b, o in zip(parts, offsets)]),
+                     [v for b in parts for v in b.values], np.concatenate([b.probs for b in parts]),
+                     np.concatenate([b.gen_logprobs for b in parts]))
+
+
+@dataclass
 class Answers:
     """One value per question, the discriminator's P(true) of each claim (None: no discriminator),
     the generator's mean token log-prob of each answer (None: not computed), and each answer's keep
     score (what the threshold is compared with: see :func:`keep_scores`); whether the product has
-    each asked attribute (see :func:`presence`)."""
+    each asked attribute (see :func:`presence`); the beams re-ranking chose from (None: greedy)."""
     questions: list[Question]
     values: list[str]
     probs: np.ndarray | None
@@ -70,6 +94,7 @@ class Answers:
     gen_logprobs: np.ndarray | None = None
     scores: np.ndarray | None = None
     present: list[bool] = field(default_factory=list)
+    beams: Beams | None = None
 
     @staticmethod
     def joined(parts: list["Answers"]) -> "Answers":
@@ -83,7 +108,24 @@ class Answers:
 
         return Answers([q for p in parts for q in p.questions], [v for p in parts for v in p.values],
                        arrays("probs"), [k for p in parts for k in p.kept], arrays("gen_logprobs"), arrays("scores"),
-                       [k for p in parts for k in p.present])
+                       [k for p in parts for k in p.present],
+                       None if parts[0].beams is None else Beams.joined([p.beams for p in parts]))
+
+    def at_weight(self, weight: float) -> "Answers":
+        """The answers re-ranking gives under a generator weight in the keep score (the same answers
+        without beams). Keep decisions are not made here: the caller applies its threshold."""
+        if self.beams is None:
+            return self
+        values, probs, glp = list(self.values), self.probs.copy(), None
+        pick = self.beams.best(weight)
+        has = np.flatnonzero(pick >= 0)
+        for k in has.tolist():
+            values[k] = self.beams.values[pick[k]]
+        probs[has] = self.beams.probs[pick[has]]
+        if self.gen_logprobs is not None:
+            glp = self.gen_logprobs.copy()
+            glp[has] = self.beams.gen_logprobs[pick[has]]
+        return replace(self, values=values, probs=probs, gen_logprobs=glp, scores=None, kept=[], present=[])
 
 
 def keep_scores(probs: np.ndarray | None, gen_logprobs: np.ndarray | None, weight: float) -> np.ndarray | None:
@@ -136,7 +178,8 @@ class Deflate:
     def __init__(self, generator: Path, *, discriminator: Path | None, lexical: Path | None, decisions: Decisions,
                  decode: dict, claim_batch_size: int, device: str = "cpu"):
         """The trained parts from their folders; ``decode``: params.yaml's ``decode`` keys
-        (batch_size, max_new_tokens, num_beams, constrain_to_vocab, constrain_to_spans, span_words)."""
+        (batch_size, max_new_tokens, num_beams, constrain_to_vocab, constrain_to_spans, span_words,
+        rerank_beams)."""
         self.gen, tok, self.meta = load_generator(generator)
         self.qb = QuestionBuilder.from_meta(tok, self.meta)
         self.disc, disc_meta = load_discriminator(discriminator, self.gen) if discriminator is not None else (None, {})
@@ -179,8 +222,10 @@ class Deflate:
             raise BundleError("a presence threshold needs the discriminator, which this bundle lacks")
         if d.mode == "rerank" and self.disc is None:
             raise BundleError("mode 'rerank' needs the discriminator, which this bundle lacks")
-        if d.mode == "rerank" and not self.ranks_candidates:
-            raise BundleError("mode 'rerank' needs a discriminator that reads the value; this one was trained "
+        # both weigh candidate values by D, which a claim without its value cannot give
+        reads_values = "mode 'rerank'" if d.mode == "rerank" else "decode.rerank_beams" if self.reranks_beams else ""
+        if reads_values and not self.ranks_candidates:
+            raise BundleError(f"{reads_values} needs a discriminator that reads the value; this one was trained "
                               "with discriminator.claim_value false")
         if d.mode == "fused":
             disc = self.disc if self.ranks_candidates else None
@@ -194,6 +239,12 @@ class Deflate:
         """Whether the discriminator can score candidate values: it must exist and read the value
         (a claim without its value, ``discriminator.claim_value: false``, ranks no candidate)."""
         return self.disc is not None and self.claim_value
+
+    @property
+    def reranks_beams(self) -> bool:
+        """Whether free answers are chosen among span beams by the keep score (``decode.rerank_beams``):
+        only where a discriminator judges the claims. A model without one (d-) answers greedily."""
+        return bool(self.decode["rerank_beams"]) and self.disc is not None
 
     def with_decisions(self, **changes) -> "Deflate":
         """The same loaded model answering under other decisions (a user's override)."""
@@ -295,6 +346,8 @@ class Deflate:
         values = [""] * len(exs)
         constrained = d.mode == "free" and self.decode["constrain_to_vocab"]
         glp = None
+        rerank = self.reranks_beams and d.mode == "free"
+        gen_logprobs = gen_logprobs or rerank  # re-ranking weighs the generator: every answer's log-prob
         if self.disc is not None and (gen_logprobs or d.keep_weight) and d.mode == "free" and not constrained:
             # every question is generated here: one encoder pass per batch serves the answer and its score
             both = generate_scored(self.gen, self.qb, batcher, exs, self.decode, self.device,
@@ -318,10 +371,31 @@ class Deflate:
                                      progress)
         if glp is None and probs is not None and (gen_logprobs or d.keep_weight):
             glp = self.answer_logprobs(batcher, records, questions, values, f"score answers {desc}".strip(), progress)
+        beams = None
+        if rerank:
+            beams = self.beams(batcher, records, questions, exs, values, desc, progress)
+            picked = Answers(questions, values, probs, gen_logprobs=glp, beams=beams).at_weight(d.keep_weight)
+            values, probs, glp = picked.values, picked.probs, picked.gen_logprobs
         scores = keep_scores(probs, glp, d.keep_weight)
         kept = [keep(v, None if scores is None else scores[k], d.threshold) or (d.keep_all and bool(v))
                 for k, v in enumerate(values)]
-        return Answers(questions, values, probs, kept, glp, scores, presence(values, probs, kept, d.presence_threshold))
+        return Answers(questions, values, probs, kept, glp, scores, presence(values, probs, kept, d.presence_threshold),
+                       beams)
+
+    def beams(self, batcher: Batcher, records: list[Record], questions: list[Question], exs: list[Example],
+              greedy: list[str], desc: str, progress: bool) -> Beams:
+        """Each question's greedy answer and its ``decode.rerank_beams`` span beams that name a value,
+        every claim scored by the discriminator and the generator (what :meth:`Beams.best` picks from)."""
+        found = span_beams(self.gen, self.qb, batcher, exs, self.decode["rerank_beams"], self.decode, self.device,
+                           f"span beams {desc}".strip(), progress)
+        cands = [list(dict.fromkeys(v for v in [g] + [b for b, _ in bs] if answered(v)))
+                 for g, bs in zip(greedy, found)]
+        flat_q = [q for q, cs in zip(questions, cands) for _ in cs]
+        flat_v = [v for cs in cands for v in cs]
+        probs = self.claim_probs(batcher, self.claims(records, flat_q, flat_v), f"discriminate beams {desc}".strip(),
+                                 progress)
+        glp = self.answer_logprobs(batcher, records, flat_q, flat_v, f"score beams {desc}".strip(), progress)
+        return Beams(np.cumsum([0] + [len(cs) for cs in cands]), flat_v, probs, glp)
 
     def answer_rows(self, rows: list[dict], images_dir: Path | None = None, progress: bool = True,
                     seen: dict | None = None) -> list[dict]:

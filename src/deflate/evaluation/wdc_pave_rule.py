@@ -14,6 +14,7 @@ A system that proposes several values for one attribute is scored on its first (
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,17 +51,24 @@ class OfferCounts:
     categories: list[str]
 
 
-def count(records: list[Record], pred: dict, category_attributes: dict[str, list[str]],
-          case_insensitive: bool = False) -> OfferCounts:
-    rows = []
-    for r in records:
+def judged(records: list[Record], pred: dict, category_attributes: dict[str, list[str]],
+           case_insensitive: bool = False) -> Iterator[tuple[int, str, str]]:
+    """Each decision the authors' rule counts, as (offer position, attribute, outcome): every
+    attribute of the offer's category (its gold attributes where the category has no schema),
+    judged on the first predicted value."""
+    for i, r in enumerate(records):
         gold = {lab["attribute"]: lab.get("gold") or [lab["value"]] for lab in r.labels}
-        c = [0] * 5
         for attr in category_attributes.get(r.category, sorted(gold)):
             vals = pred.get((r.id, attr)) or []
-            c[OUTCOMES.index(outcome(vals[0] if vals else None, gold.get(attr, []), case_insensitive))] += 1
-        rows.append(c)
-    return OfferCounts(np.array(rows, dtype=np.int64).reshape(-1, 5), [r.category for r in records])
+            yield i, attr, outcome(vals[0] if vals else None, gold.get(attr, []), case_insensitive)
+
+
+def count(records: list[Record], pred: dict, category_attributes: dict[str, list[str]],
+          case_insensitive: bool = False) -> OfferCounts:
+    rows = np.zeros((len(records), len(OUTCOMES)), dtype=np.int64)
+    for i, _, o in judged(records, pred, category_attributes, case_insensitive):
+        rows[i, OUTCOMES.index(o)] += 1
+    return OfferCounts(rows, [r.category for r in records])
 
 
 def bootstrap_interval(counts: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95) -> list[float]:

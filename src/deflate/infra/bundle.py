@@ -40,7 +40,8 @@ BUNDLE_FILE = "bundle.json"
 FORMAT = 2  # 2: every file's SHA-256 in bundle.json (format 1 had none and is refused)
 MODES = ("free", "constrained", "rerank", "fused")
 PARTS = ("generator", "discriminator", "lexical")
-DECODE_KEYS = ("batch_size", "max_new_tokens", "num_beams", "constrain_to_vocab", "constrain_to_spans", "span_words")
+DECODE_KEYS = ("batch_size", "max_new_tokens", "num_beams", "constrain_to_vocab", "constrain_to_spans", "span_words",
+               "rerank_beams")
 MAX_JSON_BYTES = 64 << 20  # a tokenizer.json of a 250k vocabulary is ~20 MB
 MAX_DEPTH = 64  # nesting of any JSON record a model folder holds (ours need 4)
 BUNDLED_IMAGE_FILES = "image_files"  # where write_bundle copies an image tokenizer's external files
@@ -274,6 +275,13 @@ class DecodeSchema(Record):
     constrain_to_vocab: bool
     constrain_to_spans: bool
     span_words: bool = False  # bundles saved before the switch answered with any span
+    rerank_beams: int = Field(default=0, ge=0, le=64)  # bundles saved before the option kept the greedy answer
+
+    @model_validator(mode="after")
+    def _rerank(self):
+        if self.rerank_beams and not self.constrain_to_spans:
+            raise ValueError("rerank_beams re-ranks span beams: it needs constrain_to_spans true")
+        return self
 
 
 class BundleSchema(Record):

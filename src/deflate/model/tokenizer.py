@@ -129,11 +129,9 @@ def word_starts(pieces: list[str], wordpiece: bool, cuts: set[str]) -> list[bool
         core = _marked(p)[1]
         return p in cuts or not any(ch.isalnum() for ch in core) or bool(re.fullmatch(CJK, core))
 
-    out = []
-    for i, p in enumerate(pieces):
-        out.append(i == 0 or p[:1] in WORD_START or cut(p) or cut(pieces[i - 1])
-                   or (wordpiece and not p.startswith(CONTINUATION)))
-    return out
+    cut_at = [cut(p) for p in pieces]
+    return [i == 0 or p[:1] in WORD_START or cut_at[i] or cut_at[i - 1] or (wordpiece and not p.startswith(CONTINUATION))
+            for i, p in enumerate(pieces)]
 
 
 def _contains(seq: list[int], part: list[int]) -> bool:

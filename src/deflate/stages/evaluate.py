@@ -48,6 +48,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
         weight, thr, by_weight = best_keep_rule(val_ans, val.records, engine.sep, p["eval"]["threshold_metric"],
                                                 weights)
         engine.with_decisions(threshold=thr, keep_weight=weight)
+        val_ans = val_ans.at_weight(weight)  # re-ranked beams: the answers under the chosen weight
         val_ans.scores = keep_scores(val_ans.probs, val_ans.gen_logprobs, weight)
     thr, weight = engine.decisions.threshold, engine.decisions.keep_weight
     val_pred = select(val_ans, val.records, thr, engine.sep)
@@ -117,14 +118,16 @@ def select(ans: Answers, records: list[Record], threshold: float, sep: str,
 def best_keep_rule(ans: Answers, records: list[Record], sep: str, metric: str,
                    weights: list[float]) -> tuple[float, float, dict]:
     """The generator weight and threshold with the best validation F1 (``metric``: ave | ap): per
-    weight, over the keep scores' percentiles and 0.5. Ties go to the smaller weight (the paper's
-    rule first), then to the threshold closest to 0.5. Also each weight's best F1."""
+    weight, over the keep scores' percentiles and 0.5 (with re-ranked beams, on the answers that
+    weight picks). Ties go to the smaller weight (the paper's rule first), then to the threshold
+    closest to 0.5. Also each weight's best F1."""
     gold, texts = gold_from_records(records)
     rules = []
     for w in weights:
-        scores = keep_scores(ans.probs, ans.gen_logprobs, w)
+        at_w = ans.at_weight(w)
+        scores = keep_scores(at_w.probs, at_w.gen_logprobs, w)
         grid = sorted(set(np.round(np.quantile(scores, np.linspace(0, 1, 101)), 4).tolist()) | {0.5})
-        rules += [(compute_metrics(gold, select(ans, records, t, sep, scores), texts)[metric]["f1"], w, t)
+        rules += [(compute_metrics(gold, select(at_w, records, t, sep, scores), texts)[metric]["f1"], w, t)
                   for t in grid]
     _, w, t = max(rules, key=lambda r: (r[0], -r[1], -abs(r[2] - 0.5)))
     by_weight = {str(w): max(r[0] for r in rules if r[1] == w) for w in weights}
