@@ -543,25 +543,3 @@ def test_a_signal_mid_write_is_one_line_and_leaves_no_temp_file(bundle, tmp_path
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: stopped by"), err[-800:]
     assert out.read_bytes() == before and out.with_name("out.jsonl.done.json").read_bytes() == side
     assert left_over(tmp_path) == []
-
-
-def test_seen_questions_on_disk_check_like_a_dict():
-    """deflate predict's record of asked questions (SQLite, flat memory on a million lines) reports the
-    same duplicates as a dict across chunks: same id (1 and "1" are one id) and attributes in any order."""
-    from deflate.answering.predict_rows import checked_rows
-    from deflate.cli import SeenQuestions
-
-    rows = [{"_line": n + 1, **r} for n, r in enumerate([
-        {"id": "a", "name": "x", "attributes": ["B", "C"]}, {"id": "a", "name": "x", "attributes": ["C", "B"]},
-        {"id": 1, "name": "x", "attributes": ["B"]}, {"id": "1", "name": "x", "attributes": ["B"]},
-        {"id": "a", "name": "x", "attributes": ["B"]}, {"id": 1, "name": "y", "attributes": ["B"]}])]
-    known = {"B", "C"}
-    as_dict, on_disk = {}, SeenQuestions()
-    try:
-        want = [e for chunk in (rows[:3], rows[3:]) for _, e in checked_rows(chunk, known, None, as_dict)]
-        got = [e for chunk in (rows[:3], rows[3:]) for _, e in checked_rows(chunk, known, None, on_disk)]
-    finally:
-        on_disk.close()
-    assert got == want
-    assert [bool(e) for e in got] == [False, True, False, True, False, True]
-    assert "duplicate of line 1" in got[1][0] and all("duplicate of line 3" in got[k][0] for k in (3, 5))

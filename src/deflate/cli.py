@@ -112,43 +112,6 @@ def _check_output(output: Path, input: Path) -> None:
         _fail(f"cannot write --output {output}: {e.strerror or e}")
 
 
-class SeenQuestions:
-    """What every row of one input asked so far (id and attributes, with the row's line) in SQLite's
-    private temporary database: on disk once past its 2 MiB page cache, and deleted by SQLite even if
-    the process is killed (the file is unlinked when opened). A catalogue of millions of lines is
-    checked for repeated questions in flat memory, where a dict held ~400 bytes per row. A mapping, as
-    ``predict_rows.checked_rows`` uses it."""
-
-    def __init__(self):
-        import sqlite3
-
-        self._db = sqlite3.connect("")  # "": a private temporary on-disk database
-        self._db.execute("CREATE TABLE seen (asked TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID")
-
-    @staticmethod
-    def _key(asked: tuple) -> str:
-        return json.dumps(asked, ensure_ascii=False)  # (id, sorted attributes) as one text key
-
-    def get(self, asked: tuple, default=None):
-        row = self._db.execute("SELECT line FROM seen WHERE asked = ?", (self._key(asked),)).fetchone()
-        return default if row is None else row[0]
-
-    def __contains__(self, asked: tuple) -> bool:
-        return self.get(asked) is not None
-
-    def __getitem__(self, asked: tuple):
-        line = self.get(asked)
-        if line is None:
-            raise KeyError(asked)
-        return line
-
-    def __setitem__(self, asked: tuple, line: int) -> None:
-        self._db.execute("INSERT OR REPLACE INTO seen VALUES (?, ?)", (self._key(asked), line))
-
-    def close(self) -> None:
-        self._db.close()
-
-
 def _answer_all(engine, rows, chunk_rows: int, images, fmt: str, f, counts: dict, scored: list, offers: list):
     """Answer the rows chunk by chunk, writing one JSON line per row to ``f``; tally ``counts`` and
     keep what the accuracy (``scored``) or WDC-PAVE scores (``offers``) need."""
@@ -156,25 +119,22 @@ def _answer_all(engine, rows, chunk_rows: int, images, fmt: str, f, counts: dict
     from deflate.evaluation.metrics import scored_answers
     from deflate.infra.files import chunked
 
-    seen = SeenQuestions()  # duplicate questions across chunks
-    try:
-        for chunk in chunked(rows, chunk_rows):
-            results = engine.answer_rows(chunk, images, seen=seen)
-            for r, row in zip(results, chunk):
-                if "gold" in row:
-                    r["gold"] = row["gold"]
-                f.write(json_line(r))
-            if fmt == "wdc_pave":  # only what scoring needs, not the rows and results
-                offers += [_wdc_offer(row, r) for r, row in zip(results, chunk) if not r["errors"]]
-            else:
-                scored += scored_answers(results, chunk)
-            counts["rows"] += len(results)
-            counts["with_errors"] += sum(bool(r["errors"]) for r in results)
-            counts["errors_only"] += sum(bool(r["errors"]) and not r["predictions"] for r in results)
-            counts["kept_values"] += sum(len(r["predictions"]) for r in results)
-            counts["withheld"] += sum(len(r.get("withheld", [])) for r in results)
-    finally:
-        seen.close()
+    seen: dict = {}  # duplicate questions across chunks
+    for chunk in chunked(rows, chunk_rows):
+        results = engine.answer_rows(chunk, images, seen=seen)
+        for r, row in zip(results, chunk):
+            if "gold" in row:
+                r["gold"] = row["gold"]
+            f.write(json_line(r))
+        if fmt == "wdc_pave":  # only what scoring needs, not the rows and results
+            offers += [_wdc_offer(row, r) for r, row in zip(results, chunk) if not r["errors"]]
+        else:
+            scored += scored_answers(results, chunk)
+        counts["rows"] += len(results)
+        counts["with_errors"] += sum(bool(r["errors"]) for r in results)
+        counts["errors_only"] += sum(bool(r["errors"]) and not r["predictions"] for r in results)
+        counts["kept_values"] += sum(len(r["predictions"]) for r in results)
+        counts["withheld"] += sum(len(r.get("withheld", [])) for r in results)
 
 
 def _weights(given: str) -> tuple[float, ...]:
