@@ -24,6 +24,12 @@ whole-word spans (`decode.span_words`).
 The AP F1 of each arm's in-sample choice is reported beside it (presence threshold chosen on val
 as the pipeline does). `--none-stays` re-ranks only where the greedy answer names a value.
 
+`--rank-discriminator DIR` (2026-12-06): a second discriminator, trained on the same generator,
+chooses among the candidates (P_gen^w * D_rank^(1-w)); the bundle's discriminator still gives the
+chosen answer's keep score and presence. It tests a ranking judge apart from the keeping one: e.g.
+the one trained with every beam's wrong value as a negative (`pending/wrong_beams.diff`, first arm),
+which lost AP as the keeping judge.
+
 Rule, fixed before the first run (2026-12-06 09:05 UTC): re-ranking becomes a decode option of the
 one engine only if its authors' F1 on val beats the greedy arm's by at least 1.0 both in sample and
 out of fold (the mean of the two halves). Never reads eval_visible.
@@ -48,6 +54,8 @@ from wdc_val_probe import open_val, parser  # noqa: E402
 def arguments() -> argparse.Namespace:
     ap = parser(__doc__, "benchmarks/results/wdc_rerank_keep_score.json")
     ap.add_argument("--k", type=int, default=3, help="span beams per question")
+    ap.add_argument("--rank-discriminator", type=Path, default=None,
+                    help="a discriminator folder (same generator) that chooses among the candidates")
     ap.add_argument("--none-stays", action="store_true",
                     help="re-rank only where the greedy answer names a value (a greedy None stays None)")
     return ap.parse_args()
@@ -86,11 +94,19 @@ def main():
     flat_v = [v for cs in cands for v in cs]
     probs = engine.claim_probs(batcher, engine.claims(records, flat_q, flat_v), "discriminate beams")
     glp = engine.answer_logprobs(batcher, records, flat_q, flat_v, "score beams")
+    rank_probs = probs
+    if args.rank_discriminator:
+        from deflate.model.mul_t5 import load_discriminator
+
+        keeper = engine.disc
+        engine.disc, _ = load_discriminator(args.rank_discriminator, engine.gen)
+        rank_probs = engine.claim_probs(batcher, engine.claims(records, flat_q, flat_v), "rank beams")
+        engine.disc = keeper
     seconds = round(time.perf_counter() - t0, 1)
     starts = np.cumsum([0] + [len(cs) for cs in cands])
 
     def reranked(w: float) -> Answers:
-        s = keep_scores(probs, glp, w)
+        s = keep_scores(rank_probs, glp, w)
         pick = [int(a + np.argmax(s[a:b])) if b > a else -1 for a, b in zip(starts[:-1], starts[1:])]
         take = lambda arr, none: np.asarray([arr[i] if i >= 0 else none for i in pick], dtype=np.float32)
         return Answers(questions, [flat_v[i] if i >= 0 else NONE_VALUE for i in pick], take(probs, 0.0),
@@ -135,6 +151,7 @@ def main():
                 "out_of_fold_f1": [round(f, 2) for f in folds], "out_of_fold_mean": round(float(np.mean(folds)), 2)}
 
     res = {"split": "val", "questions": len(questions), "k": args.k, "none_stays": args.none_stays,
+           "rank_discriminator": str(args.rank_discriminator) if args.rank_discriminator else None,
            "bundle": str(bundle),
            "candidates_per_question": round(len(flat_v) / len(questions), 3),
            "greedy": arm({w: greedy for w in weights}),
