@@ -68,10 +68,10 @@ def write_input(path: Path, n: int, attrs: list[str], asked: int, seed: int) -> 
     return bad
 
 
-def predict(model: Path, inp: Path, out: Path, kernels: str, log: Path) -> dict:
+def predict(model: Path, inp: Path, out: Path, kernels: str, log: Path, extra: list[str]) -> dict:
     """``deflate predict`` as its own process: wall seconds, peak RSS (MiB) and its summary line."""
     cmd = [sys.executable, "-m", "deflate.cli", "predict", "--model", str(model), "--input", str(inp),
-           "--output", str(out), "--kernels", kernels, "--threads", "2", "--batch-size", "256"]
+           "--output", str(out), "--kernels", kernels, "--threads", "2", "--batch-size", "256", *extra]
     t0 = time.perf_counter()
     with open(log, "wb") as f:
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"})
@@ -123,12 +123,13 @@ def main():
     ap.add_argument("--model", type=Path, default=ROOT / "models" / "deflate")
     ap.add_argument("--kernels", default="native", help="deflate predict --kernels (native: the fastest here)")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--predict-args", default="", help="more deflate predict options, given as --predict-args=\"--prune\"")
     ap.add_argument("--work", type=Path, default=None, help="a folder for the files (default: a temporary one)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "predict_million.json")
     args = ap.parse_args()
     attrs = json.loads((args.model / "generator" / "deflate.json").read_text())["attributes"]
     res = {"what": __doc__.split("\n\n")[0], "model": str(args.model.relative_to(ROOT)), "asked": args.asked,
-           "kernels": args.kernels, "bad_every": BAD_EVERY, "bad_kinds": BAD_KINDS,
+           "kernels": args.kernels, "predict_args": args.predict_args, "bad_every": BAD_EVERY, "bad_kinds": BAD_KINDS,
            "machine": f"{os.cpu_count()}-core {cpu_name()}",
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sizes": {}}
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
@@ -138,7 +139,7 @@ def main():
             t0 = time.perf_counter()
             bad = write_input(inp, n, attrs, args.asked, args.seed)
             made = round(time.perf_counter() - t0, 1)
-            run = predict(args.model, inp, out, args.kernels, tmp / f"predict_{n}.log")
+            run = predict(args.model, inp, out, args.kernels, tmp / f"predict_{n}.log", args.predict_args.split())
             got = check_output(out, n, bad)
             res["sizes"][str(n)] = {"lines": n, "questions": (n - len(bad)) * args.asked, "input_mb":
                                     round(inp.stat().st_size / 2**20, 1), "input_seconds": made, **run,
