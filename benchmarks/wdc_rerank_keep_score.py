@@ -56,6 +56,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--k", type=int, default=3, help="span beams per question")
     ap.add_argument("--rank-discriminator", type=Path, default=None,
                     help="a discriminator folder (same generator) that chooses among the candidates")
+    ap.add_argument("--listwise", action="store_true", help="also the listwise choice arm (see above)")
     ap.add_argument("--none-stays", action="store_true",
                     help="re-rank only where the greedy answer names a value (a greedy None stays None)")
     return ap.parse_args()
@@ -150,12 +151,93 @@ def main():
                 "val_ap_f1": ap_f1,
                 "out_of_fold_f1": [round(f, 2) for f in folds], "out_of_fold_mean": round(float(np.mean(folds)), 2)}
 
+    def listwise_arm() -> dict:
+        """The listwise choice (see the module doc), out of fold and in sample."""
+        from scipy.optimize import minimize
+
+        from deflate.data.splits import right_answers
+
+        qrow = np.asarray([q.row for q in flat_q])
+        greedy_of = {}  # (offer row, value) -> how many questions of the offer answer it greedily
+        for q, g in zip(questions, greedy.values):
+            if answered(g):
+                greedy_of[(q.row, g)] = greedy_of.get((q.row, g), 0) + 1
+        feats, right = [], []
+        for i, (q, v) in enumerate(zip(flat_q, flat_v)):
+            r = records[q.row]
+            title, text = r.name, f"{r.name} {r.description}"
+            at = text.find(v)
+            k = i - starts[flat_owner[i]]  # the candidate's place in its question's list
+            g = greedy.values[flat_owner[i]]
+            feats.append([np.log(max(probs[i], 1e-7)), glp[i], float(v == g), float(k),
+                          at / max(len(text), 1) if at >= 0 else 1.0, float(v in title), len(v.split()),
+                          float(greedy_of.get((q.row, v), 0) - (v == g) > 0)])
+            right.append(v in right_answers(r, q.attribute, engine.sep))
+        x, y = np.asarray(feats, dtype=np.float64), np.asarray(right, dtype=bool)
+        mu, sd = x.mean(0), x.std(0) + 1e-9
+        x = (x - mu) / sd
+        groups = [(a, b) for a, b in zip(starts[:-1], starts[1:]) if b > a]
+
+        def fit(rows: set[int]) -> np.ndarray:
+            use = [(a, b) for a, b in groups if qrow[a] in rows and y[a:b].any()]
+
+            def loss(theta):
+                val, grad = 0.1 * theta @ theta, 0.2 * theta
+                for a, b in use:
+                    z = x[a:b] @ theta
+                    pz = np.exp(z - z.max())
+                    pz /= pz.sum()
+                    tgt = y[a:b] / y[a:b].sum()
+                    val -= float(tgt @ np.log(pz + 1e-12))
+                    grad -= x[a:b].T @ (tgt - pz)
+                return val, grad
+            return minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B").x
+
+        def picked(theta) -> Answers:
+            s = x @ theta
+            pick = [int(a + np.argmax(s[a:b])) if b > a else -1 for a, b in zip(starts[:-1], starts[1:])]
+            take = lambda arr, none: np.asarray([arr[i] if i >= 0 else none for i in pick], dtype=np.float32)
+            return Answers(questions, [flat_v[i] if i >= 0 else NONE_VALUE for i in pick], take(probs, 0.0),
+                           gen_logprobs=take(glp, -99.0))
+
+        def choose_on(ans: Answers, parity: int | None) -> tuple[float, float]:
+            best = []
+            for w in weights:
+                a, recs = (ans, records) if parity is None else half(ans, parity)
+                _, t, by = best_keep_rule(a, recs, engine.sep, metric, [w])
+                best.append((by[str(w)], -w, w, t))
+            _, _, w, t = max(best)
+            return w, t
+
+        folds, thetas = [], {}
+        for parity in (0, 1):
+            theta = fit({r for r in range(len(records)) if r % 2 == 1 - parity})
+            thetas[parity] = theta.round(3).tolist()
+            ans = picked(theta)
+            w, t = choose_on(ans, 1 - parity)
+            a, recs = half(ans, parity)
+            folds.append(authors_f1(a, recs, w, t))
+        theta = fit(set(range(len(records))))
+        ans = picked(theta)
+        w, t = choose_on(ans, None)
+        pred = select(ans, records, t, engine.sep, keep_scores(ans.probs, ans.gen_logprobs, w))
+        withheld = withheld_pairs(ans, records, pred, best_presence_threshold(ans, records, pred))
+        return {"weight": w, "threshold": round(t, 4), "val_f1": authors_f1(ans, records, w, t),
+                "val_ap_f1": val_columns(records, pred, withheld, cats, gold_from_records(records))["val_ap_f1"],
+                "out_of_fold_f1": [round(f, 2) for f in folds], "out_of_fold_mean": round(float(np.mean(folds)), 2),
+                "theta_all_val": theta.round(3).tolist(), "theta_folds": thetas,
+                "features": ["log D", "P_gen mean log-prob", "is greedy", "place in list", "offset in offer",
+                             "in title", "words", "another question's greedy answer"],
+                "right_candidate_reachable": int(sum(y[a:b].any() for a, b in groups))}
+
+    flat_owner = [k for k, cs in enumerate(cands) for _ in cs]
     res = {"split": "val", "questions": len(questions), "k": args.k, "none_stays": args.none_stays,
            "rank_discriminator": str(args.rank_discriminator) if args.rank_discriminator else None,
            "bundle": str(bundle),
            "candidates_per_question": round(len(flat_v) / len(questions), 3),
            "greedy": arm({w: greedy for w in weights}),
            "rerank": arm({w: reranked(w) for w in weights}),
+           **({"listwise": listwise_arm()} if args.listwise else {}),
            "seconds_answering": seconds, "kernels": kernels.describe()["kernels"]}
     res["gain_in_sample"] = round(res["rerank"]["val_f1"] - res["greedy"]["val_f1"], 2)
     res["gain_out_of_fold"] = round(res["rerank"]["out_of_fold_mean"] - res["greedy"]["out_of_fold_mean"], 2)
