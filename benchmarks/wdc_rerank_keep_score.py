@@ -34,7 +34,21 @@ Rule, fixed before the first run (2026-12-06 09:05 UTC): re-ranking becomes a de
 one engine only if its authors' F1 on val beats the greedy arm's by at least 1.0 both in sample and
 out of fold (the mean of the two halves). Never reads eval_visible.
 
+`--listwise` (2026-12-06): a third arm, a listwise choice. Each candidate gets a score θ·x over a few
+features of the one engine's own outputs and of the offer: the bundle's log D, the generator's mean
+token log-prob, whether it is the greedy answer, its place in the candidate list, where it first stands
+in the offer (relative offset, whether in the title), its length in words, and whether it is another
+question's greedy answer for the same offer. θ maximises the softmax likelihood of the right
+candidate among a question's candidates (a conditional logit, L2 0.1) over val questions that have a
+right candidate. Out of fold, θ is fitted on one half of val's offers and w and the threshold are
+chosen on that same half; the other half is scored. In sample, everything is fitted on all of val.
+The bundle's D and P_gen still give the chosen answer's keep score.
+
+`--choose-by-generator` (2026-12-06): the re-ranking arm chooses each question's candidate by P_gen
+alone; D enters only the chosen answer's keep score (what the listwise fit's weights point to).
+
     python benchmarks/wdc_rerank_keep_score.py [--pipeline pipelines/wdc_pave] [--k 3]
+        [--rank-discriminator DIR] [--listwise] [--choose-by-generator] [--none-stays]
 """
 from __future__ import annotations
 
@@ -56,6 +70,8 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--k", type=int, default=3, help="span beams per question")
     ap.add_argument("--rank-discriminator", type=Path, default=None,
                     help="a discriminator folder (same generator) that chooses among the candidates")
+    ap.add_argument("--choose-by-generator", action="store_true",
+                    help="the rerank arm chooses each question's candidate by P_gen alone (D only keeps)")
     ap.add_argument("--listwise", action="store_true", help="also the listwise choice arm (see above)")
     ap.add_argument("--none-stays", action="store_true",
                     help="re-rank only where the greedy answer names a value (a greedy None stays None)")
@@ -107,7 +123,7 @@ def main():
     starts = np.cumsum([0] + [len(cs) for cs in cands])
 
     def reranked(w: float) -> Answers:
-        s = keep_scores(rank_probs, glp, w)
+        s = keep_scores(rank_probs, glp, 1.0 if args.choose_by_generator else w)
         pick = [int(a + np.argmax(s[a:b])) if b > a else -1 for a, b in zip(starts[:-1], starts[1:])]
         take = lambda arr, none: np.asarray([arr[i] if i >= 0 else none for i in pick], dtype=np.float32)
         return Answers(questions, [flat_v[i] if i >= 0 else NONE_VALUE for i in pick], take(probs, 0.0),
@@ -233,6 +249,7 @@ def main():
     flat_owner = [k for k, cs in enumerate(cands) for _ in cs]
     res = {"split": "val", "questions": len(questions), "k": args.k, "none_stays": args.none_stays,
            "rank_discriminator": str(args.rank_discriminator) if args.rank_discriminator else None,
+           "choose_by_generator": args.choose_by_generator,
            "bundle": str(bundle),
            "candidates_per_question": round(len(flat_v) / len(questions), 3),
            "greedy": arm({w: greedy for w in weights}),
