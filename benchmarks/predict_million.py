@@ -21,14 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from kernel_settings import cpu  # noqa: E402
+from scale import run  # noqa: E402
+
 BAD_EVERY = 100  # 1% of lines
 BAD_KINDS = ("broken_json", "missing_name", "image_outside", "attributes_not_a_list", "duplicate_id")
 
@@ -69,18 +71,13 @@ def write_input(path: Path, n: int, attrs: list[str], asked: int, seed: int) -> 
 
 
 def predict(model: Path, inp: Path, out: Path, kernels: str, log: Path, extra: list[str]) -> dict:
-    """``deflate predict`` as its own process: wall seconds, peak RSS (MiB) and its summary line."""
+    """``deflate predict`` as its own process (``scale.run``: wall seconds and the OS's peak RSS),
+    with its summary line."""
     cmd = [sys.executable, "-m", "deflate.cli", "predict", "--model", str(model), "--input", str(inp),
            "--output", str(out), "--kernels", kernels, "--threads", "2", "--batch-size", "256", *extra]
-    t0 = time.perf_counter()
-    with open(log, "wb") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "TQDM_DISABLE": "1"})
-        _, status, usage = os.wait4(p.pid, 0)
-    seconds = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"deflate predict failed (see {log})")
+    got = run(cmd, ROOT, log, env={**os.environ, "TQDM_DISABLE": "1"})
     summary = [x for x in log.read_text(errors="replace").splitlines() if " rows, " in x]
-    return {"seconds": round(seconds, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+    return {"seconds": round(got["seconds"], 1), "peak_rss_mb": got["peak_rss_mb"],
             "summary": summary[-1] if summary else ""}
 
 
@@ -109,13 +106,6 @@ def check_output(out: Path, n: int, bad: dict[int, str]) -> dict:
             "first_mismatches": wrong[:5], "ok": lines == n and not wrong and done.get("rows") == n}
 
 
-def cpu_name() -> str:
-    for text in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if text.startswith("model name"):
-            return text.split(":", 1)[1].strip()
-    return platform.machine()
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -130,7 +120,7 @@ def main():
     attrs = json.loads((args.model / "generator" / "deflate.json").read_text())["attributes"]
     res = {"what": __doc__.split("\n\n")[0], "model": str(args.model.relative_to(ROOT)), "asked": args.asked,
            "kernels": args.kernels, "predict_args": args.predict_args, "bad_every": BAD_EVERY, "bad_kinds": BAD_KINDS,
-           "machine": f"{os.cpu_count()}-core {cpu_name()}",
+           "machine": f"{os.cpu_count()}-core {cpu()}",
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "sizes": {}}
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         tmp = Path(tmp)
@@ -139,11 +129,13 @@ def main():
             t0 = time.perf_counter()
             bad = write_input(inp, n, attrs, args.asked, args.seed)
             made = round(time.perf_counter() - t0, 1)
-            run = predict(args.model, inp, out, args.kernels, tmp / f"predict_{n}.log", args.predict_args.split())
+            ran = predict(args.model, inp, out, args.kernels, tmp / f"predict_{n}.log", args.predict_args.split())
             got = check_output(out, n, bad)
-            res["sizes"][str(n)] = {"lines": n, "questions": (n - len(bad)) * args.asked, "input_mb":
-                                    round(inp.stat().st_size / 2**20, 1), "input_seconds": made, **run,
-                                    "questions_per_s": round((n - len(bad)) * args.asked / run["seconds"], 1), **got}
+            # a picture outside the input's folder is refused and the row answered from its text
+            questions = (n - sum(k != "image_outside" for k in bad.values())) * args.asked
+            res["sizes"][str(n)] = {"lines": n, "questions": questions, "input_mb":
+                                    round(inp.stat().st_size / 2**20, 1), "input_seconds": made, **ran,
+                                    "questions_per_s": round(questions / ran["seconds"], 1), **got}
             print(json.dumps(res["sizes"][str(n)]), flush=True)
             inp.unlink()
             out.unlink()

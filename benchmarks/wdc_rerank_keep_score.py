@@ -112,22 +112,25 @@ def main():
     probs = engine.claim_probs(batcher, engine.claims(records, flat_q, flat_v), "discriminate beams")
     glp = engine.answer_logprobs(batcher, records, flat_q, flat_v, "score beams")
     rank_probs = probs
-    if args.rank_discriminator:
+    if args.rank_discriminator:  # the same claims, scored by the ranking judge
+        from deflate.answering.scores import claim_probs
         from deflate.model.mul_t5 import load_discriminator
 
-        keeper = engine.disc
-        engine.disc, _ = load_discriminator(args.rank_discriminator, engine.gen)
-        rank_probs = engine.claim_probs(batcher, engine.claims(records, flat_q, flat_v), "rank beams")
-        engine.disc = keeper
+        ranker, _ = load_discriminator(args.rank_discriminator, engine.gen)
+        rank_probs = claim_probs(ranker, batcher, engine.claims(records, flat_q, flat_v), engine.claim_batch_size,
+                                 engine.device, "rank beams")
     seconds = round(time.perf_counter() - t0, 1)
     starts = np.cumsum([0] + [len(cs) for cs in cands])
 
-    def reranked(w: float) -> Answers:
-        s = keep_scores(rank_probs, glp, 1.0 if args.choose_by_generator else w)
+    def chosen(s: np.ndarray) -> Answers:
+        """Each question's candidate with the highest ``s``, with its D and P_gen (None: no candidate)."""
         pick = [int(a + np.argmax(s[a:b])) if b > a else -1 for a, b in zip(starts[:-1], starts[1:])]
         take = lambda arr, none: np.asarray([arr[i] if i >= 0 else none for i in pick], dtype=np.float32)
         return Answers(questions, [flat_v[i] if i >= 0 else NONE_VALUE for i in pick], take(probs, 0.0),
                        gen_logprobs=take(glp, -99.0))
+
+    def reranked(w: float) -> Answers:
+        return chosen(keep_scores(rank_probs, glp, 1.0 if args.choose_by_generator else w))
 
     def half(ans: Answers, parity: int) -> tuple[Answers, list]:
         rows = [i for i in range(len(records)) if i % 2 == parity]
@@ -142,8 +145,9 @@ def main():
         pred = select(ans, recs, t, engine.sep, keep_scores(ans.probs, ans.gen_logprobs, w))
         return float(wdc_pave_rule.score(recs, pred, cats, 0)["f1"])
 
-    def arm(per_weight: dict[float, Answers]) -> dict:
-        """Choose (w, t) on val as the pipeline does; in sample and out of fold."""
+    def arm(per_weight: dict[float, Answers], fold_answers=None) -> dict:
+        """Choose (w, t) on val as the pipeline does; in sample and out of fold. ``fold_answers(parity)``:
+        the answers scored on half ``parity`` when they depend on the other half (default ``per_weight``)."""
         def choose(pw: dict[float, Answers], recs_of) -> tuple[float, float, float]:
             best = []
             for w, ans in pw.items():
@@ -156,8 +160,9 @@ def main():
         w, t = choose(per_weight, lambda a: (a, records))
         folds = []
         for parity in (0, 1):
-            wf, tf = choose(per_weight, lambda a: half(a, 1 - parity))
-            a, recs = half(per_weight[wf], parity)
+            pw = fold_answers(parity) if fold_answers else per_weight
+            wf, tf = choose(pw, lambda a: half(a, 1 - parity))
+            a, recs = half(pw[wf], parity)
             folds.append(authors_f1(a, recs, wf, tf))
         a = per_weight[w]
         pred = select(a, records, t, engine.sep, keep_scores(a.probs, a.gen_logprobs, w))
@@ -169,15 +174,15 @@ def main():
 
     def listwise_arm() -> dict:
         """The listwise choice (see the module doc), out of fold and in sample."""
+        from collections import Counter
+
         from scipy.optimize import minimize
 
         from deflate.data.splits import right_answers
 
         qrow = np.asarray([q.row for q in flat_q])
-        greedy_of = {}  # (offer row, value) -> how many questions of the offer answer it greedily
-        for q, g in zip(questions, greedy.values):
-            if answered(g):
-                greedy_of[(q.row, g)] = greedy_of.get((q.row, g), 0) + 1
+        # (offer row, value) -> how many questions of the offer answer it greedily
+        greedy_of = Counter((q.row, g) for q, g in zip(questions, greedy.values) if answered(g))
         feats, right = [], []
         for i, (q, v) in enumerate(zip(flat_q, flat_v)):
             r = records[q.row]
@@ -209,39 +214,12 @@ def main():
                 return val, grad
             return minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B").x
 
-        def picked(theta) -> Answers:
-            s = x @ theta
-            pick = [int(a + np.argmax(s[a:b])) if b > a else -1 for a, b in zip(starts[:-1], starts[1:])]
-            take = lambda arr, none: np.asarray([arr[i] if i >= 0 else none for i in pick], dtype=np.float32)
-            return Answers(questions, [flat_v[i] if i >= 0 else NONE_VALUE for i in pick], take(probs, 0.0),
-                           gen_logprobs=take(glp, -99.0))
-
-        def choose_on(ans: Answers, parity: int | None) -> tuple[float, float]:
-            best = []
-            for w in weights:
-                a, recs = (ans, records) if parity is None else half(ans, parity)
-                _, t, by = best_keep_rule(a, recs, engine.sep, metric, [w])
-                best.append((by[str(w)], -w, w, t))
-            _, _, w, t = max(best)
-            return w, t
-
-        folds, thetas = [], {}
-        for parity in (0, 1):
-            theta = fit({r for r in range(len(records)) if r % 2 == 1 - parity})
-            thetas[parity] = theta.round(3).tolist()
-            ans = picked(theta)
-            w, t = choose_on(ans, 1 - parity)
-            a, recs = half(ans, parity)
-            folds.append(authors_f1(a, recs, w, t))
+        thetas = {parity: fit({r for r in range(len(records)) if r % 2 == 1 - parity}) for parity in (0, 1)}
         theta = fit(set(range(len(records))))
-        ans = picked(theta)
-        w, t = choose_on(ans, None)
-        pred = select(ans, records, t, engine.sep, keep_scores(ans.probs, ans.gen_logprobs, w))
-        withheld = withheld_pairs(ans, records, pred, best_presence_threshold(ans, records, pred))
-        return {"weight": w, "threshold": round(t, 4), "val_f1": authors_f1(ans, records, w, t),
-                "val_ap_f1": val_columns(records, pred, withheld, cats, gold_from_records(records))["val_ap_f1"],
-                "out_of_fold_f1": [round(f, 2) for f in folds], "out_of_fold_mean": round(float(np.mean(folds)), 2),
-                "theta_all_val": theta.round(3).tolist(), "theta_folds": thetas,
+        return {**arm({w: chosen(x @ theta) for w in weights},
+                      lambda parity: {w: chosen(x @ thetas[parity]) for w in weights}),
+                "theta_all_val": theta.round(3).tolist(),
+                "theta_folds": {parity: t.round(3).tolist() for parity, t in thetas.items()},
                 "features": ["log D", "P_gen mean log-prob", "is greedy", "place in list", "offset in offer",
                              "in title", "words", "another question's greedy answer"],
                 "right_candidate_reachable": int(sum(y[a:b].any() for a, b in groups))}
