@@ -543,3 +543,76 @@ def test_a_signal_mid_write_is_one_line_and_leaves_no_temp_file(bundle, tmp_path
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: stopped by"), err[-800:]
     assert out.read_bytes() == before and out.with_name("out.jsonl.done.json").read_bytes() == side
     assert left_over(tmp_path) == []
+
+
+def test_seen_questions_on_disk_check_like_a_dict():
+    """deflate predict's record of asked questions (SQLite, flat memory on a million lines) reports the
+    same duplicates as a dict across chunks: same id (1 and "1" are one id) and attributes in any order."""
+    from deflate.answering.predict_rows import checked_rows
+    from deflate.cli import SeenQuestions
+
+    rows = [{"_line": n + 1, **r} for n, r in enumerate([
+        {"id": "a", "name": "x", "attributes": ["B", "C"]}, {"id": "a", "name": "x", "attributes": ["C", "B"]},
+        {"id": 1, "name": "x", "attributes": ["B"]}, {"id": "1", "name": "x", "attributes": ["B"]},
+        {"id": "a", "name": "x", "attributes": ["B"]}, {"id": 1, "name": "y", "attributes": ["B"]}])]
+    known = {"B", "C"}
+    as_dict, on_disk = {}, SeenQuestions()
+    try:
+        want = [e for chunk in (rows[:3], rows[3:]) for _, e in checked_rows(chunk, known, None, as_dict)]
+        got = [e for chunk in (rows[:3], rows[3:]) for _, e in checked_rows(chunk, known, None, on_disk)]
+    finally:
+        on_disk.close()
+    assert got == want
+    assert [bool(e) for e in got] == [False, True, False, True, False, True]
+    assert "duplicate of line 1" in got[1][0] and all("duplicate of line 3" in got[k][0] for k in (3, 5))
+
+
+def test_pruned_answering_reports_exactly_what_every_question_does(bundle):
+    """deflate predict skips generating the questions whose claim's D alone rules out keeping and
+    presence (Deflate.live): the rows it reports are the same, with some questions pruned and some not."""
+    import numpy as np
+
+    engine = Deflate.load(bundle)
+    assert not engine.claim_value  # the default discriminator reads no value: D comes before the answer
+    rows = [dict(GOOD[i % 2], id=f"p{i}", description=f"{i} 号") for i in range(24)]
+    checked = engine.answer_rows(rows, None, progress=False)  # D of every question, through the same path
+    from deflate.answering.engine import keep_scores
+    from deflate.answering.predict_rows import checked_rows
+    from deflate.data.records import Record
+    from deflate.model.questions import Question
+    products = [p for p, _ in checked_rows(rows, set(engine.attributes))]
+    records = [Record(p["id"], p["name"], p["description"], p["category"]) for p in products]
+    questions = [Question(j, a) for j, p in enumerate(products) for a in p["attributes"]]
+    probs = engine.claim_probs(engine.batcher(None, None), engine.claims(records, questions, [""] * len(questions)),
+                               progress=False)
+    # a tiny model's D spans a few hundredths and its P_gen is small: the generator's weight stays small
+    for weight, presence in ((0.0, None), (0.001, None), (0.001, float(np.quantile(probs, 0.25)))):
+        engine.with_decisions(mode="free", keep_all=False, keep_weight=weight, presence_threshold=presence,
+                              threshold=float(np.median(keep_scores(probs, np.zeros(len(probs)), weight))))
+        live = engine.live(probs)
+        assert 0 < live.sum() < len(live)
+        outs = {}
+        for prune in (False, True):
+            engine.prune = prune
+            outs[prune] = engine.answer_rows(rows, None, progress=False)
+        assert outs[True] == outs[False]
+        assert any(r["predictions"] for r in outs[True])  # some values kept: the comparison is not of empty rows
+        assert presence is None or any(r["withheld"] for r in outs[True])
+    assert checked  # answered under the bundle's own decisions too
+
+
+def test_predict_prune_option_keeps_the_same_values(bundle, tmp_path):
+    """deflate predict --prune is wired (off by default) and gives the same kept values (the engine test above
+    is the one that prunes part of the questions)."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(dict(GOOD[i % 2], id=f"p{i}"), ensure_ascii=False) + "\n"
+                            for i in range(30)), encoding="utf-8")
+    got = {}
+    for extra in ([], ["--prune"]):
+        out = tmp_path / f"out{len(extra)}.jsonl"
+        r = CliRunner().invoke(app, ["predict", "--model", str(bundle), "--input", str(rows), "--output", str(out),
+                                     "--threshold", "0.5", *extra])
+        assert r.exit_code == 0, r.output
+        got[bool(extra)] = [[(p["attribute"], p["value"]) for p in json.loads(x)["predictions"]]
+                            for x in out.read_text(encoding="utf-8").splitlines()]
+    assert got[True] == got[False] and len(got[True]) == 30

@@ -517,6 +517,27 @@ def test_resume_key_changes_with_code(monkeypatch):
     assert tr.config_hash({"x": 1}) != a
 
 
+
+def test_resume_key_hashes_what_training_stages_depend_on():
+    """The fingerprint covers exactly the package code every training stage lists as deps, so a
+    change to cli.py (no stage's dep) neither stales a stage nor moves a committed key."""
+    import yaml
+
+    import deflate.model.train as tr
+    repo = Path(__file__).parents[1]
+    training = {"train_generator", "train_discriminator", "copy_warmup", "shared_generator"}
+    seen = 0
+    for f in [repo / "dvc.yaml", *sorted((repo / "pipelines").glob("*/dvc.yaml"))]:
+        for name, stage in yaml.safe_load(f.read_text())["stages"].items():
+            if name not in training:
+                continue
+            deps = {d.split("src/deflate/")[1] for d in stage["deps"] if "src/deflate/" in d}
+            assert set(tr.TRAINING_CODE) <= deps, (f, name, set(tr.TRAINING_CODE) - deps)
+            seen += 1
+    assert seen >= 3
+    before = tr.code_fingerprint()
+    assert len(before) == 16 and "cli.py" not in tr.TRAINING_CODE and before == tr.code_fingerprint()
+
 def test_predict_command_line_answers_the_same_from_any_directory(world, trained, tmp_path, monkeypatch):
     """The threshold comes from the bundle (chosen on val), never from a metrics file in the working
     directory: a decoy metrics/deflate.json beside one run changes nothing."""

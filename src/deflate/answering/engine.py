@@ -196,6 +196,9 @@ class Deflate:
         self.attributes: list[str] = self.meta["attributes"]
         self.sep: str = self.meta["value_sep"]
         self.decisions = decisions
+        # answer_rows skips generating what D alone rules out (Deflate.live; deflate predict --prune): the
+        # same kept values, but answers batched with other neighbours can differ in their last bits
+        self.prune = False
         self._tries: dict[str, Trie] | None = None
         self.check(decisions)
 
@@ -328,32 +331,59 @@ class Deflate:
 
     # --- answering ---------------------------------------------------------------------------------
     def answer(self, records: list[Record], questions: list[Question], batcher: Batcher, desc: str = "",
-               progress: bool = True, gen_logprobs: bool = False) -> Answers:
+               progress: bool = True, gen_logprobs: bool = False, prune: bool = False) -> Answers:
         """Answer each question under the current decisions, score every answer's claim with the
         discriminator, and apply the keep rule; the generator's log-prob of each answer is computed
         where the keep rule needs it, or where asked (``gen_logprobs``: to choose its weight).
-        :data:`ANSWER_CHUNK` questions at a time, so a catalogue's examples are never all in memory."""
-        parts = [self._answer(records, chunk, batcher, desc, progress, gen_logprobs)
+        ``prune`` (answering under fixed decisions, as ``deflate predict`` does): a question whose
+        claim's D alone rules out both keeping and presence is not generated (see :meth:`live`); its
+        answer is empty, which changes nothing the caller reports. :data:`ANSWER_CHUNK` questions at
+        a time, so a catalogue's examples are never all in memory."""
+        parts = [self._answer(records, chunk, batcher, desc, progress, gen_logprobs, prune)
                  for chunk in chunked(questions, ANSWER_CHUNK)]
-        return Answers.joined(parts) if parts else self._answer(records, [], batcher, desc, progress, gen_logprobs)
+        return (Answers.joined(parts) if parts
+                else self._answer(records, [], batcher, desc, progress, gen_logprobs, prune))
+
+    def live(self, probs: np.ndarray) -> np.ndarray:
+        """Which questions could still be kept or reported present, from their claims' D alone (a
+        discriminator that does not read the value): the keep score P_gen^w * D^(1-w) is at most its
+        value at P_gen = 1, computed by the same function (every step is monotone, so the rounded bound
+        holds too), and presence needs D at least its threshold."""
+        d = self.decisions
+        if d.keep_all or d.mode != "free":
+            return np.ones(len(probs), dtype=bool)
+        bound = keep_scores(probs, np.zeros(len(probs), dtype=np.float32), d.keep_weight)
+        live = bound >= d.threshold
+        if d.presence_threshold is not None:
+            live |= probs >= d.presence_threshold
+        return live
 
     def _answer(self, records: list[Record], questions: list[Question], batcher: Batcher, desc: str,
-                progress: bool, gen_logprobs: bool) -> Answers:
+                progress: bool, gen_logprobs: bool, prune: bool = False) -> Answers:
         d = self.decisions
         exs = self.questions(records, questions)
+        probs = None
+        if self.disc is not None and not self.claim_value:  # D reads no value: scored once, before any answer
+            probs = self.claim_probs(batcher, self.claims(records, questions, [""] * len(questions)),
+                                     f"discriminate {desc}".strip(), progress)
+        live = self.live(probs) if prune and probs is not None else np.ones(len(exs), dtype=bool)
+        asked = np.flatnonzero(live).tolist()  # the questions generated: all, unless pruned
         # free text where asked, and for attributes without known values (the fallback of the other modes)
-        free = [k for k, q in enumerate(questions) if d.mode == "free" or not self.candidates.get(q.attribute)]
-        values = [""] * len(exs)
+        free = [k for k, q in enumerate(questions)
+                if live[k] and (d.mode == "free" or not self.candidates.get(q.attribute))]
+        values = [""] * len(questions)
         constrained = d.mode == "free" and self.decode["constrain_to_vocab"]
         glp = None
         rerank = self.reranks_beams and d.mode == "free"
         gen_logprobs = gen_logprobs or rerank  # re-ranking weighs the generator: every answer's log-prob
         if self.disc is not None and (gen_logprobs or d.keep_weight) and d.mode == "free" and not constrained:
-            # every question is generated here: one encoder pass per batch serves the answer and its score
-            both = generate_scored(self.gen, self.qb, batcher, exs, self.decode, self.device,
+            # every asked question (all, unless pruned) is generated here: one encoder pass per batch serves
+            # the answer and its score
+            both = generate_scored(self.gen, self.qb, batcher, [exs[k] for k in asked], self.decode, self.device,
                                    f"generate {desc}".strip(), progress, spans=self.decode["constrain_to_spans"])
-            values = [v for v, _ in both]
-            glp = np.asarray([s for _, s in both], dtype=np.float32)
+            glp = np.full(len(questions), -np.inf, dtype=np.float32)  # a pruned question: never kept
+            for k, (v, s) in zip(asked, both):
+                values[k], glp[k] = v, s
         else:
             generated = self.generate(batcher, [exs[k] for k in free], constrained, f"generate {desc}".strip(),
                                       progress)
@@ -365,8 +395,7 @@ class Deflate:
             scores = self.candidate_scores(batcher, records, exs, ("generator",) + needed, progress)
             best = best_candidates(scores, d.mode, d.alpha, d.weights)
             values = [self.candidates[q.attribute][b] if b >= 0 else v for q, b, v in zip(questions, best, values)]
-        probs = None
-        if self.disc is not None:
+        if self.disc is not None and probs is None:
             probs = self.claim_probs(batcher, self.claims(records, questions, values), f"discriminate {desc}".strip(),
                                      progress)
         if glp is None and probs is not None and (gen_logprobs or d.keep_weight):
@@ -417,7 +446,7 @@ class Deflate:
         image, has = row_pictures(self.image_tok, products, images_dir, [results[i]["errors"] for i, _ in good])
         records = [Record(p["id"], p["name"], p["description"], p["category"]) for p in products]
         questions = [Question(j, a) for j, p in enumerate(products) for a in p["attributes"]]
-        ans = self.answer(records, questions, self.batcher(image, has), "predict", progress)
+        ans = self.answer(records, questions, self.batcher(image, has), "predict", progress, prune=self.prune)
         for k, (q, v) in enumerate(zip(questions, ans.values)):
             if ans.kept[k]:
                 s = None if ans.scores is None else round(float(ans.scores[k]), 4)
