@@ -8,7 +8,7 @@ matmul rate, measured at the model's own shapes (rows x d_model x d_ff) and at a
 gives the time each part would take at that rate: the physical bound the measured time compares with.
 
     python benchmarks/predict_bound.py [--model models/deflate] [--products 200] [--batch-size 256]
-        [--kernels compatible] [--out benchmarks/results/predict_bound.json]
+        [--kernels compatible] [--prune] [--splits test] [--out benchmarks/results/predict_bound.json]
 """
 from __future__ import annotations
 
@@ -51,10 +51,13 @@ def main():
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--kernels", default="compatible", choices=["native", "avx2", "compatible"])
+    ap.add_argument("--prune", action="store_true", help="answer as deflate predict --prune does")
+    ap.add_argument("--splits", nargs="+", default=["test"], help="the splits whose products are asked")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/predict_bound.json"))
     args = ap.parse_args()
     kernels.pin(args.kernels, args.threads)
-    engine, rows = warm_engine(args.model, args.products, args.batch_size, Path("."))
+    engine, rows = warm_engine(args.model, args.products, args.batch_size, Path("."), tuple(args.splits))
+    engine.prune = args.prune
 
     def measure(count: bool) -> tuple[float, dict[str, float], dict[str, int]]:
         """One ``answer_rows`` with each part wrapped: wall seconds, seconds per part and, with
@@ -106,7 +109,8 @@ def main():
                     "seconds_at_best_matmul_rate": round(f / 1e9 / best, 3)}
     total_f = sum(flops.values())
     res = {"model": str(args.model), "products": len(rows), "queries": queries, "batch_size": args.batch_size,
-           "threads": args.threads, "kernels": kernels.describe(), "wall_seconds": round(total_wall, 2),
+           "threads": args.threads, "kernels": kernels.describe(), "prune": args.prune, "splits": args.splits,
+           "wall_seconds": round(total_wall, 2),
            "queries_per_s": round(queries / total_wall, 1), "parts": parts,
            "other_seconds": round(total_wall - sum(wall_seconds.values()), 3),
            "mflop_per_query": round(total_f / 1e6 / queries, 2), "matmul_gflop_s": rates,
