@@ -39,13 +39,11 @@ from deflate.model.questions import qa_examples, question_examples, training_cla
 from deflate.model.tokenizer import QuestionBuilder
 
 sys.path.insert(0, str(Path(__file__).parent))
-from shared_encoder_probe import report  # noqa: E402
+from shared_encoder_probe import masked_mean, report  # noqa: E402
 
 
 def pooled(gen, batch) -> torch.Tensor:
-    h = gen.encode(batch).last_hidden_state
-    m = batch["attention_mask"].to(h.dtype)[..., None]
-    return (h * m).sum(1) / m.sum(1)
+    return masked_mean(gen.encode(batch).last_hidden_state, batch["attention_mask"])
 
 
 def main() -> None:

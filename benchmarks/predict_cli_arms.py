@@ -106,7 +106,8 @@ def main() -> None:
                 runs[arm].append(got)
                 print(f"round {k + 1} {arm}: {got}", flush=True)
         res_ans = {arm: answers(work / f"{arm}.jsonl") for arm in a.arms}
-    questions = len(recs) * 9
+    attributes = json.loads((a.model / "generator" / "deflate.json").read_text(encoding="utf-8"))["attributes"]
+    questions = len(recs) * len(attributes)  # every product is asked each of the bundle's attributes
     base = res_ans.get("today")
     result = {"products": len(recs), "questions": questions, "test_products": len(test), "repeats": a.repeats,
               "batch_size": 256, "model": str(a.model.relative_to(ROOT)), "arms": {}}

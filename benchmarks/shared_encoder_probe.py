@@ -37,12 +37,17 @@ from deflate.model.questions import claim_examples, question_examples, training_
 from deflate.model.tokenizer import QuestionBuilder
 
 
+def masked_mean(h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of each row's encoder states over its unpadded positions."""
+    m = attention_mask.to(h.dtype)[..., None]
+    return (h * m).sum(1) / m.sum(1)
+
+
 def states(gen, batcher: Batcher, examples, batch_size: int) -> dict[str, np.ndarray]:
     """Masked mean and first-position encoder states of each example's question."""
     def step(idx, batch):
         h = gen.encode(batch).last_hidden_state.float()
-        m = batch["attention_mask"].float()[..., None]
-        mean = (h * m).sum(1) / m.sum(1)
+        mean = masked_mean(h, batch["attention_mask"])
         return [np.concatenate([a, b]) for a, b in zip(mean.numpy(), h[:, 0].numpy(), strict=True)]
     x = np.stack(infer(gen, batcher, examples, batch_size, step, progress=False))
     d = x.shape[1] // 2

@@ -517,10 +517,9 @@ def test_resume_key_changes_with_code(monkeypatch):
     assert tr.config_hash({"x": 1}) != a
 
 
-
 def test_resume_key_hashes_what_training_stages_depend_on():
-    """The fingerprint covers exactly the package code every training stage lists as deps, so a
-    change to cli.py (no stage's dep) neither stales a stage nor moves a committed key."""
+    """The fingerprint covers only package code that every training stage lists as deps (so a change
+    to cli.py, no stage's dep, neither stales a stage nor moves a committed key), and is stable."""
     import yaml
 
     import deflate.model.train as tr
@@ -537,6 +536,7 @@ def test_resume_key_hashes_what_training_stages_depend_on():
     assert seen >= 3
     before = tr.code_fingerprint()
     assert len(before) == 16 and "cli.py" not in tr.TRAINING_CODE and before == tr.code_fingerprint()
+
 
 def test_predict_command_line_answers_the_same_from_any_directory(world, trained, tmp_path, monkeypatch):
     """The threshold comes from the bundle (chosen on val), never from a metrics file in the working
