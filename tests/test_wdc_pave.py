@@ -166,7 +166,12 @@ def wdc_run(tmp_path_factory):
     p["generator"].update(epochs=1, batch_size=16, val_max=40, copy_warmup=30)  # the pipeline's prefix and warm-up
     p["discriminator"].update(epochs=1, batch_size=16)
     p["decode"].update(max_new_tokens=4, batch_size=64)
-    p["baselines"]["tagger"].update(epochs=1, emb=16, hidden=16)
+    # the pipeline's tagger texts (a checkpoint's pieces and word embeddings) on a tiny BERT made here
+    from test_pretrained import tiny_bert_files
+    words = ["avery", "xerox", "bic", "sharpie", "blue", "black", "shipping", "tags", "pack", "of", "plain",
+             *map(str, range(10))]
+    tiny_bert_files(root / "pretrained", words)
+    p["baselines"]["tagger"].update(epochs=1, emb=16, hidden=16, pretrained_path=str(root / "pretrained"))
     p["baselines"]["jgave"].update(epochs=1, max_target_len=16, val_max=10)
     p["text"].update(vocab_size=300, max_len=40)
     p["tracking"]["enabled"] = False

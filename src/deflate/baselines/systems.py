@@ -18,12 +18,14 @@ from deflate.baselines.taggers import (
     MJAVE,
     BiLSTMCRF,
     TagBatcher,
-    char_vocab,
+    decode_piece_spans,
     decode_spans,
     encode_tags,
+    piece_tags,
     spans_of,
     tag_names,
 )
+from deflate.baselines.text_units import Units
 from deflate.data.records import Record, load_split
 from deflate.data.splits import (
     Split,
@@ -62,26 +64,40 @@ def score(records, pred: dict) -> dict:
 
 # --- extractive taggers ---------------------------------------------------------------------------
 class _Tagging:
-    """Character ids, BIO tags and attribute targets of one split."""
+    """Unit ids, BIO tags and attribute targets of one split (and, with a frozen encoder, its units'
+    vectors); ``offsets`` maps pieces back to characters (None for characters)."""
 
-    def __init__(self, data: Split, vocab: dict, attributes: list[str], max_chars: int):
+    def __init__(self, data: Split, units: Units, attributes: list[str], max_chars: int):
         self.data, self.names = data, tag_names(attributes)
         tag_id = {t: i for i, t in enumerate(self.names)}
         a_id = {a: i for i, a in enumerate(attributes)}
         self.texts = [r.text[:max_chars] for r in data.records]
         self.attr = np.zeros((len(data.records), len(attributes)), dtype=np.float32)
-        self.examples = []
+        self.examples, self.offsets, self.untaggable = [], None if units.mode == "chars" else [], 0
         attributes = set(attributes)
         for i, (r, t) in enumerate(zip(data.records, self.texts)):
             for lab in r.labels:
                 if lab["attribute"] in a_id:
                     self.attr[i, a_id[lab["attribute"]]] = 1.0
-            ids = [vocab.get(c, 1) for c in t] or [1]
-            labels = [lab for lab in r.labels if lab["attribute"] in attributes]
-            self.examples.append(Example(ids, i, target=encode_tags(len(ids), spans_of(t, labels), tag_id)))
+            ids, offsets = units.split(t)
+            spans = spans_of(t, [lab for lab in r.labels if lab["attribute"] in attributes])
+            if self.offsets is None:
+                tags = encode_tags(len(ids), spans, tag_id)
+            else:
+                tags, lost = piece_tags(offsets, spans, tag_id)
+                self.offsets.append(offsets)
+                self.untaggable += lost  # values that start or end inside a piece
+            self.examples.append(Example(ids, i, target=tags))
+        self.features = units.features([e.ids for e in self.examples])
 
     def batcher(self, use_image: bool) -> TagBatcher:
-        return TagBatcher(self.data.image, self.data.has_image, use_image, self.attr)
+        return TagBatcher(self.data.image, self.data.has_image, use_image, self.attr, self.features)
+
+    def spans(self, i: int, tags: list[int]) -> list[tuple[str, str]]:
+        """(attribute, value) of row ``i``'s tagged runs, cut out of its text."""
+        if self.offsets is None:
+            return decode_spans(self.texts[i], tags, self.names)
+        return decode_piece_spans(self.texts[i], self.offsets[i], tags, self.names)
 
 
 def tagger_predict(model: BiLSTMCRF, tagging: _Tagging, batcher: TagBatcher, batch_size: int = 128,
@@ -91,7 +107,7 @@ def tagger_predict(model: BiLSTMCRF, tagging: _Tagging, batcher: TagBatcher, bat
 
     def step(idx, batch):
         paths, probs = model.predict(batch)
-        return [[(attr, value) for attr, value in decode_spans(tagging.texts[i], path, tagging.names)
+        return [[(attr, value) for attr, value in tagging.spans(i, path)
                  if probs is None or not probs[j, attributes.index(attr)] < attr_threshold]
                 for j, (i, path) in enumerate(zip(idx, paths))]
     spans = infer(model, batcher, tagging.examples, batch_size, step, device, "tag", progress=False)
@@ -110,14 +126,20 @@ def train_tagger(system: str, p: dict, processed: Path, tokens_dir: Path, out: P
     attributes = load_schema(processed)["attributes"]
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
     use_image = system == "mjave" and train.image is not None
-    vocab = char_vocab(r.text[:cfg["max_chars"]] for r in train.records)
-    tr, va = (_Tagging(d, vocab, attributes, cfg["max_chars"]) for d in (train, val))
+    units = Units.build(cfg, (r.text[:cfg["max_chars"]] for r in train.records), system)
+    tr, va = (_Tagging(d, units, attributes, cfg["max_chars"]) for d in (train, val))
+    text = {"embeddings": units.embeddings, "features": units.feature_dim}
     if system == "mjave":
         image_vocab, feature_dim = image_spec(train.meta) if use_image else (0, 0)
-        model = MJAVE(len(vocab), len(tr.names), len(attributes), image_vocab, feature_dim, cfg["emb"], cfg["hidden"])
+        model = MJAVE(units.size, len(tr.names), len(attributes), image_vocab, feature_dim, cfg["emb"], cfg["hidden"],
+                      **text)
     else:
-        model = BiLSTMCRF(len(vocab), len(tr.names), cfg["emb"], cfg["hidden"])
+        model = BiLSTMCRF(units.size, len(tr.names), cfg["emb"], cfg["hidden"], **text)
     va_b = va.batcher(use_image)
+    # what the model folder records of its text units; a chars model's record is the one it always had
+    units_meta = ({"vocab": units.vocab} if units.vocab is not None else
+                  {"text": units.mode, "checkpoint": units.provenance, "loading": units.loading,
+                   "untaggable_train_values": tr.untaggable})
 
     def validate(m):
         return {"score": score(val.records, tagger_predict(m, va, va_b, device=device))["ave"]["f1"] / 100}
@@ -126,10 +148,10 @@ def train_tagger(system: str, p: dict, processed: Path, tokens_dir: Path, out: P
     job = TrainingJob(name=system, model=model, examples=tr.examples, batcher=tr.batcher(use_image), cfg=cfg,
                       loss_fn=lambda m, b: m(b), validate=validate, run_hash=run_hash, ckpt_dir=out / "ckpt")
     history = train_and_save(job, out / "model", seed=p["seed"], tracker=tracker, train_kw=train_kw, save=lambda h: save_model(
-        model.cpu(), out / "model", {"system": system, "vocab": vocab, "tags": tr.names, "use_image": use_image,
-                                     "params": sum(x.numel() for x in model.parameters())}))
+        model.cpu(), out / "model", {"system": system, **units_meta, "tags": tr.names, "use_image": use_image,
+                                     "params": sum(x.numel() for x in model.parameters())}, tokenizer=units.tokenizer))
     test = load_data(processed, tokens_dir, "test")
-    te = _Tagging(test, vocab, attributes, cfg["max_chars"])
+    te = _Tagging(test, units, attributes, cfg["max_chars"])
     return Trained(val=val.records, val_pred=tagger_predict(model, va, va_b, device=device), test=test.records,
                    test_pred=tagger_predict(model, te, te.batcher(use_image), device=device), history=history,
                    params=sum(x.numel() for x in model.parameters()))

@@ -1,15 +1,24 @@
-"""Extractive baselines (paper §5.1): character-level BIO tagging with a CRF (``pytorch-crf``).
+"""Extractive baselines (paper §5.1): BIO tagging with a CRF (``pytorch-crf``).
 
-* **BiLSTM-CRF**: characters -> BiLSTM -> emissions -> CRF, one tag set ``B-a / I-a`` per attribute.
+* **BiLSTM-CRF**: text units -> BiLSTM -> emissions -> CRF, one tag set ``B-a / I-a`` per attribute.
 * **M-JAVE** (Zhu et al. 2020): the same text encoder, plus the product's image regions (the image
   stage's tokens, or patch features) through a *regional-gated cross-modality attention* (each
   character attends over the regions; a sigmoid gate decides how much of the visual context enters),
   and a joint multi-label attribute classifier over pooled text + gated global image; a tagged span
   is kept only when its attribute is predicted (the joint decoding of the paper).
 
+The text units (``baselines.tagger.text``): ``chars``, characters with embeddings learned from
+scratch; or a BERT-family checkpoint's word pieces (``baselines.tagger.pretrained_path``), as the
+paper's A.1 builds its baselines: ``pieces`` (the pieces, embeddings from scratch: the control),
+``embeddings`` (the checkpoint's word embeddings, fine-tuned: the paper's BiLSTM-CRF) or ``encoder``
+(the checkpoint's whole encoder, frozen, its last hidden states as the BiLSTM's input: the paper's
+M-JAVE, whose texts are "preprocessed into vectors using pretrained BERT"). Pieces keep their
+character offsets, so a tagged run of pieces is cut out of the original text (case and all).
+
 Training targets follow the paper's A.1: every gold value that occurs in the text is tagged (for
 values that are not explicit, only when at least 2 characters long); values that never occur in
-the text cannot be extracted by these models.
+the text cannot be extracted by these models, nor, with pieces, values that start or end inside a
+piece.
 """
 from __future__ import annotations
 
@@ -66,26 +75,57 @@ def encode_tags(n: int, spans, tag_id: dict[str, int]) -> list[int]:
     return tags
 
 
-def decode_spans(text: str, tags: list[int], names: list[str]) -> list[tuple[str, str]]:
-    """(attribute, value) of each B(-I)* run; a stray I- starts a span too."""
+def tag_runs(tags: list[int], names: list[str]) -> list[tuple[str, int, int]]:
+    """(attribute, first, end) of each B(-I)* run of units; a stray I- starts a run too."""
     out, cur, start = [], None, 0
     for i, t in enumerate(list(tags) + [0]):
         name = names[t] if i < len(tags) else "O"
         kind, attr = (name.split("-", 1) + [None])[:2] if name != "O" else ("O", None)
         if cur is not None and (kind != "I" or attr != cur):
-            out.append((cur, text[start:i]))
+            out.append((cur, start, i))
             cur = None
         if kind == "B" or (kind == "I" and cur is None):
             cur, start = attr, i
     return out
 
 
-class TagBatcher(Batcher):
-    """Pads character ids and tags; carries the product's image row and attribute targets."""
+def decode_spans(text: str, tags: list[int], names: list[str]) -> list[tuple[str, str]]:
+    """(attribute, value) of each run of character tags."""
+    return [(a, text[s:e]) for a, s, e in tag_runs(tags, names)]
 
-    def __init__(self, image, has_image, use_image: bool, attr_targets: np.ndarray | None = None):
+
+# --- word pieces ---------------------------------------------------------------------------------
+def piece_tags(offsets: list[tuple[int, int]], spans, tag_id: dict[str, int]) -> tuple[list[int], int]:
+    """Tags of word pieces (``offsets``: each piece's characters) for character ``spans``, and how
+    many spans could not be tagged because they start or end inside a piece."""
+    tags, lost = [0] * len(offsets), 0
+    for s, e, a in spans:
+        inside = [j for j, (ps, pe) in enumerate(offsets) if pe > ps and ps >= s and pe <= e]
+        if not inside or offsets[inside[0]][0] != s or offsets[inside[-1]][1] != e:
+            lost += 1
+            continue
+        tags[inside[0]] = tag_id[f"B-{a}"]
+        for j in inside[1:]:
+            tags[j] = tag_id[f"I-{a}"]
+    return tags, lost
+
+
+def decode_piece_spans(text: str, offsets: list[tuple[int, int]], tags: list[int],
+                       names: list[str]) -> list[tuple[str, str]]:
+    """(attribute, value) of each run of piece tags: the original text from its first piece's start
+    to its last piece's end."""
+    return [(a, text[offsets[s][0]:offsets[e - 1][1]]) for a, s, e in tag_runs(tags, names)]
+
+
+class TagBatcher(Batcher):
+    """Pads unit ids and tags; carries the product's image row, attribute targets and, with a frozen
+    encoder, each row's precomputed unit vectors (``features``)."""
+
+    def __init__(self, image, has_image, use_image: bool, attr_targets: np.ndarray | None = None,
+                 features: list[torch.Tensor] | None = None):
         super().__init__(image, has_image, use_image, img_id=-1)
         self.attr_targets = attr_targets
+        self.features = features
 
     def length(self, ex: Example) -> int:
         return len(ex.ids)
@@ -99,6 +139,11 @@ class TagBatcher(Batcher):
             if e.target is not None:
                 tags[b, :len(e.target)] = torch.tensor(e.target)
         batch = {"input_ids": ids, "mask": ids != PAD, "tags": tags}
+        if self.features is not None:
+            f = torch.zeros(len(exs), T, self.features[0].shape[-1])
+            for b, e in enumerate(exs):
+                f[b, :len(e.ids)] = self.features[e.row][:len(e.ids)]
+            batch["features"] = f
         rows = torch.tensor([max(e.row, 0) for e in exs])
         if self.use_image:
             batch["image"] = self.image[rows]
@@ -110,17 +155,26 @@ class TagBatcher(Batcher):
 
 # --- models --------------------------------------------------------------------------------------
 class BiLSTMCRF(nn.Module):
-    def __init__(self, n_chars: int, n_tags: int, emb: int = 128, hidden: int = 128):
+    """``embeddings``: the input table to start from (a checkpoint's word embeddings; its width
+    replaces ``emb``); ``features``: the width of precomputed unit vectors, read instead of any table."""
+
+    def __init__(self, n_chars: int, n_tags: int, emb: int = 128, hidden: int = 128,
+                 embeddings: torch.Tensor | None = None, features: int = 0):
         super().__init__()
-        self.emb = nn.Embedding(n_chars, emb, padding_idx=PAD)
+        if features:
+            self.emb, emb = None, features
+        elif embeddings is not None:
+            self.emb, emb = nn.Embedding.from_pretrained(embeddings.clone(), freeze=False, padding_idx=PAD), embeddings.shape[1]
+        else:
+            self.emb = nn.Embedding(n_chars, emb, padding_idx=PAD)
         self.lstm = nn.LSTM(emb, hidden, batch_first=True, bidirectional=True)
         self.emit = nn.Linear(2 * hidden, n_tags)
         self.crf = CRF(n_tags, batch_first=True)
 
     def encode(self, batch) -> torch.Tensor:
         lengths = batch["mask"].sum(1).clamp(min=1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(self.emb(batch["input_ids"]), lengths, batch_first=True,
-                                                   enforce_sorted=False)
+        x = batch["features"] if self.emb is None else self.emb(batch["input_ids"])
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         h, _ = self.lstm(packed)
         return nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=batch["input_ids"].shape[1])[0]
 
@@ -147,8 +201,8 @@ class BiLSTMCRF(nn.Module):
 
 class MJAVE(BiLSTMCRF):
     def __init__(self, n_chars: int, n_tags: int, n_attrs: int, image_vocab: int = 0, feature_dim: int = 0,
-                 emb: int = 128, hidden: int = 128):
-        super().__init__(n_chars, n_tags, emb, hidden)
+                 emb: int = 128, hidden: int = 128, embeddings: torch.Tensor | None = None, features: int = 0):
+        super().__init__(n_chars, n_tags, emb, hidden, embeddings, features)
         d = 2 * hidden
         self.region = (nn.Embedding(image_vocab + 1, d) if image_vocab else
                        nn.Linear(feature_dim, d) if feature_dim else None)

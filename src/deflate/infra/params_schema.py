@@ -167,10 +167,28 @@ class Tables(Section):
     plot_metric: str = Field(pattern=r"^(ap|ave|ave_fuzzy)_(p|r|f1)$")
 
 
+TextUnits = Literal["chars", "pieces", "embeddings", "encoder"]  # deflate.baselines.text_units
+
+
+class TaggerTexts(Section):  # the paper's A.1 gives its two taggers different text encoders
+    bilstm_crf: TextUnits
+    mjave: TextUnits
+
+
 class Tagger(Training):
     emb: int = Field(ge=1, le=8192)
     hidden: int = Field(ge=1, le=8192)
     max_chars: int = Field(ge=8, le=100_000)
+    text: Union[TextUnits, TaggerTexts]  # one for both taggers, or one each
+    pretrained_path: str = Path_
+
+    @model_validator(mode="after")
+    def _checkpoint(self):
+        modes = {self.text} if isinstance(self.text, str) else {self.text.bilstm_crf, self.text.mjave}
+        if bool(modes - {"chars"}) != bool(self.pretrained_path):
+            raise ValueError("baselines.tagger.pretrained_path names the checkpoint whose pieces a `text` of "
+                             "pieces/embeddings/encoder reads, and is empty when every text is chars")
+        return self
 
 
 class JGAVE(Training):
@@ -185,6 +203,7 @@ class Baselines(Section):
 
 class ParamsSchema(Section):
     seed: int = Field(ge=0, le=2**32 - 1)
+    checkpoint: Opt[str] = Field(None, pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$")  # a named checkpoint (stages/checkpoint.py)
     repro: Opt[Repro] = None  # absent: the process keeps whatever kernels and threads it started with
     data: Data
     synth: Opt[Synth] = None
