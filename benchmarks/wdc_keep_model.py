@@ -184,7 +184,7 @@ def main():
         counts = wdc_pave_rule.summary(wdc_pave_rule.count(records, pred, cats), 0)
         res["arms"][kind] = {
             "weight": w, "threshold": round(float(t), 4), "val_f1": round(authors(at_w[w], records, s, t), 2),
-            "precision": round(counts["precision"], 2), "recall": round(counts["recall"], 2),
+            "precision": round(float(counts["p"]), 2), "recall": round(float(counts["r"]), 2),
             "counts": counts["counts"],
             "val_ap_f1": cols["val_ap_f1"],
             "out_of_fold_parity": round(oof(parity), 2),
