@@ -68,6 +68,7 @@ def main():
     from deflate.answering.engine import Answers, answered, keep_scores
     from deflate.data.splits import load_schema, right_answers
     from deflate.evaluation import wdc_pave_rule
+    from deflate.evaluation.metrics import evaluate as compute_metrics
     from deflate.evaluation.metrics import gold_from_records
     from deflate.model.questions import all_questions
     from deflate.reports.wdc_table import val_columns
@@ -108,6 +109,7 @@ def main():
         return np.asarray(x, dtype=np.float64), np.asarray(has), np.asarray(right)
 
     feats = {w: features(at_w[w]) for w in weights}
+    x_width = feats[weights[0]][0].shape[1]
     qrow = np.asarray([q.row for q in questions])
 
     def sub(ans: Answers, rows: np.ndarray, scores: np.ndarray) -> tuple[Answers, list, np.ndarray]:
@@ -121,9 +123,13 @@ def main():
     def authors(a: Answers, recs: list, s: np.ndarray, t: float) -> float:
         return float(wdc_pave_rule.summary(wdc_pave_rule.count(recs, select(a, recs, t, engine.sep, s), cats), 0)["f1"])
 
-    def best_t(a: Answers, recs: list, s: np.ndarray) -> float:
+    def best_t(a: Answers, recs: list, s: np.ndarray, crit: str) -> float:
+        """The threshold on ``s`` with the best F1 on ``recs``: the authors' rule, or the pipeline's metric."""
         grid = sorted(set(np.round(np.quantile(s, np.linspace(0, 1, 101)), 4).tolist()))
-        return max(grid, key=lambda t: (authors(a, recs, s, t), -t))
+        if crit == "authors":
+            return max(grid, key=lambda t: (authors(a, recs, s, t), -t))
+        gold, texts = gold_from_records(recs)
+        return max(grid, key=lambda t: (compute_metrics(gold, select(a, recs, t, engine.sep, s), texts)[crit]["f1"], -t))
 
     def committed(fit_rows: np.ndarray, crit: str) -> tuple[float, float]:
         """(w, t) of the committed keep rule chosen on ``fit_rows``: by the pipeline's metric or the authors' F1."""
@@ -131,7 +137,7 @@ def main():
         for w in weights:
             a, recs, s = sub(at_w[w], fit_rows, keep_scores(at_w[w].probs, at_w[w].gen_logprobs, w))
             if crit == "authors":
-                t = best_t(a, recs, s)
+                t = best_t(a, recs, s, crit)
                 f = authors(a, recs, s, t)
             else:
                 _, t, by = best_keep_rule(a, recs, engine.sep, metric, [w])
@@ -140,27 +146,42 @@ def main():
         _, _, w, t = max(best)
         return w, t
 
-    def learned(fit_rows: np.ndarray, w: float, with_attr: bool):
-        """The keep model fitted on ``fit_rows``'s answered questions (answers re-ranked at ``w``)."""
+    def learned(fit_rows: np.ndarray, w: float, cols: list[int], crit: str):
+        """The keep model on features ``cols``, fitted on ``fit_rows``'s answered questions (answers
+        re-ranked at ``w``), and its threshold chosen there by ``crit``."""
         x, has, right = feats[w]
-        cols = slice(None) if with_attr else slice(0, len(FEATURES))
         m = np.isin(qrow, fit_rows) & has
         xs = x[:, cols]
         mu, sd = xs[m].mean(0), xs[m].std(0) + 1e-9
         lr = LogisticRegression(C=1.0, max_iter=2000).fit((xs[m] - mu) / sd, right[m])
         s = np.where(has, lr.predict_proba((xs - mu) / sd)[:, 1], 0.0)
         a, recs, ss = sub(at_w[w], fit_rows, s)
-        return s, best_t(a, recs, ss), lr.coef_[0][:len(FEATURES)]
+        return s, best_t(a, recs, ss, crit), lr.coef_[0]
+
+    n_f = len(FEATURES)
+    # arm: (criterion of the keep weight, the learned model's feature columns or None, criterion of the threshold)
+    arms = {"committed": (metric, None, metric),
+            "committed, threshold by authors' F1": ("authors", None, "authors"),
+            "learned": ("authors", list(range(n_f)), "authors"),
+            "learned + attribute": ("authors", list(range(x_width)), "authors"),
+            "learned, weight and threshold by the pipeline's metric": (metric, list(range(n_f)), metric),
+            "learned, without 'another question gives it'": ("authors", list(range(n_f - 1)), "authors"),
+            "learned, without 'another question gives it', by the pipeline's metric": (metric, list(range(n_f - 1)),
+                                                                                        metric)}
+
+    def fitted(kind: str, fit_rows: np.ndarray):
+        w_crit, cols, t_crit = arms[kind]
+        w, t = committed(fit_rows, w_crit)
+        s, coef = keep_scores(at_w[w].probs, at_w[w].gen_logprobs, w), None
+        if cols is not None:
+            s, t, coef = learned(fit_rows, w, cols, t_crit)
+        return w, t, s, coef
 
     def score_arm(kind: str, fit_rows: np.ndarray, test_rows: np.ndarray) -> float:
-        w, t = committed(fit_rows, metric if kind == "committed" else "authors")
-        s = keep_scores(at_w[w].probs, at_w[w].gen_logprobs, w)
-        if kind.startswith("learned"):
-            s, t, _ = learned(fit_rows, w, kind == "learned + attribute")
+        w, t, s, _ = fitted(kind, fit_rows)
         a, recs, ss = sub(at_w[w], test_rows, s)
         return authors(a, recs, ss, t)
 
-    arms = ["committed", "committed, threshold by authors' F1", "learned", "learned + attribute"]
     all_rows = np.arange(n_rows)
     parity = [all_rows[all_rows % 2 == 0], all_rows[all_rows % 2 == 1]]
     rng = np.random.default_rng(p["seed"])
@@ -173,11 +194,7 @@ def main():
     for kind in arms:
         def oof(halves):
             return float(np.mean([score_arm(kind, halves[1 - i], halves[i]) for i in (0, 1)]))
-        w, t = committed(all_rows, metric if kind == "committed" else "authors")
-        s = keep_scores(at_w[w].probs, at_w[w].gen_logprobs, w)
-        coef = None
-        if kind.startswith("learned"):
-            s, t, coef = learned(all_rows, w, kind == "learned + attribute")
+        w, t, s, coef = fitted(kind, all_rows)
         pred = select(at_w[w], records, t, engine.sep, s)
         withheld = withheld_pairs(at_w[w], records, pred, best_presence_threshold(at_w[w], records, pred))
         cols = val_columns(records, pred, withheld, cats, gold_from_records(records))
@@ -189,10 +206,10 @@ def main():
             "val_ap_f1": cols["val_ap_f1"],
             "out_of_fold_parity": round(oof(parity), 2),
             "out_of_fold_halvings": round(float(np.mean([oof(h) for h in halvings])), 2),
-            **({"coef_standardised": dict(zip(FEATURES, np.round(coef, 3).tolist()))} if coef is not None else {})}
+            **({"coef_standardised": dict(zip(FEATURES, np.round(coef[:n_f], 3).tolist()))} if coef is not None else {})}
         print(kind, json.dumps(res["arms"][kind]), flush=True)
     c = res["arms"]["committed"]
-    for kind in arms[1:]:
+    for kind in list(arms)[1:]:
         a = res["arms"][kind]
         a["passes_rule"] = bool(a["out_of_fold_parity"] - c["out_of_fold_parity"] >= 1.0
                                 and a["out_of_fold_halvings"] - c["out_of_fold_halvings"] >= 1.0
