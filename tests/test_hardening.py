@@ -23,6 +23,7 @@ from PIL import Image
 from test_pipeline import build_world, run_all, tiny_params
 from typer.testing import CliRunner
 
+from deflate.answering import keep_model
 from deflate.answering.engine import Deflate
 from deflate.answering.predict_rows import json_line
 from deflate.answering.pyfunc import frame_rows, to_frame
@@ -284,7 +285,22 @@ TAMPER = {
                    rehash(b, "generator/tokenizer/tokenizer_config.json")), "auto_map"),
     "max_len negative, rehashed": (lambda b: (edit_json(b / "generator" / "deflate.json", max_len=-1),
                                               rehash(b, "generator/deflate.json")), "max_len"),
+    "a keep model reading other features": (lambda b: edit_spec(b, lambda s: s["decisions"].update(
+        keep_model=keep_model_spec(features=["log D"] * N_KEEP))), "keep model reads the features"),
+    "a keep model with a zero scale": (lambda b: edit_spec(b, lambda s: s["decisions"].update(
+        keep_model=keep_model_spec(scale=[0.0] * N_KEEP))), "scale"),
+    "a keep model one weight short": (lambda b: edit_spec(b, lambda s: s["decisions"].update(
+        keep_model=keep_model_spec(coef=[0.0] * (N_KEEP - 1)))), "one entry per feature"),
+    "a keep model with a string weight": (lambda b: edit_spec(b, lambda s: s["decisions"].update(
+        keep_model=keep_model_spec(intercept="1"))), "keep_model.intercept"),
 }
+N_KEEP = len(keep_model.FEATURES)
+
+
+def keep_model_spec(**changes) -> dict:
+    """A well-formed learned keep decision for bundle.json, with ``changes``."""
+    return {"features": list(keep_model.FEATURES), "mean": [0.0] * N_KEEP, "scale": [1.0] * N_KEEP,
+            "coef": [0.0] * N_KEEP, "intercept": 0.0, **changes}
 
 
 def write(path: Path, text: str) -> None:
@@ -391,7 +407,7 @@ BUNDLE_VALUES = st.one_of(JSON, st.floats(allow_nan=True, allow_infinity=True), 
 
 @SETTINGS
 @given(section=st.sampled_from(["decisions", "decode", None]), key=st.sampled_from(
-    ["mode", "threshold", "keep_all", "alpha", "weights", "keep_weight", "batch_size", "max_new_tokens", "num_beams",
+    ["mode", "threshold", "keep_all", "alpha", "weights", "keep_weight", "keep_model", "batch_size", "max_new_tokens", "num_beams",
      "constrain_to_vocab", "claim_batch_size", "parts", "format"]), value=BUNDLE_VALUES)
 def test_any_bundle_field_value_loads_or_is_one_bundle_error(bundle, tmp_path_factory, section, key, value):
     b = copy(bundle, tmp_path_factory.mktemp("fuzz") / "b")
@@ -420,7 +436,8 @@ def test_predict_overrides_are_checked(bundle, tmp_path):
     ("synth.n_products", -1, "synth.n_products"), ("eval.threshold", float("nan"), "eval.threshold"),
     ("image.tokenizer", "vq", "image.tokenizer"), ("decode.numbeams", 2, "decode.numbeams"),
     ("model.use_image", "yes", "model.use_image"), ("distributed.mixed_precision", "fp8", "mixed_precision"),
-    ("eval.keep_weights", [1.5], "keep_weights"), ("data.val_fraction", 1.0, "data.val_fraction")])
+    ("eval.keep_weights", [1.5], "keep_weights"), ("eval.keep_decision", "magic", "eval.keep_decision"),
+    ("data.val_fraction", 1.0, "data.val_fraction")])
 def test_every_bad_param_is_named(tmp_path, key, value, says):
     import yaml
 

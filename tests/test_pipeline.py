@@ -1115,3 +1115,47 @@ def test_shared_generator_is_trained_once_and_copied_where_its_key_matches(world
     assert json.loads((tmp_path / "copyTrue" / "deflate.json").read_text())["use_discriminator"] is True
     with pytest.raises(pytest.fail.Exception, match="trained again"):  # the paper's DEFLATE: values only
         train_generator.run(system(True, absent_as_none=False), proc, tok, tmp_path / "plain", tmp_path / "c3")
+
+
+def test_learned_keep_decision_is_fitted_on_val_and_carried_by_the_bundle(world, trained, tmp_path, monkeypatch):
+    """eval.keep_decision learned: a logistic regression over the engine's outputs and the offer, fitted
+    on val with its threshold, goes into the bundle; the loaded bundle keeps exactly the answers whose
+    P(right) under it reaches the threshold, and names the features it reads. A val whose answers are
+    all wrong (the tiny model's) cannot fit it: the keep score decides, and the metrics say why."""
+    import numpy as np
+
+    from deflate.answering import keep_model
+    from deflate.answering.engine import Deflate, answered
+    from deflate.data.splits import load_data
+    from deflate.model.questions import all_questions
+    run, _ = trained
+    p = tiny_params(**{"eval.keep_decision": "learned", "tracking.enabled": False})
+    stage = lambda: evaluate.run(p, world / "processed", world / "tokens", run / "gen", run / "disc",  # noqa: E731
+                                 tmp_path / "m.json", tmp_path / "pred.jsonl", tmp_path / "bundle")
+    unfit = stage()
+    assert unfit["keep_decision"].startswith("score: val's") and "keep_model" not in unfit
+    assert "keep_model" not in json.loads((tmp_path / "bundle" / "bundle.json").read_text())["decisions"]
+
+    class Anything:  # the tiny model is never right: plant "right" on some (product, attribute) pairs
+        def __contains__(self, v):
+            return True
+    monkeypatch.setattr(evaluate, "right_answers",
+                        lambda r, a, sep: Anything() if (len(r.name) + len(a)) % 2 else set())
+    m = stage()
+    saved = json.loads((tmp_path / "bundle" / "bundle.json").read_text())["decisions"]["keep_model"]
+    assert saved["features"] == list(keep_model.FEATURES) and set(m["keep_model"]) == set(keep_model.FEATURES)
+    assert m["keep_decision"] == "learned"
+    assert len(saved["coef"]) == len(saved["mean"]) == len(saved["scale"]) == len(keep_model.FEATURES)
+    engine = Deflate.load(tmp_path / "bundle")
+    d = engine.decisions
+    assert d.keep_model is not None and d.threshold == m["threshold"]
+    data = load_data(world / "processed", world / "tokens", "test")
+    qs = all_questions(data.records, {"attributes": engine.attributes})
+    ans = engine.answer(data.records, qs, engine.batcher(data.image, data.has_image), progress=False)
+    expect = d.keep_model.probability(keep_model.features(ans, data.records))
+    np.testing.assert_allclose(ans.scores, expect, rtol=0, atol=1e-12)
+    assert np.ptp(expect) > 0  # the model reads its features: answers get different P(right)
+    assert ans.kept == [answered(v) and s >= d.threshold for v, s in zip(ans.values, expect)]
+    # the test split's kept answers are the predictions the stage wrote
+    lines = [json.loads(x) for x in (tmp_path / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert sum(len(x["predictions"]) for x in lines) == sum(ans.kept)

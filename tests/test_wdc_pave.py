@@ -270,6 +270,27 @@ def test_targets_as_in_text_copy_question_tokens_and_decode_the_same():
         QuestionBuilder(tok, "en", 64, 16, "copy")
 
 
+def test_split_punctuation_makes_a_value_beside_punctuation_a_whole_word_span():
+    from deflate.model.tokenizer import QuestionBuilder, train_tokenizer
+
+    def reachable(tok, name: str, value: str) -> bool:
+        qb = QuestionBuilder(tok, "en", 64, 16, "as_in_text")
+        q, v = qb.question(name, "", "Color"), qb.value(value, qb.question(name, "", "Color"))[:-1]
+        starts = qb.word_starts(q) + [True]
+        return any(q[i:i + len(v)] == v and starts[i] and starts[i + len(v)] for i in range(len(q)))
+
+    texts = ["Hanes tee (Black), size:XL", "Gildan polo (Navy) size:M", "The Color of tee is",
+             "a-b, c/d (e) 5.5kg", "“quoted” — ¿qué? 50%"] * 30
+    plain, split = train_tokenizer(texts, 300), train_tokenizer(texts, 300, split_punctuation=True)
+    name = "Hanes tee (Black)"
+    assert plain.tokenize(name)[2].startswith("▁(B")  # without it a piece runs across the bracket
+    assert not reachable(plain, name, "Black") and not reachable(plain, "tee size:XL", "XL")
+    assert split.tokenize(name) == ["Hanes", "▁tee", "▁(", "Black", ")"]
+    assert reachable(split, name, "Black") and reachable(split, "tee size:XL", "XL")
+    for text in texts[:5]:
+        assert split.decode(split.encode(text, add_special_tokens=False)) == text  # the surface comes back
+
+
 def test_span_trie_allows_only_spans_of_the_question_and_none():
     from deflate.answering.decoding import _span_allowed, span_trie
 

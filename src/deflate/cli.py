@@ -210,11 +210,13 @@ def predict(model: str = typer.Option("models/deflate", help="A DEFLATE bundle f
                                         "discriminator (default: the bundle's)."),
             weights: str = typer.Option(None, help="Override fused's 'generator,discriminator,lexical' weights "
                                         "(default: the bundle's, picked on validation)."),
-            threshold: float = typer.Option(None, help="Override the keep threshold on each answer's score "
+            threshold: float = typer.Option(None, help="Override the keep threshold on each answer's score: "
+                                            "its keep score, or with a learned keep decision its P(right) "
                                             "(default: the bundle's, chosen on validation)."),
             keep_weight: float = typer.Option(None, help="Override the generator's weight in the keep score "
                                               "P_gen^w * D^(1-w), in [0, 1); 0 = the paper's rule, D alone "
-                                              "(default: the bundle's, chosen on validation)."),
+                                              "(default: the bundle's, chosen on validation). With a learned keep "
+                                              "decision it only chooses among re-ranked beams."),
             presence_threshold: float = typer.Option(None, help="Override the discriminator threshold of the "
                                                      "presence decision: an answer whose claim has D at least it is "
                                                      "reported present, its value under 'withheld' when not kept "
@@ -341,7 +343,8 @@ def _report(engine, d, model: str, output: Path, metrics: Path | None, counts: d
     from deflate.infra.files import write_json
 
     rule = ("every asked attribute answered" if d.keep_all else f"threshold {d.threshold:.3f}"
-            + (f", generator weight {d.keep_weight}" if d.keep_weight else ""))
+            + (f", generator weight {d.keep_weight}" if d.keep_weight else "")
+            + (", learned keep decision" if d.keep_model is not None else ""))
     held = ("" if d.presence_threshold is None else
             f"; {counts['withheld']} attributes present with the value withheld (presence threshold "
             f"{d.presence_threshold:.3f})")

@@ -13,11 +13,13 @@ val writes it as its own DVC output, and :meth:`Deflate.load` needs nothing else
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from deflate.answering import keep_model
 from deflate.answering.decoding import Trie, build_tries, generate_scored, generate_values, span_beams, topk_values
 from deflate.answering.lexical import LexicalScorer
 from deflate.answering.predict_rows import checked_rows, row_pictures, shown
@@ -39,7 +41,6 @@ from deflate.infra.bundle import (
     check_record,
     read_bundle,
 )
-from deflate.infra.files import chunked
 from deflate.model.batching import Batcher, Example
 from deflate.model.mul_t5 import load_discriminator, load_generator
 from deflate.model.questions import (
@@ -126,6 +127,19 @@ class Answers:
             glp = self.gen_logprobs.copy()
             glp[has] = self.beams.gen_logprobs[pick[has]]
         return replace(self, values=values, probs=probs, gen_logprobs=glp, scores=None, kept=[], present=[])
+
+
+def product_chunks(questions: list[Question], size: int) -> Iterator[list[Question]]:
+    """Consecutive lists of about ``size`` questions that never part a product's consecutive questions:
+    a learned keep decision reads the other answers of the same product (``keep_model.features``)."""
+    chunk: list[Question] = []
+    for q in questions:
+        if len(chunk) >= size and q.row != chunk[-1].row:
+            yield chunk
+            chunk = []
+        chunk.append(q)
+    if chunk:
+        yield chunk
 
 
 def keep_scores(probs: np.ndarray | None, gen_logprobs: np.ndarray | None, weight: float) -> np.ndarray | None:
@@ -223,6 +237,13 @@ class Deflate:
                               "'free' with open or span decoding only")
         if d.presence_threshold is not None and self.disc is None:
             raise BundleError("a presence threshold needs the discriminator, which this bundle lacks")
+        if d.keep_model is not None:
+            if self.disc is None or d.mode != "free" or d.keep_all:
+                raise BundleError("a learned keep decision judges free answers with the discriminator's D: it "
+                                  "needs the discriminator, mode 'free' and keep_all false")
+            if list(d.keep_model.features) != list(keep_model.FEATURES):
+                raise BundleError(f"this bundle's keep model reads the features {d.keep_model.features}; this "
+                                  f"version of deflate computes {list(keep_model.FEATURES)}")
         if d.mode == "rerank" and self.disc is None:
             raise BundleError("mode 'rerank' needs the discriminator, which this bundle lacks")
         # both weigh candidate values by D, which a claim without its value cannot give
@@ -340,7 +361,7 @@ class Deflate:
         answer is empty, which changes nothing the caller reports. :data:`ANSWER_CHUNK` questions at
         a time, so a catalogue's examples are never all in memory."""
         parts = [self._answer(records, chunk, batcher, desc, progress, gen_logprobs, prune)
-                 for chunk in chunked(questions, ANSWER_CHUNK)]
+                 for chunk in product_chunks(questions, ANSWER_CHUNK)]
         return (Answers.joined(parts) if parts
                 else self._answer(records, [], batcher, desc, progress, gen_logprobs, prune))
 
@@ -350,7 +371,7 @@ class Deflate:
         value at P_gen = 1, computed by the same function (every step is monotone, so the rounded bound
         holds too), and presence needs D at least its threshold."""
         d = self.decisions
-        if d.keep_all or d.mode != "free":
+        if d.keep_all or d.mode != "free" or d.keep_model is not None:  # a learned decision has no bound in D
             return np.ones(len(probs), dtype=bool)
         bound = keep_scores(probs, np.zeros(len(probs), dtype=np.float32), d.keep_weight)
         live = bound >= d.threshold
@@ -375,7 +396,8 @@ class Deflate:
         constrained = d.mode == "free" and self.decode["constrain_to_vocab"]
         glp = None
         rerank = self.reranks_beams and d.mode == "free"
-        gen_logprobs = gen_logprobs or rerank  # re-ranking weighs the generator: every answer's log-prob
+        # re-ranking and a learned keep decision weigh the generator: every answer's log-prob
+        gen_logprobs = gen_logprobs or rerank or d.keep_model is not None
         if self.disc is not None and (gen_logprobs or d.keep_weight) and d.mode == "free" and not constrained:
             # every asked question (all, unless pruned) is generated here: one encoder pass per batch serves
             # the answer and its score
@@ -405,11 +427,12 @@ class Deflate:
             beams = self.beams(batcher, records, questions, exs, values, desc, progress)
             picked = Answers(questions, values, probs, gen_logprobs=glp, beams=beams).at_weight(d.keep_weight)
             values, probs, glp = picked.values, picked.probs, picked.gen_logprobs
-        scores = keep_scores(probs, glp, d.keep_weight)
+        ans = Answers(questions, values, probs, gen_logprobs=glp, beams=beams)
+        scores = (keep_model.scores(d.keep_model, ans, records) if d.keep_model is not None
+                  else keep_scores(probs, glp, d.keep_weight))
         kept = [keep(v, None if scores is None else scores[k], d.threshold) or (d.keep_all and bool(v))
                 for k, v in enumerate(values)]
-        return Answers(questions, values, probs, kept, glp, scores, presence(values, probs, kept, d.presence_threshold),
-                       beams)
+        return replace(ans, kept=kept, scores=scores, present=presence(values, probs, kept, d.presence_threshold))
 
     def beams(self, batcher: Batcher, records: list[Record], questions: list[Question], exs: list[Example],
               greedy: list[str], desc: str, progress: bool) -> Beams:

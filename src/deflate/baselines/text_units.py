@@ -14,16 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
 from deflate.baselines.taggers import UNK, char_vocab
 from deflate.infra.errors import UserError
-from deflate.infra.files import read_json
-from deflate.model.pretrained import PROVENANCE, load_pretrained
+from deflate.infra.params_schema import TextUnits
+from deflate.model.pretrained import PROVENANCE, load_pretrained, materialized
 
-MODES = ("chars", "pieces", "embeddings", "encoder")
+MODES = get_args(TextUnits)  # the params schema's modes: chars, pieces, embeddings, encoder
 ENCODE_BATCH = 16  # texts per frozen-encoder pass
 
 
@@ -50,15 +50,22 @@ class Units:
 
         path = cfg["pretrained_path"]
         what = "baselines.tagger.pretrained_path"
-        tok = load_pretrained(AutoTokenizer.from_pretrained, path, what)
+        provenance = None
+        if (Path(path) / PROVENANCE).is_file():  # a materialised named checkpoint: its pins checked once, here
+            provenance = materialized(Path(path))
+
+        def load(loader):
+            return loader(path) if provenance is not None else load_pretrained(loader, path, what)
+
+        tok = load(AutoTokenizer.from_pretrained)
         if not tok.is_fast:
             raise UserError(f"{what} {path}: the taggers need a fast tokenizer (tokenizer.json) for offsets")
         units = cls(mode, tokenizer=tok)
-        if (Path(path) / PROVENANCE).is_file():
-            units.provenance = {k: v for k, v in read_json(Path(path) / PROVENANCE).items()
+        if provenance is not None:
+            units.provenance = {k: v for k, v in provenance.items()
                                 if k in ("name", "package", "version", "sha256", "licence")}
         if mode in ("embeddings", "encoder"):
-            bert, info = load_pretrained(lambda f: BertModel.from_pretrained(f, output_loading_info=True), path, what)
+            bert, info = load(lambda f: BertModel.from_pretrained(f, output_loading_info=True))
             units.loading = {k: sorted(info[k]) for k in ("missing_keys", "unexpected_keys")}
             if mode == "embeddings":
                 units.embeddings = bert.get_input_embeddings().weight.detach().clone()

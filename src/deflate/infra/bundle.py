@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Optional, TypeVar
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -250,6 +251,23 @@ class LexicalMeta(Record):
     attributes: list[LexicalAttribute]
 
 
+class KeepModelSchema(Record):
+    """A learned keep decision: a logistic regression over named features (deflate.answering.keep_model)."""
+    features: list[str] = Field(min_length=1, max_length=64)
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        if not len(self.mean) == len(self.scale) == len(self.coef) == len(self.features):
+            raise ValueError("keep_model: features, mean, scale and coef must have one entry per feature")
+        if min(self.scale) <= 0:
+            raise ValueError("keep_model: every scale must be positive")
+        return self
+
+
 class DecisionsSchema(Record):
     mode: Literal[MODES]
     threshold: float = Field(ge=0, le=1)
@@ -258,6 +276,7 @@ class DecisionsSchema(Record):
     weights: list[float] = Field(min_length=3, max_length=3)
     keep_weight: float = Field(default=0.0, ge=0, lt=1)
     presence_threshold: Optional[float] = Field(default=None, ge=0, le=1)
+    keep_model: Optional[KeepModelSchema] = None
 
     @field_validator("weights")
     @classmethod
@@ -379,6 +398,21 @@ def check_record(obj: dict, schema: type[R], where: str) -> R:
 
 # --- decisions ---------------------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
+class KeepModel:
+    """The numbers of a learned keep decision, fitted on val (deflate.answering.keep_model computes
+    the features it names and fits it): P(right) = sigmoid(((x - mean) / scale) . coef + intercept)."""
+    features: list[str]
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        z = ((x - np.asarray(self.mean)) / np.asarray(self.scale)) @ np.asarray(self.coef) + self.intercept
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+@dataclass(frozen=True, kw_only=True)
 class Decisions:
     """How a trained DEFLATE answers; made on validation by the stage that writes the bundle, or
     overridden by a user (``deflate predict --threshold``): checked by the same schema either way."""
@@ -393,18 +427,28 @@ class Decisions:
     # its value is kept: an answer (not None) whose claim has D >= this is present; None: present
     # means kept (the paper's rule)
     presence_threshold: float | None = None
+    # a learned keep decision (eval.keep_decision: learned): the threshold then applies to its P(right)
+    # instead of the keep score; the keep weight still chooses among re-ranked beams. None: the keep score
+    keep_model: KeepModel | None = None
 
     def __post_init__(self):
         def num(x):  # numpy scalars from the val search are numbers; strings and booleans are not
             return float(x) if isinstance(x, numbers.Real) and not isinstance(x, bool) else x
 
-        w = self.weights
+        w, km = self.weights, self.keep_model
+        if isinstance(km, KeepModel):
+            km = asdict(km)
+        if isinstance(km, dict):  # numbers from numpy are numbers; anything else meets the schema as given
+            km = {k: [num(x) for x in v] if isinstance(v, (list, tuple)) and k != "features" else num(v)
+                  for k, v in km.items()}
         given = {**asdict(self), "weights": [num(x) for x in w] if isinstance(w, (list, tuple)) else w,
+                 "keep_model": km,
                  **{k: num(getattr(self, k)) for k in ("threshold", "alpha", "keep_weight", "presence_threshold")}}
         d = check_record(given, DecisionsSchema, "decisions")
         for k in ("threshold", "alpha", "keep_weight", "presence_threshold"):
             object.__setattr__(self, k, getattr(d, k))
         object.__setattr__(self, "weights", tuple(d.weights))
+        object.__setattr__(self, "keep_model", None if d.keep_model is None else KeepModel(**d.keep_model.model_dump()))
 
 
 # --- the folder ----------------------------------------------------------------------------------------
@@ -475,9 +519,9 @@ def write_bundle(out: Path, decisions: Decisions, decode: dict, claim_batch_size
                 shutil.copytree(src, tmp / name, symlinks=False)
         bundle_image_files(tmp / "generator")
         spec = {"format": FORMAT, "parts": [n for n, src in parts.items() if src is not None],
-                # a bundle without a presence decision keeps the bytes it had before the key existed
+                # a bundle without a presence decision or a keep model keeps the bytes it had before the keys existed
                 "decisions": {k: v for k, v in {**asdict(decisions), "weights": list(decisions.weights)}.items()
-                              if not (k == "presence_threshold" and v is None)},
+                              if not (k in ("presence_threshold", "keep_model") and v is None)},
                 "decode": {k: decode[k] for k in DECODE_KEYS}, "claim_batch_size": claim_batch_size,
                 "files": manifest(tmp)}
         check_record(spec, BundleSchema, "the bundle being written")

@@ -57,6 +57,7 @@ class Text(Section):
     max_value_len: int = Field(ge=1, le=1024)
     target_form: Literal["standalone", "as_in_text"]
     answer_prefix: bool
+    split_punctuation: bool
 
 
 class Model(Sizes):
@@ -118,6 +119,7 @@ class Eval(Section):
     threshold_metric: Literal["ave", "ap"]
     presence: Literal["kept", "discriminator"]
     keep_weights: list[float] = Field(min_length=1, max_length=100)
+    keep_decision: Literal["score", "learned"]
     metrics_name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     n_boot: int = Field(ge=0, le=1_000_000)
     val_max: Opt[int] = Field(default=None, ge=1)
@@ -128,6 +130,8 @@ class Eval(Section):
             raise ValueError("eval.threshold must be 'auto' or a number in [0, 1]")
         if any(not 0 <= w < 1 for w in self.keep_weights):
             raise ValueError("eval.keep_weights must be numbers in [0, 1)")
+        if self.keep_decision == "learned" and self.threshold != "auto":
+            raise ValueError("eval.keep_decision learned is fitted on validation: it needs eval.threshold auto")
         return self
 
 

@@ -22,6 +22,7 @@ PAD, EOS, UNK, IMG, CLS = "<pad>", "</s>", "<unk>", "<IMG>", "<CLS>"
 SPECIALS = [PAD, EOS, UNK, IMG, CLS]  # ids 0..4: T5 wants pad=0 (decoder start) and eos=1
 NONE_VALUE = "None"  # the d- generator's answer for an attribute the product lacks (paper §5.4)
 CJK = "[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]"
+PUNCTUATION = r"[\p{P}\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]"  # Unicode punctuation and ASCII symbols, as BERT's
 
 TEMPLATES = {
     "zh": {"head": "{name}", "desc": "（{desc}）", "tail": "的{attr}是", "sep": ""},
@@ -29,11 +30,17 @@ TEMPLATES = {
 }
 
 
-def train_tokenizer(texts, vocab_size: int) -> PreTrainedTokenizerFast:
-    """BPE over isolated CJK characters (Chinese stays char-level) and Latin sub-words."""
+def train_tokenizer(texts, vocab_size: int, split_punctuation: bool = False) -> PreTrainedTokenizerFast:
+    """BPE over isolated CJK characters (Chinese stays char-level) and Latin sub-words. With
+    ``split_punctuation`` (``text.split_punctuation``) every punctuation character is a piece of its
+    own (with the space before it), as in BERT's pre-tokenizer: no piece runs across a bracket, comma or hyphen, so a value
+    written next to one ("(Black)", "Size:XL") is still a run of whole pieces of its offer, which
+    span decoding can copy (WDC-PAVE val: 94.8% of present values are whole-word spans, 85.0% without)."""
     tok = Tokenizer(models.BPE(unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Metaspace(prepend_scheme="never"),
-                                                 pre_tokenizers.Split(Regex(CJK), "isolated")])
+    steps = [pre_tokenizers.Metaspace(prepend_scheme="never"), pre_tokenizers.Split(Regex(CJK), "isolated")]
+    if split_punctuation:  # a punctuation character alone, with the space before it if any: "▁(", "Black", ")"
+        steps.append(pre_tokenizers.Split(Regex("\u2581?" + PUNCTUATION), "isolated"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(steps)
     tok.decoder = decoders.Metaspace(prepend_scheme="never")
     tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
                                                         show_progress=False))

@@ -2,7 +2,8 @@
 (paper §5.1 metrics). The threshold, and the generator's weight in the keep score
 (``eval.keep_weights``; 0 is the paper's rule), are chosen on validation, and so, with
 ``eval.presence: discriminator``, is the discriminator's own threshold for whether a product has an
-attribute (attribute prediction apart from the kept values); they and the trained parts go into the
+attribute (attribute prediction apart from the kept values), and with ``eval.keep_decision: learned``
+the keep model that replaces the keep score (``answering.keep_model``); they and the trained parts go into the
 bundle (``models/deflate``) that ``deflate predict`` and the MLflow model answer from."""
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
+from deflate.answering import keep_model
 from deflate.answering.engine import Answers, Deflate, answered, keep, keep_scores, presence
 from deflate.data.records import Record, load_split
-from deflate.data.splits import Split, load_data
+from deflate.data.splits import Split, load_data, right_answers
 from deflate.evaluation import prediction_files
 from deflate.evaluation.intervals import bootstrap_f1
 from deflate.evaluation.metrics import evaluate as compute_metrics
 from deflate.evaluation.metrics import gold_from_records, majority_baseline, prf
 from deflate.infra import distributed as dist
 from deflate.infra import kernels
-from deflate.infra.bundle import Decisions, write_bundle
+from deflate.infra.bundle import Decisions, KeepModel, write_bundle
 from deflate.infra.config import Params
 from deflate.infra.files import write_json, write_jsonl
 from deflate.infra.runtime import record_model_uri
@@ -42,7 +44,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     if use_disc and not auto:  # given in params: the first weight with it
         engine.with_decisions(threshold=float(p["eval"]["threshold"]), keep_weight=weights[0])
     # val predictions are written too (reported beside test)
-    val_ans = answer_split(engine, val, ctx.schema, "val", gen_logprobs=auto and any(weights))
+    learned = auto and p["eval"]["keep_decision"] == "learned"
+    val_ans = answer_split(engine, val, ctx.schema, "val", gen_logprobs=auto and (any(weights) or learned))
     by_weight: dict = {}
     if auto:  # chosen on validation, never on test
         weight, thr, by_weight = best_keep_rule(val_ans, val.records, engine.sep, p["eval"]["threshold_metric"],
@@ -50,6 +53,14 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
         engine.with_decisions(threshold=thr, keep_weight=weight)
         val_ans = val_ans.at_weight(weight)  # re-ranked beams: the answers under the chosen weight
         val_ans.scores = keep_scores(val_ans.probs, val_ans.gen_logprobs, weight)
+        if learned:  # the keep model and its threshold, on val too
+            fitted, why = learned_keep_rule(val_ans, val.records, engine.sep, p["eval"]["threshold_metric"], p["seed"])
+            if fitted is None:  # said, recorded in the metrics, and the keep score decides
+                print(f"[evaluate] eval.keep_decision learned: {why}; the keep score decides instead", flush=True)
+            else:
+                model, thr = fitted
+                engine.with_decisions(threshold=thr, keep_model=model)
+                val_ans.scores = keep_model.scores(model, val_ans, val.records)
     thr, weight = engine.decisions.threshold, engine.decisions.keep_weight
     val_pred = select(val_ans, val.records, thr, engine.sep)
     val_withheld = None
@@ -67,6 +78,11 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, disc_dir: P
     train_records = load_split(processed, "train")
     metrics["threshold"] = round(thr, 4)
     metrics["keep_weight"] = weight
+    if learned:  # what decided, and the learned keep decision's standardised weights
+        km = engine.decisions.keep_model
+        metrics["keep_decision"] = "learned" if km is not None else f"score: {why}"
+        if km is not None:
+            metrics["keep_model"] = {n: round(c, 4) for n, c in zip(km.features, km.coef)}
     if withheld is not None:
         metrics["presence_threshold"] = round(engine.decisions.presence_threshold, 4)
     if by_weight:  # each weight's best val F1 (threshold_metric), the evidence behind the choice
@@ -132,6 +148,28 @@ def best_keep_rule(ans: Answers, records: list[Record], sep: str, metric: str,
     _, w, t = max(rules, key=lambda r: (r[0], -r[1], -abs(r[2] - 0.5)))
     by_weight = {str(w): max(r[0] for r in rules if r[1] == w) for w in weights}
     return float(w), float(t), by_weight
+
+
+def learned_keep_rule(ans: Answers, records: list[Record], sep: str, metric: str,
+                      seed: int) -> tuple[tuple[KeepModel, float] | None, str]:
+    """The learned keep decision (``eval.keep_decision: learned``): a keep model fitted on the answered
+    val questions (target: the answer is one of the gold spellings), and the threshold on its P(right)
+    with the best validation F1 (``metric``) over its percentiles and 0.5 (ties: closest to 0.5).
+    None, with the reason, when val's answers are all right or all wrong (a model barely trained):
+    nothing to fit."""
+    x = keep_model.features(ans, records)
+    has = np.array([answered(v) for v in ans.values])
+    right = np.array([answered(v) and v in right_answers(records[q.row], q.attribute, sep)
+                      for q, v in zip(ans.questions, ans.values)])
+    if len(set(right[has].tolist())) < 2:
+        return None, (f"val's {int(has.sum())} answers are all {'right' if right[has].all() else 'wrong'}, "
+                      "so there is no keep model to fit")
+    model = keep_model.fit(x[has], right[has], seed)
+    scores = model.probability(x)
+    gold, texts = gold_from_records(records)
+    grid = sorted(set(np.round(np.quantile(scores[has], np.linspace(0, 1, 101)), 4).tolist()) | {0.5})
+    f1 = {t: compute_metrics(gold, select(ans, records, t, sep, scores), texts)[metric]["f1"] for t in grid}
+    return (model, float(max(grid, key=lambda t: (f1[t], -abs(t - 0.5))))), "fitted"
 
 
 def withheld_pairs(ans: Answers, records: list[Record], pred: dict, presence_threshold: float) -> set:

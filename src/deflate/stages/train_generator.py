@@ -166,4 +166,5 @@ def generator_tokenizer(p: Params, records, schema: dict):
     m, t = p["model"], p["text"]
     path = m["tokenizer_path"] or m["pretrained_path"]
     return load_tokenizer(path) if path else dist.from_main(lambda: train_tokenizer(corpus(records, schema),
-                                                                                   t["vocab_size"]))
+                                                                                   t["vocab_size"],
+                                                                                   t["split_punctuation"]))
