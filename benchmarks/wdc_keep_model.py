@@ -19,7 +19,9 @@ often it occurs; its length in words and characters and its share of digits; whe
 question of the same offer gives the same value. The arm `+ attribute` adds one indicator per
 attribute (a per-attribute calibration, shrunk by the same L2 penalty).
 
-A logistic regression (L2, C 1.0, features standardised) predicts "the answer is one of the gold
+Since the decision landed (`eval.keep_decision: learned`) the features are the engine's own,
+`deflate.answering.keep_model.features` (the same numbers as the probe's first version; "greedy kept"
+is named "first candidate" there). A logistic regression (L2, C 1.0, features standardised) predicts "the answer is one of the gold
 spellings" over every answered question; the keep threshold on its probability is chosen by the
 authors' F1 on the fitting half. Out of fold: fit on one half of val's offers, score the other,
 both ways; over the parity halves (as every probe since 2026-12-06) and over 5 seeded random
@@ -42,7 +44,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -51,9 +52,6 @@ from deflate.infra import kernels
 sys.path.insert(0, str(Path(__file__).parent))
 from wdc_val_probe import open_val, parser  # noqa: E402
 
-FEATURES = ["log D", "P_gen mean log-prob", "greedy kept", "P_gen margin over next candidate", "candidates",
-            "offset in offer", "in title", "occurrences (log)", "words", "characters (log)", "digit share",
-            "another question gives it"]
 HALVINGS = 5
 
 
@@ -65,6 +63,7 @@ def main():
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
+    from deflate.answering import keep_model
     from deflate.answering.engine import Answers, answered, keep_scores
     from deflate.data.splits import load_schema, right_answers
     from deflate.evaluation import wdc_pave_rule
@@ -85,28 +84,13 @@ def main():
     n_rows = len(records)
 
     def features(ans: Answers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per question: the feature row, whether it is answered, whether the answer is right."""
-        b = base.beams
-        same = Counter((q.row, v) for q, v in zip(ans.questions, ans.values) if answered(v))
-        x, has, right = [], [], []
-        for k, (q, v) in enumerate(zip(ans.questions, ans.values)):
-            r = records[q.row]
-            text = f"{r.name} {r.description}"
-            a, z = (int(b.starts[k]), int(b.starts[k + 1])) if b is not None else (0, 0)
-            others = [float(b.gen_logprobs[i]) for i in range(a, z) if b.values[i] != v] if b is not None else []
-            glp = float(ans.gen_logprobs[k])
-            at = text.find(v) if v else -1
-            row = [np.log(max(float(ans.probs[k]), 1e-7)), glp,
-                   float(b is None or (z > a and b.values[a] == v)),
-                   glp - max(others) if others else 5.0, float(z - a),
-                   at / max(len(text), 1) if at >= 0 else 1.0, float(bool(v) and v in r.name),
-                   np.log1p(text.count(v)) if v else 0.0, float(len(v.split())), np.log1p(len(v)),
-                   sum(c.isdigit() for c in v) / max(len(v), 1), float(same.get((q.row, v), 0) > 1)]
-            row += [float(q.attribute == a_) for a_ in attrs]
-            x.append(row)
-            has.append(answered(v))
-            right.append(answered(v) and v in right_answers(r, q.attribute, engine.sep))
-        return np.asarray(x, dtype=np.float64), np.asarray(has), np.asarray(right)
+        """Per question: the engine's keep-model features with one indicator per attribute after them,
+        whether it is answered, whether the answer is right."""
+        onehot = np.asarray([[float(q.attribute == a_) for a_ in attrs] for q in ans.questions])
+        has = np.asarray([answered(v) for v in ans.values])
+        right = np.asarray([answered(v) and v in right_answers(records[q.row], q.attribute, engine.sep)
+                            for q, v in zip(ans.questions, ans.values)])
+        return np.hstack([keep_model.features(ans, records), onehot]), has, right
 
     feats = {w: features(at_w[w]) for w in weights}
     x_width = feats[weights[0]][0].shape[1]
@@ -158,6 +142,7 @@ def main():
         a, recs, ss = sub(at_w[w], fit_rows, s)
         return s, best_t(a, recs, ss, crit), lr.coef_[0]
 
+    FEATURES = keep_model.FEATURES
     n_f = len(FEATURES)
     # arm: (criterion of the keep weight, the learned model's feature columns or None, criterion of the threshold)
     arms = {"committed": (metric, None, metric),
@@ -189,7 +174,7 @@ def main():
     for _ in range(HALVINGS):
         perm = rng.permutation(n_rows)
         halvings.append([np.sort(perm[: n_rows // 2]), np.sort(perm[n_rows // 2:])])
-    res = {"split": "val", "questions": len(questions), "bundle": str(val.bundle), "features": FEATURES,
+    res = {"split": "val", "questions": len(questions), "bundle": str(val.bundle), "features": list(FEATURES),
            "seconds_answering": seconds, "kernels": kernels.describe()["kernels"], "arms": {}}
     for kind in arms:
         def oof(halves):
