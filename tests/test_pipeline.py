@@ -1159,3 +1159,14 @@ def test_learned_keep_decision_is_fitted_on_val_and_carried_by_the_bundle(world,
     # the test split's kept answers are the predictions the stage wrote
     lines = [json.loads(x) for x in (tmp_path / "pred.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sum(len(x["predictions"]) for x in lines) == sum(ans.kept)
+    # deflate predict answers with it too: each kept value's score is its P(right), at least the threshold
+    from typer.testing import CliRunner
+
+    from deflate.cli import app
+    rows = [{"id": r.id, "name": r.name, "description": r.description} for r in data.records]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    r = CliRunner().invoke(app, ["predict", "--model", str(tmp_path / "bundle"), "--input", str(tmp_path / "in.jsonl"),
+                                 "--output", str(tmp_path / "o.jsonl"), "--threshold", "0.0"])
+    assert r.exit_code == 0 and "learned keep decision" in r.output, r.output
+    got = [p["score"] for x in (tmp_path / "o.jsonl").read_text().splitlines() for p in json.loads(x)["predictions"]]
+    assert got and all(0 <= g <= 1 for g in got) and len(set(got)) > 1
