@@ -12,16 +12,22 @@ not :data:`FEATURES` is refused on load.
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
+from deflate.data.records import Record
 from deflate.infra.bundle import KeepModel
 from deflate.model.tokenizer import NONE_VALUE
 
-if TYPE_CHECKING:
-    from deflate.answering.engine import Answers
-    from deflate.data.records import Record
+
+class Answered(Protocol):
+    """What the features read of the engine's answers (``engine.Answers``, which imports this module)."""
+    questions: list
+    values: list[str]
+    probs: np.ndarray
+    gen_logprobs: np.ndarray
+    beams: Any  # engine.Beams or None
 
 FEATURES = ("log D", "P_gen mean log-prob", "first candidate", "P_gen margin over next candidate", "candidates",
             "offset in offer", "in title", "occurrences (log)", "words", "characters (log)", "digit share",
@@ -30,7 +36,7 @@ C = 1.0  # L2 strength of the fit (sklearn's C), not tuned: the probe's one sett
 NO_RIVAL = 5.0  # the margin of an answer no other candidate competes with (greedy answering, a lone beam)
 
 
-def features(ans: Answers, records: list[Record]) -> np.ndarray:
+def features(ans: Answered, records: list[Record]) -> np.ndarray:
     """One row of :data:`FEATURES` per question (the same for an unanswered one, which is never kept):
     the claim's log D; the generator's mean token log-prob of the answer; whether it is its question's
     first candidate (the greedy answer, where that named a value) and its log-prob margin over the best
@@ -70,6 +76,6 @@ def fit(x: np.ndarray, right: np.ndarray, seed: int) -> KeepModel:
                      intercept=float(lr.intercept_[0]))
 
 
-def scores(model: KeepModel, ans: Answers, records: list[Record]) -> np.ndarray:
+def scores(model: KeepModel, ans: Answered, records: list[Record]) -> np.ndarray:
     """Each answer's probability of being right under ``model`` (what the keep threshold is compared with)."""
     return model.probability(features(ans, records))
