@@ -44,13 +44,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from deflate.infra import kernels
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wdc_val_probe import open_val, parser  # noqa: E402
+from wdc_val_probe import offers, open_val, parser  # noqa: E402
 
 HALVINGS = 5
 
@@ -98,11 +97,8 @@ def main():
 
     def sub(ans: Answers, rows: np.ndarray, scores: np.ndarray) -> tuple[Answers, list, np.ndarray]:
         """The answers of the offers ``rows`` (renumbered) and their scores."""
-        new = {int(r): j for j, r in enumerate(rows)}
-        ks = [k for k, q in enumerate(ans.questions) if q.row in new]
-        a = Answers([replace(ans.questions[k], row=new[ans.questions[k].row]) for k in ks],
-                    [ans.values[k] for k in ks], ans.probs[ks], gen_logprobs=ans.gen_logprobs[ks])
-        return a, [records[int(r)] for r in rows], scores[ks]
+        a, recs, ks = offers(ans, records, rows)
+        return a, recs, scores[ks]
 
     def authors(a: Answers, recs: list, s: np.ndarray, t: float) -> float:
         return float(wdc_pave_rule.summary(wdc_pave_rule.count(recs, select(a, recs, t, engine.sep, s), cats), 0)["f1"])

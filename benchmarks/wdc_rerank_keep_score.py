@@ -56,13 +56,12 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from deflate.infra import kernels
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wdc_val_probe import open_val, parser  # noqa: E402
+from wdc_val_probe import offers, open_val, parser  # noqa: E402
 
 
 def arguments() -> argparse.Namespace:
@@ -133,13 +132,7 @@ def main():
         return chosen(keep_scores(rank_probs, glp, 1.0 if args.choose_by_generator else w))
 
     def half(ans: Answers, parity: int) -> tuple[Answers, list]:
-        rows = [i for i in range(len(records)) if i % 2 == parity]
-        new = {r: j for j, r in enumerate(rows)}
-        ks = [k for k, q in enumerate(ans.questions) if q.row % 2 == parity]
-        sub = lambda a: None if a is None else a[ks]
-        return (Answers([replace(ans.questions[k], row=new[ans.questions[k].row]) for k in ks],
-                        [ans.values[k] for k in ks], sub(ans.probs), gen_logprobs=sub(ans.gen_logprobs)),
-                [records[r] for r in rows])
+        return offers(ans, records, [i for i in range(len(records)) if i % 2 == parity])[:2]
 
     def authors_f1(ans: Answers, recs: list, w: float, t: float) -> float:
         pred = select(ans, recs, t, engine.sep, keep_scores(ans.probs, ans.gen_logprobs, w))

@@ -1,12 +1,15 @@
-"""What the WDC-PAVE val probes share (wdc_span_words, wdc_span_collisions, wdc_rerank_keep_score):
-their common arguments, and the pipeline's params with its kernels pinned, its committed DEFLATE
-bundle and its val split. Never eval_visible."""
+"""What the WDC-PAVE val probes share (wdc_span_words, wdc_span_collisions, wdc_rerank_keep_score,
+wdc_keep_model, wdc_learned_select): their common arguments, the pipeline's params with its kernels
+pinned, its committed DEFLATE bundle and its val split, and the answers of a subset of val's offers
+(out-of-fold protocols). Never eval_visible."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from deflate.infra import kernels
 from deflate.infra.config import load_params
@@ -42,3 +45,22 @@ def open_val(args: argparse.Namespace) -> Val:
     processed = args.pipeline / "data" / "processed"
     return Val(p, bundle, Deflate.load(bundle), load_data(processed, args.pipeline / "data" / "no_tokens", "val"),
                processed)
+
+
+def offers(ans: Any, records: list, rows, with_beams: bool = False) -> tuple[Any, list, np.ndarray]:
+    """The answers (``engine.Answers``) of the offers ``rows`` only, renumbered as those offers are;
+    the offers' records; and which questions of ``ans`` they are (to take the same subset of
+    per-question scores). Without beams unless ``with_beams`` (an answer without beams is final:
+    ``at_weight`` does not pick again among them)."""
+    new = {int(r): j for j, r in enumerate(rows)}
+    ks = np.asarray([k for k, q in enumerate(ans.questions) if q.row in new], dtype=np.int64)
+    part = lambda a: None if a is None else a[ks]  # noqa: E731
+    beams = ans.beams if with_beams else None
+    if beams is not None:  # each kept question's candidates, in order
+        spans = [(int(beams.starts[k]), int(beams.starts[k + 1])) for k in ks.tolist()]
+        at = np.asarray([i for a, z in spans for i in range(a, z)], dtype=np.int64)
+        beams = type(beams)(np.cumsum([0] + [z - a for a, z in spans]), [beams.values[i] for i in at],
+                            beams.probs[at], beams.gen_logprobs[at])
+    a = type(ans)([replace(ans.questions[k], row=new[ans.questions[k].row]) for k in ks],
+                  [ans.values[k] for k in ks], part(ans.probs), gen_logprobs=part(ans.gen_logprobs), beams=beams)
+    return a, [records[int(r)] for r in rows], ks
