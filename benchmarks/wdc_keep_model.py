@@ -49,7 +49,7 @@ from pathlib import Path
 from deflate.infra import kernels
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wdc_val_probe import offers, open_val, parser  # noqa: E402
+from wdc_val_probe import folds, offers, open_val, parser  # noqa: E402
 
 HALVINGS = 5
 
@@ -164,12 +164,7 @@ def main():
         return authors(a, recs, ss, t)
 
     all_rows = np.arange(n_rows)
-    parity = [all_rows[all_rows % 2 == 0], all_rows[all_rows % 2 == 1]]
-    rng = np.random.default_rng(p["seed"])
-    halvings = []
-    for _ in range(HALVINGS):
-        perm = rng.permutation(n_rows)
-        halvings.append([np.sort(perm[: n_rows // 2]), np.sort(perm[n_rows // 2:])])
+    parity, halvings = folds(n_rows, p["seed"], HALVINGS)
     res = {"split": "val", "questions": len(questions), "bundle": str(val.bundle), "features": list(FEATURES),
            "seconds_answering": seconds, "kernels": kernels.describe()["kernels"], "arms": {}}
     for kind in arms:

@@ -44,7 +44,7 @@ from pathlib import Path
 from deflate.infra import kernels
 
 sys.path.insert(0, str(Path(__file__).parent))
-from wdc_val_probe import offers, open_val, parser  # noqa: E402
+from wdc_val_probe import folds, offers, open_val, parser  # noqa: E402
 
 HALVINGS = 5
 
@@ -164,13 +164,7 @@ def main():
         return float(np.mean(got))
 
     n_rows = len(records)
-    all_rows = np.arange(n_rows)
-    parity = [all_rows[all_rows % 2 == 0], all_rows[all_rows % 2 == 1]]
-    rng = np.random.default_rng(seed)
-    halvings = []
-    for _ in range(HALVINGS):
-        perm = rng.permutation(n_rows)
-        halvings.append([np.sort(perm[: n_rows // 2]), np.sort(perm[n_rows // 2:])])
+    parity, halvings = folds(n_rows, seed, HALVINGS)
     b = base.beams
     reach = sum(any(is_right(records, q, b.values[i]) for i in range(int(b.starts[k]), int(b.starts[k + 1])))
                 for k, q in enumerate(base.questions))

@@ -64,3 +64,15 @@ def offers(ans: Any, records: list, rows, with_beams: bool = False) -> tuple[Any
     a = type(ans)([replace(ans.questions[k], row=new[ans.questions[k].row]) for k in ks],
                   [ans.values[k] for k in ks], part(ans.probs), gen_logprobs=part(ans.gen_logprobs), beams=beams)
     return a, [records[int(r)] for r in rows], ks
+
+
+def folds(n_rows: int, seed: int, halvings: int = 5) -> tuple[list, list]:
+    """The out-of-fold splits of val's offers: the parity halves, and ``halvings`` seeded random
+    halvings (each a pair of sorted row arrays)."""
+    rows = np.arange(n_rows)
+    rng = np.random.default_rng(seed)
+    random = []
+    for _ in range(halvings):
+        perm = rng.permutation(n_rows)
+        random.append([np.sort(perm[: n_rows // 2]), np.sort(perm[n_rows // 2:])])
+    return [rows[rows % 2 == 0], rows[rows % 2 == 1]], random
