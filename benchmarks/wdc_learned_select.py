@@ -91,38 +91,32 @@ def main():
         f1 = {t: compute_metrics(gold, select(a, recs, t, sep, s), texts)[metric]["f1"] for t in grid}
         return float(max(grid, key=lambda t: (f1[t], -abs(t - 0.5))))
 
-    def candidates(a: Answers) -> tuple[Answers, np.ndarray]:
-        """Every candidate of every question as an answer of its own (its question's candidates as its
-        beams, so that ``keep_model.features`` reads it as if re-ranking had picked it), and the
-        question each belongs to."""
+    def candidates(a: Answers) -> Answers:
+        """Every candidate of every question as an answer of its own, in the beams' order (its
+        question's candidates as its beams, so that ``keep_model.features`` reads it as if re-ranking
+        had picked it)."""
         b = a.beams
-        qs, vs, owner, starts, at = [], [], [], [0], []
-        for k, q in enumerate(a.questions):
-            lo, hi = int(b.starts[k]), int(b.starts[k + 1])
-            for i in range(lo, hi):
-                qs.append(q)
-                vs.append(b.values[i])
-                owner.append(k)
-                at.extend(range(lo, hi))
-                starts.append(starts[-1] + hi - lo)
-        flat = np.asarray([i for k in range(len(a.questions))
-                           for i in range(int(b.starts[k]), int(b.starts[k + 1]))], dtype=np.int64)
-        at = np.asarray(at, dtype=np.int64)
-        return (Answers(qs, vs, b.probs[flat], gen_logprobs=b.gen_logprobs[flat],
-                        beams=Beams(np.asarray(starts), [b.values[i] for i in at], b.probs[at], b.gen_logprobs[at])),
-                np.asarray(owner, dtype=np.int64))
+        sizes = np.diff(b.starts)
+        owner = np.repeat(np.arange(len(a.questions)), sizes)
+        at = np.asarray([i for k in owner.tolist() for i in range(int(b.starts[k]), int(b.starts[k + 1]))],
+                        dtype=np.int64)
+        return Answers([a.questions[k] for k in owner.tolist()], list(b.values), b.probs,
+                        gen_logprobs=b.gen_logprobs,
+                        beams=Beams(np.concatenate([[0], np.cumsum(sizes[owner])]), [b.values[i] for i in at],
+                                    b.probs[at], b.gen_logprobs[at]))
 
-    def pick(a: Answers, p_right: np.ndarray, owner: np.ndarray, ex: Answers) -> tuple[Answers, np.ndarray]:
-        """Each question's candidate of highest P(right) and its P(right); a question without candidates
-        keeps its answer, which names no value (every answered greedy answer is a candidate), and 0."""
-        values, probs, glp = list(a.values), a.probs.copy(), a.gen_logprobs.copy()
-        s, done = np.zeros(len(values)), np.zeros(len(values), dtype=bool)
-        for j in np.argsort(-p_right, kind="stable"):  # best first: the first seen of a question wins
-            k = int(owner[j])
-            if not done[k]:
-                values[k], probs[k], glp[k], s[k], done[k] = ex.values[j], ex.probs[j], ex.gen_logprobs[j], p_right[j], True
-        assert not any(answered(v) for v, d in zip(values, done) if not d)
-        return Answers(a.questions, values, probs, gen_logprobs=glp, beams=a.beams), s
+    def pick(a: Answers, p_right: np.ndarray) -> tuple[Answers, np.ndarray]:
+        """Each question's candidate (in ``a.beams``, the order of :func:`candidates`) of highest P(right),
+        the first on ties, and its P(right); a question without candidates keeps its answer, which names
+        no value (every answered greedy answer is a candidate), and 0."""
+        b = a.beams
+        values, probs, glp, s = list(a.values), a.probs.copy(), a.gen_logprobs.copy(), np.zeros(len(a.values))
+        for k, (lo, hi) in enumerate(zip(b.starts[:-1].tolist(), b.starts[1:].tolist())):
+            if hi > lo:
+                j = lo + int(np.argmax(p_right[lo:hi]))
+                values[k], probs[k], glp[k], s[k] = b.values[j], b.probs[j], b.gen_logprobs[j], p_right[j]
+            assert hi > lo or not answered(values[k])
+        return Answers(a.questions, values, probs, gen_logprobs=glp, beams=b), s
 
     def fit(kind: str, a: Answers, recs: list) -> dict:
         if kind == "pipeline":
@@ -130,11 +124,11 @@ def main():
             fitted, why = learned_keep_rule(a.at_weight(w), recs, sep, metric, seed)
             assert fitted is not None, why
             return {"w": w, "model": fitted[0], "t": fitted[1]}
-        ex, owner = candidates(a)
+        ex = candidates(a)
         x = keep_model.features(ex, recs)
         right = np.array([is_right(recs, q, v) for q, v in zip(ex.questions, ex.values)])
         chooser = keep_model.fit(x, right, seed)
-        chosen, s = pick(a, chooser.probability(x), owner, ex)
+        chosen, s = pick(a, chooser.probability(x))
         out = {"chooser": chooser}
         if kind == "select":
             out["t"] = threshold(chosen, recs, s)
@@ -149,8 +143,7 @@ def main():
         if kind == "pipeline":
             aw = a.at_weight(f["w"])
             return aw, keep_model.scores(f["model"], aw, recs)
-        ex, owner = candidates(a)
-        chosen, s = pick(a, f["chooser"].probability(keep_model.features(ex, recs)), owner, ex)
+        chosen, s = pick(a, f["chooser"].probability(keep_model.features(candidates(a), recs)))
         return chosen, (s if kind == "select" else keep_model.scores(f["model"], chosen, recs))
 
     def oof(kind: str, halves: list) -> float:
