@@ -60,12 +60,11 @@ def main():
     from deflate.answering.engine import Answers, Beams, answered
     from deflate.data.splits import load_schema, right_answers
     from deflate.evaluation import wdc_pave_rule
-    from deflate.evaluation.metrics import evaluate as compute_metrics
     from deflate.evaluation.metrics import gold_from_records
     from deflate.model.questions import all_questions
     from deflate.reports.wdc_table import val_columns
-    from deflate.stages.evaluate import (best_keep_rule, best_presence_threshold, learned_keep_rule, select,
-                                         withheld_pairs)
+    from deflate.stages.evaluate import (best_keep_rule, best_presence_threshold, best_threshold, learned_keep_rule,
+                                         select, withheld_pairs)
 
     schema = load_schema(processed)
     cats, metric, seed, sep = schema["category_attributes"], p["eval"]["threshold_metric"], p["seed"], engine.sep
@@ -83,13 +82,8 @@ def main():
         return float(wdc_pave_rule.score(recs, select(a, recs, t, sep, s), cats, 0)["f1"])
 
     def threshold(a: Answers, recs: list, s: np.ndarray) -> float:
-        """As ``learned_keep_rule`` chooses it: the pipeline's metric over the answered scores'
-        percentiles and 0.5, ties closest to 0.5."""
-        has = np.array([answered(v) for v in a.values])
-        gold, texts = gold_from_records(recs)
-        grid = sorted(set(np.round(np.quantile(s[has], np.linspace(0, 1, 101)), 4).tolist()) | {0.5})
-        f1 = {t: compute_metrics(gold, select(a, recs, t, sep, s), texts)[metric]["f1"] for t in grid}
-        return float(max(grid, key=lambda t: (f1[t], -abs(t - 0.5))))
+        """As ``learned_keep_rule`` chooses it, over the answered questions' scores."""
+        return best_threshold(a, recs, sep, metric, s, np.array([answered(v) for v in a.values]))[0]
 
     def candidates(a: Answers) -> Answers:
         """Every candidate of every question as an answer of its own, in the beams' order (its

@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent('''
     from deflate.model import train
 
     ckpt, out = Path(sys.argv[1]), Path(sys.argv[2])
-    kill = os.environ.get("KILL", "")
+    kill, ema = os.environ.get("KILL", ""), float(os.environ.get("EMA", "0"))
     what, at = (kill.split(":") + [""])[:2] if kill else ("", "")
     if what == "manifest":
         real = checkpoints.write_json
@@ -61,15 +61,15 @@ SCRIPT = textwrap.dedent('''
     cfg = {"optimizer": "adamax", "lr": 1e-2, "weight_decay": 0.0, "epochs": 4, "batch_size": 8,
            "bucketing": False, "grad_clip": 1.0}
     train.fit(model, examples, Batcher(), cfg, loss_fn=lambda m, b: ((m(b["x"]) - b["y"]) ** 2).mean(),
-              validate=lambda m: {"score": float(torch.sin(1e4 * m[0].weight.sum()))}, ckpt_dir=ckpt, run_hash="h", seed=3)
+              validate=lambda m: {"score": float(torch.sin(1e4 * m[0].weight.sum()))}, ckpt_dir=ckpt, run_hash="h", seed=3, ema=ema)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
 ''')
 
 
-def run(tmp: Path, ckpt: Path, out: Path, kill: str = "") -> subprocess.CompletedProcess:
+def run(tmp: Path, ckpt: Path, out: Path, kill: str = "", ema: float = 0.0) -> subprocess.CompletedProcess:
     script = tmp / "fit_tiny.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "KILL": kill, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "KILL": kill, "EMA": str(ema), "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, str(script), str(ckpt), str(out)], env=env, capture_output=True,
                           text=True, timeout=120)
 
@@ -115,6 +115,24 @@ def test_a_sigkill_while_checkpointing_resumes_to_the_same_weights(reference, tm
     assert same(final, out)  # the best epoch's weights
     assert same(ref_ckpt / "epoch-004" / "model.safetensors", ckpt / "epoch-004" / "model.safetensors")
     assert not list(tmp_path.glob("ckpt.set-aside-*"))
+
+
+def test_a_run_that_averages_its_weights_keeps_the_average_and_resumes_it(reference, tmp_path):
+    """generator.ema: the best epoch's file is the average, the raw weights train as without it, and a
+    kill while checkpointing resumes to the uninterrupted run's average."""
+    final, ref_ckpt = reference
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    assert run(whole, whole / "ckpt", whole / "final.safetensors", ema=0.5).returncode == 0
+    m = json.loads((whole / "ckpt" / checkpoints.MANIFEST).read_text())
+    assert m["files"]["best"] == f"epoch-{m['best_epoch']:03d}/{checkpoints.AVERAGE}"
+    assert same(ref_ckpt / "epoch-004" / "model.safetensors", whole / "ckpt" / "epoch-004" / "model.safetensors")
+    assert not same(final, whole / "final.safetensors")
+    ckpt, out = tmp_path / "ckpt", tmp_path / "final.safetensors"
+    assert run(tmp_path, ckpt, out, "manifest:3", ema=0.5).returncode == -9
+    r = run(tmp_path, ckpt, out, ema=0.5)
+    assert r.returncode == 0 and "resuming after epoch 2/4" in r.stdout, r.stderr
+    assert same(whole / "final.safetensors", out)
 
 
 @pytest.mark.parametrize("tamper", ["truncate", "older_epoch", "garbage_manifest", "missing_file"])

@@ -50,7 +50,7 @@ from deflate.model.questions import (
     claim_examples,
     question_examples,
 )
-from deflate.model.tokenizer import NONE_VALUE, QuestionBuilder
+from deflate.model.tokenizer import NONE_VALUE, QuestionBuilder, answered
 
 SOURCES = ("generator", "discriminator", "lexical")  # the order of fused weights
 # Questions tokenised and answered at a time: memory stays flat on a whole catalogue, and every
@@ -152,11 +152,6 @@ def keep_scores(probs: np.ndarray | None, gen_logprobs: np.ndarray | None, weigh
         raise ValueError("a keep weight needs the generator's answer log-probs")
     return np.exp(weight * gen_logprobs.astype(np.float64)
                   + (1 - weight) * np.log(np.maximum(probs.astype(np.float64), 1e-7)))
-
-
-def answered(value: str) -> bool:
-    """Whether the generator gave a value: neither empty nor d-'s ``None``."""
-    return bool(value) and value != NONE_VALUE
 
 
 def keep(value: str, score: float | None, threshold: float) -> bool:

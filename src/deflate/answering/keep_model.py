@@ -18,7 +18,7 @@ import numpy as np
 
 from deflate.data.records import Record
 from deflate.infra.bundle import KeepModel
-from deflate.model.tokenizer import NONE_VALUE
+from deflate.model.tokenizer import answered
 
 
 class Answered(Protocol):
@@ -28,6 +28,7 @@ class Answered(Protocol):
     probs: np.ndarray
     gen_logprobs: np.ndarray
     beams: Any  # engine.Beams or None
+
 
 FEATURES = ("log D", "P_gen mean log-prob", "first candidate", "P_gen margin over next candidate", "candidates",
             "offset in offer", "in title", "occurrences (log)", "words", "characters (log)", "digit share",
@@ -46,7 +47,7 @@ def features(ans: Answered, records: list[Record]) -> np.ndarray:
     share of digits; whether another question of the same product, answered in the same call, gives
     the same value."""
     b = ans.beams
-    same = Counter((q.row, v) for q, v in zip(ans.questions, ans.values) if v and v != NONE_VALUE)
+    same = Counter((q.row, v) for q, v in zip(ans.questions, ans.values) if answered(v))
     rows = []
     for k, (q, v) in enumerate(zip(ans.questions, ans.values)):
         r = records[q.row]

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel
 
 from deflate.infra.files import atomic_path, read_json, sha256, write_json
 from deflate.infra.weights import load_weights, save_weights
 
 MANIFEST = "manifest.json"
+AVERAGE = "average.safetensors"  # the EMA of the weights, beside them, when training keeps one
 FORMAT = 1
 
 
@@ -51,8 +53,9 @@ def _load_optimizer(opt: torch.optim.Optimizer, folder: Path) -> None:
 
 
 def save(ckpt_dir: Path, *, run_hash: str, progress: Progress, model: torch.nn.Module,
-         opt: torch.optim.Optimizer) -> None:
-    """Checkpoint the epoch just finished (``progress.epoch``); the manifest goes last."""
+         opt: torch.optim.Optimizer, average: torch.nn.Module | None = None) -> None:
+    """Checkpoint the epoch just finished (``progress.epoch``); the manifest goes last. With an
+    ``average`` of the weights (the training's EMA), the best epoch's file is that average's."""
     folder = ckpt_dir / f"epoch-{progress.epoch:03d}"
     shutil.rmtree(folder, ignore_errors=True)  # leftovers of a torn earlier attempt at this epoch
     folder.mkdir(parents=True)
@@ -61,6 +64,9 @@ def save(ckpt_dir: Path, *, run_hash: str, progress: Progress, model: torch.nn.M
     files = {"model": f"{folder.name}/model.safetensors", "optimizer": f"{folder.name}/optimizer.safetensors",
              "optimizer_groups": f"{folder.name}/optimizer.json",
              "best": f"epoch-{progress.best_epoch:03d}/model.safetensors"}
+    if average is not None:
+        save_weights(average, folder / AVERAGE)
+        files |= {"average": f"{folder.name}/{AVERAGE}", "best": f"epoch-{progress.best_epoch:03d}/{AVERAGE}"}
     manifest = {"format": FORMAT, "hash": run_hash, "epoch": progress.epoch, "best": progress.best,
                 "best_epoch": progress.best_epoch, "history": progress.history, "files": files,
                 "sha256": {rel: sha256(ckpt_dir / rel) for rel in sorted(set(files.values()))}}
@@ -115,8 +121,9 @@ def set_aside(ckpt_dir: Path, reason: str, name: str = "train") -> Path:
 
 
 def resume(ckpt_dir: Path, *, run_hash: str, model: torch.nn.Module, opt: torch.optim.Optimizer,
-           device: str = "cpu", name: str = "train") -> Progress | None:
+           device: str = "cpu", name: str = "train", average: AveragedModel | None = None) -> Progress | None:
     """Load the last consistent epoch of a run with this ``run_hash``; ``None`` to start afresh.
+    ``average``: the run's EMA of the weights, loaded too (the run hash says whether it keeps one).
 
     A checkpoint of another run (other config or code) is not an error: it is ignored and replaced
     by this run's first save.
@@ -134,6 +141,9 @@ def resume(ckpt_dir: Path, *, run_hash: str, model: torch.nn.Module, opt: torch.
     folder = ckpt_dir / Path(m["files"]["model"]).parent
     load_weights(model, folder / "model.safetensors", device=device)
     _load_optimizer(opt, folder)
+    if average is not None:
+        load_weights(average.module, ckpt_dir / m["files"]["average"], device=device)
+        average.n_averaged.fill_(1)  # started: the next step averages instead of copying (EMA ignores the count)
     return Progress(m["epoch"], m["best"], m["best_epoch"], m["history"])
 
 

@@ -90,6 +90,7 @@ class Generator(Training):
     shared_from: str = Path_  # a shared_generator stage's folder, used where its key matches (train_generator)
     copy_warmup: int = Field(ge=0, le=10_000_000)
     copy_warmup_from: str = Path_
+    ema: float = Field(ge=0, lt=1)  # 0 = off; else the EMA decay per step whose weights are validated and kept
 
 
 class Negatives(Section):

@@ -24,6 +24,12 @@ NONE_VALUE = "None"  # the d- generator's answer for an attribute the product la
 CJK = "[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]"
 PUNCTUATION = r"[\p{P}\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e]"  # Unicode punctuation and ASCII symbols, as BERT's
 
+
+def answered(value: str) -> bool:
+    """Whether the generator gave a value: neither empty nor d-'s ``None``."""
+    return bool(value) and value != NONE_VALUE
+
+
 TEMPLATES = {
     "zh": {"head": "{name}", "desc": "（{desc}）", "tail": "的{attr}是", "sep": ""},
     "en": {"head": "The {attr} of {name}", "desc": " ({desc})", "tail": " is", "sep": " "},

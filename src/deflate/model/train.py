@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from deflate.infra import checkpoints
@@ -73,7 +74,8 @@ def config_hash(*parts) -> str:
 def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: dict, *,
         loss_fn: Callable, validate: Callable[[torch.nn.Module], dict], ckpt_dir: Path, run_hash: str, seed: int,
         tracker=None, device: str = "cpu", name: str = "train", stop_after_epochs: int | None = None,
-        precision: str = "auto", grad_accum: int = 1, speeds: list[float] | None = None) -> list[dict]:
+        precision: str = "auto", grad_accum: int = 1, speeds: list[float] | None = None,
+        ema: float = 0.0) -> list[dict]:
     """Train for ``cfg['epochs']`` epochs; returns per-epoch history; leaves the best weights loaded.
 
     The history (saved with the model and in the checkpoint) holds no measured time, so its bytes
@@ -84,14 +86,20 @@ def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: 
     (:mod:`deflate.infra.distributed`) each takes a slice of it, in ``grad_accum`` micro-batches, and its
     loss (a mean over its targets) is weighted by its share of the batch's targets, so the summed
     gradient is the one-process gradient. ``precision``: bf16 autocast (``auto``: on GPUs).
+
+    ``ema`` > 0: an exponential moving average of the weights (decay ``ema`` per optimiser step) is
+    what each epoch validates, what the best epoch keeps and what is left loaded; the raw weights
+    still train on (and resume) as without it.
     """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     opt = make_optimizer(model, cfg)
+    avg = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema)) if ema else None
     done = None
     for turn in (True, False):  # the main process first: it sets a torn checkpoint aside, the others then read
         if dist.is_main() == turn:
-            done = checkpoints.resume(ckpt_dir, run_hash=run_hash, model=model, opt=opt, device=device, name=name)
+            done = checkpoints.resume(ckpt_dir, run_hash=run_hash, model=model, opt=opt, device=device, name=name,
+                                      average=avg)
         dist.barrier()
     done = done or checkpoints.Progress(epoch=0, best=float("-inf"), best_epoch=0, history=[])
     start, history = done.epoch, done.history
@@ -116,11 +124,13 @@ def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: 
             total += step(net, loss_fn, batcher, examples, idx, device, amp, world, grad_accum) * len(idx)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
             opt.step()
+            if avg is not None:
+                avg.update_parameters(model)
             n += len(idx)
             bar.set_postfix(loss=f"{total / n:.4f}", ex_s=f"{n / (time.perf_counter() - t0):.0f}", refresh=False)
         train_time = time.perf_counter() - t0
         model.eval()
-        val = validate(model)
+        val = validate(avg.module.eval() if avg is not None else model)
         rec = {"epoch": epoch + 1, "train_loss": total / max(n, 1), **{f"val_{k}": v for k, v in val.items()}}
         history.append(rec)
         rate = n / train_time
@@ -130,7 +140,8 @@ def fit(model: torch.nn.Module, examples: list[Example], batcher: Batcher, cfg: 
             done.best, done.best_epoch = val["score"], epoch + 1
         done.epoch = epoch + 1
         if dist.is_main():
-            checkpoints.save(ckpt_dir, run_hash=run_hash, progress=done, model=model, opt=opt)
+            checkpoints.save(ckpt_dir, run_hash=run_hash, progress=done, model=model, opt=opt,
+                             average=avg.module if avg is not None else None)
             print(f"[{name}] epoch {epoch + 1}: loss {rec['train_loss']:.4f}, val {val}, "
                   f"{rate:.0f} ex/s")
             if tracker is not None:
@@ -156,6 +167,7 @@ class TrainingJob:
     validate: Callable[[torch.nn.Module], dict]
     run_hash: str               # resume key (:func:`config_hash`)
     ckpt_dir: Path
+    ema: float = 0.0            # > 0: validate and keep an EMA of the weights (:func:`fit`)
 
 
 def train_and_save(job: TrainingJob, out: Path, *, seed: int, tracker, train_kw: dict,
@@ -169,7 +181,7 @@ def train_and_save(job: TrainingJob, out: Path, *, seed: int, tracker, train_kw:
     t0, speeds = time.perf_counter(), []
     history = fit(job.model, job.examples, job.batcher, job.cfg, loss_fn=job.loss_fn, validate=job.validate,
                   ckpt_dir=job.ckpt_dir, run_hash=job.run_hash, seed=seed, tracker=tracker, name=job.name,
-                  speeds=speeds, **train_kw)
+                  speeds=speeds, ema=job.ema, **train_kw)
     cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb(),
             "examples_per_s": speeds}  # the epochs this process trained (a resumed run: the later ones)
     dist.on_main(lambda: (save(history), record_cost(out, cost), _drop_resume_state(job.ckpt_dir)))

@@ -131,30 +131,37 @@ def select(ans: Answers, records: list[Record], threshold: float, sep: str,
     return pred
 
 
+def best_threshold(ans: Answers, records: list[Record], sep: str, metric: str, scores: np.ndarray,
+                   among: np.ndarray | None = None) -> tuple[float, float]:
+    """The keep threshold on ``scores`` with the best validation F1 (``metric``: ave | ap) over the
+    percentiles of ``scores[among]`` (default: all) and 0.5, ties closest to 0.5; and that F1."""
+    gold, texts = gold_from_records(records)
+    pool = scores if among is None else scores[among]
+    grid = sorted(set(np.round(np.quantile(pool, np.linspace(0, 1, 101)), 4).tolist()) | {0.5})
+    f1 = {t: compute_metrics(gold, select(ans, records, t, sep, scores), texts)[metric]["f1"] for t in grid}
+    t = max(grid, key=lambda t: (f1[t], -abs(t - 0.5)))
+    return float(t), f1[t]
+
+
 def best_keep_rule(ans: Answers, records: list[Record], sep: str, metric: str,
                    weights: list[float]) -> tuple[float, float, dict]:
     """The generator weight and threshold with the best validation F1 (``metric``: ave | ap): per
-    weight, over the keep scores' percentiles and 0.5 (with re-ranked beams, on the answers that
-    weight picks). Ties go to the smaller weight (the paper's rule first), then to the threshold
-    closest to 0.5. Also each weight's best F1."""
-    gold, texts = gold_from_records(records)
+    weight, the :func:`best_threshold` of its keep scores (with re-ranked beams, on the answers that
+    weight picks). Ties go to the smaller weight (the paper's rule first). Also each weight's best F1."""
     rules = []
     for w in weights:
         at_w = ans.at_weight(w)
-        scores = keep_scores(at_w.probs, at_w.gen_logprobs, w)
-        grid = sorted(set(np.round(np.quantile(scores, np.linspace(0, 1, 101)), 4).tolist()) | {0.5})
-        rules += [(compute_metrics(gold, select(at_w, records, t, sep, scores), texts)[metric]["f1"], w, t)
-                  for t in grid]
-    _, w, t = max(rules, key=lambda r: (r[0], -r[1], -abs(r[2] - 0.5)))
-    by_weight = {str(w): max(r[0] for r in rules if r[1] == w) for w in weights}
-    return float(w), float(t), by_weight
+        t, f1 = best_threshold(at_w, records, sep, metric, keep_scores(at_w.probs, at_w.gen_logprobs, w))
+        rules.append((f1, w, t))
+    _, w, t = max(rules, key=lambda r: (r[0], -r[1]))
+    return float(w), float(t), {str(w): f1 for f1, w, _ in rules}
 
 
 def learned_keep_rule(ans: Answers, records: list[Record], sep: str, metric: str,
                       seed: int) -> tuple[tuple[KeepModel, float] | None, str]:
     """The learned keep decision (``eval.keep_decision: learned``): a keep model fitted on the answered
-    val questions (target: the answer is one of the gold spellings), and the threshold on its P(right)
-    with the best validation F1 (``metric``) over its percentiles and 0.5 (ties: closest to 0.5).
+    val questions (target: the answer is one of the gold spellings), and the :func:`best_threshold` on
+    its P(right) over the answered questions' percentiles.
     None, with the reason, when val's answers are all right or all wrong (a model barely trained):
     nothing to fit."""
     x = keep_model.features(ans, records)
@@ -165,11 +172,8 @@ def learned_keep_rule(ans: Answers, records: list[Record], sep: str, metric: str
         return None, (f"val's {int(has.sum())} answers are all {'right' if right[has].all() else 'wrong'}, "
                       "so there is no keep model to fit")
     model = keep_model.fit(x[has], right[has], seed)
-    scores = model.probability(x)
-    gold, texts = gold_from_records(records)
-    grid = sorted(set(np.round(np.quantile(scores[has], np.linspace(0, 1, 101)), 4).tolist()) | {0.5})
-    f1 = {t: compute_metrics(gold, select(ans, records, t, sep, scores), texts)[metric]["f1"] for t in grid}
-    return (model, float(max(grid, key=lambda t: (f1[t], -abs(t - 0.5))))), "fitted"
+    t, _ = best_threshold(ans, records, sep, metric, model.probability(x), has)
+    return (model, t), "fitted"
 
 
 def withheld_pairs(ans: Answers, records: list[Record], pred: dict, presence_threshold: float) -> set:

@@ -104,7 +104,8 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
         return meta
 
     job = TrainingJob(name="generator", model=gen, examples=examples, batcher=tr_b, cfg=g,
-                      loss_fn=lambda mdl, b: mdl(b).loss, validate=validate, run_hash=run_hash, ckpt_dir=ckpt_dir)
+                      loss_fn=lambda mdl, b: mdl(b).loss, validate=validate, run_hash=run_hash, ckpt_dir=ckpt_dir,
+                      ema=g["ema"])
     history = train_and_save(job, out, seed=p["seed"], tracker=tracker, train_kw=ctx.train_kw, save=save)
     tracker.close()
     return {"examples": len(examples), "best_val_accuracy": max(h["val_score"] for h in history), "key": key}
