@@ -63,7 +63,8 @@ def main():
     from sklearn.linear_model import LogisticRegression
 
     from deflate.answering import keep_model
-    from deflate.answering.engine import Answers, answered, keep_scores
+    from deflate.answering.engine import Answers, keep_scores
+    from deflate.model.tokenizer import answered
     from deflate.data.splits import load_schema, right_answers
     from deflate.evaluation import wdc_pave_rule
     from deflate.evaluation.metrics import evaluate as compute_metrics

@@ -57,7 +57,8 @@ def main():
     import numpy as np
 
     from deflate.answering import keep_model
-    from deflate.answering.engine import Answers, Beams, answered
+    from deflate.answering.engine import Answers, Beams
+    from deflate.model.tokenizer import answered
     from deflate.data.splits import load_schema, right_answers
     from deflate.evaluation import wdc_pave_rule
     from deflate.evaluation.metrics import gold_from_records

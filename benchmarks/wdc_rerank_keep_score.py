@@ -85,7 +85,8 @@ def main():
     import numpy as np
 
     from deflate.answering.decoding import span_beams
-    from deflate.answering.engine import Answers, answered, keep_scores
+    from deflate.answering.engine import Answers, keep_scores
+    from deflate.model.tokenizer import answered
     from deflate.data.splits import load_schema
     from deflate.evaluation import wdc_pave_rule
     from deflate.model.questions import Question, all_questions
