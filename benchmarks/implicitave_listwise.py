@@ -128,7 +128,7 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(gen.parameters(), p["generator"]["grad_clip"])
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
     train_seconds = round(time.perf_counter() - t1, 1)
     gen.eval()
