@@ -32,9 +32,10 @@ from deflate.data.splits import grouped_labels, load_data
 from deflate.infra.files import write_json
 from deflate.model.batching import Example, to_device
 from deflate.model.questions import gold_questions
+from deflate.model.train import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from implicitave_val_gap import val_sample  # noqa: E402
+from implicitave_val_gap import rank_of_gold, val_sample  # noqa: E402
 
 
 def token_mean_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -48,7 +49,7 @@ def token_mean_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 def top1(engine, batcher, records, exs, golds: list[int]) -> tuple[float, list[bool]]:
     """Val exact of the generator's best option (a tie counts against the gold, as in val_gap)."""
     scores = engine.candidate_scores(batcher, records, exs, sources=("generator",), progress=False)["generator"]
-    right = [g >= 0 and int((s >= s[g]).sum()) == 1 for s, g in zip(scores, golds)]
+    right = [rank_of_gold(s, g) == 1 for s, g in zip(scores, golds)]
     return round(100 * float(np.mean(right)), 2), right
 
 
@@ -106,8 +107,7 @@ def main():
                              args.negatives, rng)
     tb = engine.batcher(train.image, train.has_image)
     gen = engine.gen.train()
-    opt = torch.optim.Adamax([w for w in gen.parameters() if w.requires_grad], lr=args.lr, betas=(0.9, 0.999),
-                             weight_decay=p["generator"]["weight_decay"])
+    opt = make_optimizer(gen, {**p["generator"], "lr": args.lr})  # the generator's optimiser, at the probe's lr
     order = rng.permutation(len(groups))
     n = args.questions_per_step
     t1, losses = time.perf_counter(), []
