@@ -64,6 +64,7 @@ class Model(Sizes):
     use_image: bool
     use_discriminator: bool
     pretrained_path: str = Path_
+    encoder_states: str = Field(default="", max_length=4096)  # a materialised BERT-family checkpoint (deflate.model.encoder_states)
     copy_: bool = Field(alias="copy")
     token_shapes: bool
     question: Literal["attribute", "offer"]

@@ -15,6 +15,7 @@ from deflate.infra import kernels
 from deflate.infra.config import Params
 from deflate.infra.files import atomic_dir, read_json, write_json
 from deflate.model import copy_warmup as copying
+from deflate.model import encoder_states
 from deflate.model.batching import Batcher
 from deflate.model.mul_t5 import META, build_generator, save_model, write_meta
 from deflate.model.questions import qa_examples
@@ -37,11 +38,12 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
     tok = generator_tokenizer(p, train.records, schema)
     lang = schema["language"]
+    states = encoder_states.load(m["encoder_states"])  # the frozen encoder's files checked first
     qb = QuestionBuilder(tok, lang, t["max_len"], t["max_value_len"], t["target_form"], t["answer_prefix"],
-                         m["question"])
+                         m["question"], states)
     image_vocab, feature_dim = image_spec(train.meta)
     use_image = m["use_image"] and train.image is not None
-    gen = build_generator(m, tok, image_vocab if use_image else 0, feature_dim if use_image else 0)
+    gen = build_generator(m, tok, image_vocab if use_image else 0, feature_dim if use_image else 0, states)
     none = g["none_per_product"] if absent_as_none(p) else 0
     sep = value_sep(lang)
     examples = qa_examples(train.records, qb, schema, sep, none, p["seed"])
