@@ -138,3 +138,32 @@ def test_a_folder_that_is_no_verified_bert_checkpoint_is_refused(tmp_path):
     with pytest.raises(UserError, match="provenance"):
         encoder_states.load(tmp_path / "bare")
     assert encoder_states.load("") is None
+
+
+def test_jgave_reads_the_states_under_the_products_own_tokens(tok, states):
+    from deflate.baselines.systems import jg_example
+
+    r = Record(id="p", name=NAME, description=DESC, labels=[])
+    plain, read = jg_example(builder(tok), r), jg_example(builder(tok, states), r)
+    assert read.ids == plain.ids and plain.states is None  # the same input; only the states are added
+    text = builder(tok).offer_text(NAME, DESC)
+    _, spans = builder(tok, states).product_spans(NAME, DESC)
+    pieces = tok.convert_ids_to_tokens(read.ids)
+    for piece, (a, b) in zip(pieces, spans):
+        if b > a:
+            assert text[a:b].strip() == piece.replace("\u2581", "").strip()
+    pooled = read.states.pooled()
+    assert pooled.shape == (len(read.ids), states.dim)
+    words = [k for k, p in enumerate(pieces) if p.replace("\u2581", "")]
+    assert all(pooled[k].any() for k in words)  # no template: every token with characters reads states
+    cut = jg_example(builder(tok, states, max_len=5), r)
+    assert len(cut.ids) == 5 and cut.states.pooled().shape[0] == 5
+
+
+def test_a_text_longer_than_the_checkpoints_positions_is_read_up_to_them(tok, states):
+    assert states.max_pieces == 32 and states.record()["max_pieces"] == 32  # the tiny BERT's positions
+    long = " ".join(["red cotton shirts"] * 30)
+    got, starts, _ = states.text_states(long)
+    assert len(got) == len(starts) == 30  # 32 positions less [CLS] and [SEP]
+    ts = states.under(long, [(0, 3), (len(long) - 6, len(long))], 2)
+    assert ts.end[0] > ts.start[0] and ts.end[1] == ts.start[1]  # past the encoder's reach: nothing

@@ -228,6 +228,9 @@ def test_a_prefixed_generator_records_it_and_answers_only_in_free_span_mode(wdc_
     # the frozen encoder it reads with travels in the bundle, verified and named (no package needed)
     assert meta["encoder_states"]["name"] == "tiny-bert"
     assert (bundle / "generator" / "encoder_states" / "model.safetensors").is_file()
+    # and JG-AVE, a generator of its own, reads it too (#32: the baselines get the checkpoint)
+    jg = json.loads(next((root / "models" / "jgave-wdc_pave").rglob("deflate.json")).read_text())
+    assert jg["encoder_states"]["name"] == "tiny-bert"
     for system in ("deflate", "d_minus"):  # both loaded the copy_warmup stage's warm-up instead of running it
         gm = json.loads((root / "models" / f"{system}-wdc_pave" / "generator" / "deflate.json").read_text())
         assert gm["copy_warmup"] == {"steps": 30, "run": "loaded"} and gm["target_form"] == "as_in_text"

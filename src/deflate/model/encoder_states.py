@@ -2,7 +2,8 @@
 
 The checkpoint's whole encoder (a BERT-family folder that ``deflate checkpoint`` materialised and
 verified) reads each product text once, frozen: its name, then " (description)", as the question holds
-them, at most :data:`MAX_PIECES` word pieces. Each question token of the product reads the mean of the
+them, at most :data:`MAX_PIECES` word pieces (fewer where the checkpoint has fewer positions).
+Each question token of the product reads the mean of the
 encoder's last states over the word pieces its characters overlap
 (:meth:`~deflate.model.tokenizer.QuestionBuilder.question_spans` gives the characters); template tokens,
 ``<CLS>`` and a claim's value read none. :class:`~deflate.model.mul_t5.MultimodalEmbedding` adds them
@@ -28,6 +29,7 @@ from deflate.model.pretrained import PROVENANCE, materialized
 
 MAX_PIECES = 320   # word pieces of a product text the encoder reads (the question holds <= max_len pieces)
 FOLDER = "encoder_states"  # in a generator's folder: the verified checkpoint it reads with
+_TEXTS: dict[tuple, dict[str, tuple[np.ndarray, list[int], list[int]]]] = {}  # per checkpoint (its files' SHA-256)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,11 @@ class EncoderStates:
         for p in self.bert.parameters():
             p.requires_grad_(False)
         self.dim = int(self.bert.config.hidden_size)
-        self._texts: dict[str, tuple[np.ndarray, list[int], list[int]]] = {}
+        # a checkpoint with fewer positions reads fewer pieces (MiniLM: 512, so MAX_PIECES)
+        self.max_pieces = min(MAX_PIECES, int(self.bert.config.max_position_embeddings))
+        # the same verified files read a text the same way: a process that loads the checkpoint again
+        # (a saved model's own copy, in the next step of a stage) reuses what it has encoded
+        self._texts = _TEXTS.setdefault(tuple(sorted(self.provenance["sha256"].items())), {})
 
     def __deepcopy__(self, memo):  # frozen and read-only: a copied model (EMA, the discriminator) shares it
         return self
@@ -78,7 +84,7 @@ class EncoderStates:
     def record(self) -> dict:
         """What a generator's ``deflate.json`` says of the encoder it reads with."""
         keep = ("name", "package", "version", "sha256")
-        return {**{k: self.provenance[k] for k in keep}, "dim": self.dim, "max_pieces": MAX_PIECES}
+        return {**{k: self.provenance[k] for k in keep}, "dim": self.dim, "max_pieces": self.max_pieces}
 
     def save(self, out: Path) -> None:
         """The verified checkpoint's files, with their provenance, into ``out`` (a model folder's
@@ -93,7 +99,7 @@ class EncoderStates:
         if text not in self._texts:
             if len(self._texts) > 20_000:  # a catalogue answered in chunks: keep memory bounded
                 self._texts.clear()
-            enc = self.tok(text, truncation=True, max_length=MAX_PIECES, return_tensors="pt",
+            enc = self.tok(text, truncation=True, max_length=self.max_pieces, return_tensors="pt",
                            return_offsets_mapping=True)
             offsets = enc.pop("offset_mapping")[0].tolist()
             states = self.bert(**enc).last_hidden_state[0]

@@ -174,6 +174,7 @@ class QuestionBuilder:
         self.eos_id = tokenizer.eos_token_id
         self._cache: dict[str, list[int]] = {}
         self._words: tuple[bool, set[str]] | None = None  # (WordPiece vocabulary?, specials that cut words)
+        self._spans: dict = {}  # (name, desc, attr) -> question_spans
 
     @classmethod
     def from_meta(cls, tokenizer, meta: dict, states=None) -> QuestionBuilder:
@@ -224,21 +225,37 @@ class QuestionBuilder:
     def question_spans(self, name: str, desc: str, attr: str | None) -> tuple[list[int], list[tuple[int, int]]]:
         """:meth:`attribute_question`'s ids and, per token, its characters in :meth:`offer_text`
         (``(0, 0)``: a template token, outside the product's text)."""
-        head_text = self.t["head"].format(name=name, attr=attr) if attr is not None else name
-        name_at = head_text.rindex(name) if name else len(head_text)
+        key = (name, desc, attr)
+        if key not in self._spans:  # a product's claims ask it again, one per candidate value
+            if len(self._spans) > 50_000:
+                self._spans.clear()
+            head_text = self.t["head"].format(name=name, attr=attr) if attr is not None else name
+            name_at = head_text.rindex(name) if name else len(head_text)
+            tail = [(i, (0, 0)) for i in (self.ids(self.t["tail"].format(attr=attr)) if attr is not None else [])]
+            desc_text = self.t["desc"].format(desc=desc) if desc else ""
+            got = self._fit(self._pieces(head_text, -name_at), tail,
+                            lambda: self._pieces(desc_text, len(name)) if desc else [])
+            ids = [i for i, _ in got]
+            if ids != self.attribute_question(name, desc, attr):  # the offsets' tokenisation is the question's
+                raise ValueError(f"question_spans: the tokenizer's offsets do not rebuild the question of {name[:60]!r}")
+            self._spans[key] = (ids, [span for _, span in got])
+        return self._spans[key]
 
-        def pieces(text: str, shift: int) -> list[tuple[int, tuple[int, int]]]:
-            enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
-            return [(i, (a + shift, b + shift) if b + shift > 0 else (0, 0))
-                    for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
+    def product_spans(self, name: str, desc: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """The product's own tokens, the name's then the description's, cut to ``max_len`` (JG-AVE's
+        input: no template), and each token's characters in :meth:`offer_text`."""
+        got = self._pieces(name, 0)
+        if desc:
+            got += self._pieces(desc, self.offer_text(name, desc).index(desc, len(name)))
+        got = got[: self.max_len]
+        return [i for i, _ in got], [span for _, span in got]
 
-        tail = [(i, (0, 0)) for i in (self.ids(self.t["tail"].format(attr=attr)) if attr is not None else [])]
-        desc_text = self.t["desc"].format(desc=desc) if desc else ""
-        got = self._fit(pieces(head_text, -name_at), tail, lambda: pieces(desc_text, len(name)) if desc else [])
-        ids = [i for i, _ in got]
-        if ids != self.attribute_question(name, desc, attr):  # the offsets' tokenisation is the question's
-            raise ValueError(f"question_spans: the tokenizer's offsets do not rebuild the question of {name[:60]!r}")
-        return ids, [span for _, span in got]
+    def _pieces(self, text: str, shift: int) -> list[tuple[int, tuple[int, int]]]:
+        """``text``'s token ids, each with its characters shifted by ``shift`` (``(0, 0)`` where that
+        lands before the product's text: a template's characters)."""
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [(i, (a + shift, b + shift) if b + shift > 0 else (0, 0))
+                for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
 
     def word_starts(self, ids: list[int]) -> list[bool]:
         """:func:`word_starts` of a question's ids (the vocabulary's style read once)."""
