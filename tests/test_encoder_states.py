@@ -167,3 +167,11 @@ def test_a_text_longer_than_the_checkpoints_positions_is_read_up_to_them(tok, st
     assert len(got) == len(starts) == 30  # 32 positions less [CLS] and [SEP]
     ts = states.under(long, [(0, 3), (len(long) - 6, len(long))], 2)
     assert ts.end[0] > ts.start[0] and ts.end[1] == ts.start[1]  # past the encoder's reach: nothing
+
+
+def test_jgave_asked_to_read_states_without_a_checkpoint_is_refused(tmp_path):
+    from deflate.baselines.systems import train_jgave
+
+    p = {"baselines": {"jgave": {"encoder_states": True}}, "model": {"encoder_states": ""}}
+    with pytest.raises(UserError, match="model.encoder_states"):
+        train_jgave(p, tmp_path, tmp_path, tmp_path, None, {"device": "cpu"})

@@ -179,7 +179,8 @@ def wdc_run(tmp_path_factory):
     assert p["model"]["encoder_states"] == "models/pretrained"  # the pipeline's generator reads it
     p["model"]["encoder_states"] = str(root / "pretrained")
     p["baselines"]["tagger"].update(epochs=1, emb=16, hidden=16, pretrained_path=str(root / "pretrained"))
-    p["baselines"]["jgave"].update(epochs=1, max_target_len=16, val_max=10)
+    # JG-AVE reads the states where asked (the pipeline's val chose not to): the path is exercised here
+    p["baselines"]["jgave"].update(epochs=1, max_target_len=16, val_max=10, encoder_states=True)
     p["text"].update(vocab_size=300, max_len=40)
     p["tracking"]["enabled"] = False
     p["eval"]["n_boot"] = 50

@@ -37,6 +37,7 @@ from deflate.data.splits import (
 from deflate.evaluation.metrics import evaluate as compute_metrics
 from deflate.evaluation.metrics import gold_from_records
 from deflate.infra import distributed as dist
+from deflate.infra.errors import UserError
 from deflate.model import encoder_states
 from deflate.model.batching import Batcher, Example, infer
 from deflate.model.mul_t5 import build_generator, save_model
@@ -208,12 +209,15 @@ def jgave_predict(gen, qb, records, attributes, decode: dict, device: str, progr
 def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, train_kw: dict):
     device = train_kw["device"]
     cfg = p["baselines"]["jgave"]
+    if cfg["encoder_states"] and not p["model"]["encoder_states"]:
+        raise UserError("baselines.jgave.encoder_states reads the checkpoint that model.encoder_states names: name one there")
     schema = load_schema(processed)
     attributes = schema["attributes"]
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
     tok = dist.from_main(lambda: train_tokenizer(list(corpus(train.records, schema)) + [PAIR, SEP, "|"],
                                                  p["text"]["vocab_size"]))
-    states = encoder_states.load(p["model"]["encoder_states"])  # DEFLATE's frozen encoder, where it has one
+    # DEFLATE's frozen encoder, where it has one and val chose it for JG-AVE too
+    states = encoder_states.load(p["model"]["encoder_states"]) if cfg["encoder_states"] else None
     qb = QuestionBuilder(tok, schema["language"], p["text"]["max_len"], cfg["max_target_len"], states=states)
     # text only, DEFLATE's backbone size; its input is its own (one question per product), so no layout
     gen = build_generator({**p["model"], "question": "attribute"}, tok, 0, 0, states)

@@ -200,6 +200,7 @@ class Tagger(Training):
 class JGAVE(Training):
     val_max: int = Pos
     max_target_len: int = Field(ge=1, le=4096)
+    encoder_states: bool  # read model.encoder_states's frozen states too (#32: offered wherever DEFLATE has them; val decides)
 
 
 class Baselines(Section):
