@@ -175,3 +175,16 @@ def test_jgave_asked_to_read_states_without_a_checkpoint_is_refused(tmp_path):
     p = {"baselines": {"jgave": {"encoder_states": True}}, "model": {"encoder_states": ""}}
     with pytest.raises(UserError, match="model.encoder_states"):
         train_jgave(p, tmp_path, tmp_path, tmp_path, None, {"device": "cpu"})
+
+
+def test_one_cache_per_checkpoint_bounded_by_bytes(states, package, tmp_path, monkeypatch):  # noqa: F811
+    from deflate.model.pretrained import materialize
+
+    materialize("tiny-bert", tmp_path / "again")
+    again = EncoderStates(tmp_path / "again")  # the same verified files, another folder: one cache
+    first = states.text_states("red cotton shirts")
+    assert again.text_states("red cotton shirts") is first
+    monkeypatch.setattr(encoder_states, "CACHE_BYTES", first[0].nbytes)
+    states.text_states("red shirts")  # past the bound: the cache starts again, and the states are the same
+    assert states._texts.nbytes <= 2 * first[0].nbytes
+    assert np.array_equal(states.text_states("red cotton shirts")[0], first[0])

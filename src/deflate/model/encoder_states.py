@@ -29,7 +29,15 @@ from deflate.model.pretrained import PROVENANCE, materialized
 
 MAX_PIECES = 320   # word pieces of a product text the encoder reads (the question holds <= max_len pieces)
 FOLDER = "encoder_states"  # in a generator's folder: the verified checkpoint it reads with
-_TEXTS: dict[tuple, dict[str, tuple[np.ndarray, list[int], list[int]]]] = {}  # per checkpoint (its files' SHA-256)
+CACHE_BYTES = 1 << 30  # states kept per checkpoint in a process; past it the cache starts again
+
+
+class _Texts(dict):
+    """text -> (states, piece starts, piece ends), with the bytes its states hold."""
+    nbytes = 0
+
+
+_TEXTS: dict[tuple, _Texts] = {}  # per checkpoint (its files' SHA-256)
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,7 @@ class EncoderStates:
         self.max_pieces = min(MAX_PIECES, int(self.bert.config.max_position_embeddings))
         # the same verified files read a text the same way: a process that loads the checkpoint again
         # (a saved model's own copy, in the next step of a stage) reuses what it has encoded
-        self._texts = _TEXTS.setdefault(tuple(sorted(self.provenance["sha256"].items())), {})
+        self._texts = _TEXTS.setdefault(tuple(sorted(self.provenance["sha256"].items())), _Texts())
 
     def __deepcopy__(self, memo):  # frozen and read-only: a copied model (EMA, the discriminator) shares it
         return self
@@ -97,15 +105,17 @@ class EncoderStates:
     def text_states(self, text: str) -> tuple[np.ndarray, list[int], list[int]]:
         """The encoder's last states of ``text``'s word pieces (float16) and each piece's characters."""
         if text not in self._texts:
-            if len(self._texts) > 20_000:  # a catalogue answered in chunks: keep memory bounded
+            if self._texts.nbytes > CACHE_BYTES:  # a catalogue answered in chunks: keep memory bounded
                 self._texts.clear()
+                self._texts.nbytes = 0
             enc = self.tok(text, truncation=True, max_length=self.max_pieces, return_tensors="pt",
                            return_offsets_mapping=True)
             offsets = enc.pop("offset_mapping")[0].tolist()
             states = self.bert(**enc).last_hidden_state[0]
             keep = [j for j, (a, b) in enumerate(offsets) if b > a]  # not [CLS], [SEP]
-            self._texts[text] = (states[keep].to(torch.float16).numpy(), [offsets[j][0] for j in keep],
-                                 [offsets[j][1] for j in keep])
+            kept = states[keep].to(torch.float16).numpy()
+            self._texts[text] = (kept, [offsets[j][0] for j in keep], [offsets[j][1] for j in keep])
+            self._texts.nbytes += kept.nbytes
         return self._texts[text]
 
     def under(self, text: str, spans: list[tuple[int, int]], length: int, at: int = 0) -> TokenStates:
