@@ -111,6 +111,23 @@ def test_states_start_at_zero_train_and_travel_with_the_saved_generator(tok, sta
     assert len(got) == 1
 
 
+def test_a_saved_generator_answers_with_its_own_copy_when_the_package_and_the_checkpoint_are_gone(tok, states, package,
+                                                                                                    tmp_path):
+    import shutil
+
+    src, _ = package
+    gen = build_generator(tiny_model(copy=True), tok, 0, 0, states).eval()
+    save_model(gen, tmp_path / "g", gen_meta(attributes=["Color"], max_len=64, max_value_len=8, target_form="as_in_text"),
+               tok, gen.t5)
+    shutil.rmtree(src.parent)  # the installed package
+    shutil.rmtree(states.folder)  # the checkpoint folder it was trained with
+    gen2, _, _ = load_generator(tmp_path / "g")
+    assert gen2.encoder_states.folder == tmp_path / "g" / encoder_states.FOLDER
+    gen2.encoder_states._texts.clear()  # read by the loaded encoder itself, not from the cache
+    got = gen2.encoder_states.text_states("Shirts of blue linen")[0]
+    assert len(got) > 0 and np.array_equal(got, states.text_states("Shirts of blue linen")[0])
+
+
 def test_a_generator_that_reads_states_refuses_a_batch_without_them_and_an_altered_encoder_copy(tok, states, tmp_path):
     gen = build_generator(tiny_model(), tok, 0, 0, states).eval()
     qb = builder(tok)
