@@ -50,6 +50,8 @@ def params_with(sets: list[str]) -> dict:
     for k in ("copy_warmup_from", "shared_from"):  # the pipeline's shared folders (used only where they match)
         if p["generator"].get(k):
             p["generator"][k] = str(PIPE / p["generator"][k])
+    if p["model"].get("encoder_states") and not Path(p["model"]["encoder_states"]).is_absolute():  # the checkpoint stage's copy
+        p["model"]["encoder_states"] = str(PIPE / p["model"]["encoder_states"])
     tagger = p.get("baselines", {}).get("tagger", {})
     if tagger.get("pretrained_path") and not Path(tagger["pretrained_path"]).is_absolute():  # the checkpoint stage's copy
         tagger["pretrained_path"] = str(PIPE / tagger["pretrained_path"])

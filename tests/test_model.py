@@ -243,7 +243,13 @@ def test_train_and_save_fits_then_saves_once(tmp_path, monkeypatch):
     assert len(cost["examples_per_s"]) == 2 and all(r > 0 for r in cost["examples_per_s"])
     # nothing measured in the history: its bytes repeat run to run
     assert all(sorted(h) == ["epoch", "train_loss", "val_score"] for h in history)
-    assert (tmp_path / "logs" / "costs" / "models__toy.json").is_file() and not (tmp_path / "models").exists()
+    assert (tmp_path / "logs" / "costs" / "models__toy.json").is_file()
+    # the settings that trained it stand beside the weights, and nothing measured among them
+    from deflate.model.train import TRAINING_RECORD
+    assert [f.name for f in (tmp_path / "models" / "toy").iterdir()] == [TRAINING_RECORD]
+    record = json.loads((tmp_path / "models" / "toy" / TRAINING_RECORD).read_text())
+    assert record == {"name": "toy", "seed": 0, "settings": cfg, "ema": 0.0, "epochs_run": 2,
+                      "best_epoch": max(history, key=lambda h: h["val_score"])["epoch"]}
     assert not (tmp_path / "ckpt").exists()  # a finished run keeps no resume state
     with pytest.raises(TypeError):
         TrainingJob("toy", model)  # by name only: no positional magic

@@ -29,22 +29,25 @@ def tiny_bert_files(folder, words=()):
     return sorted(p.name for p in folder.iterdir())
 
 
-@pytest.fixture
-def package(tmp_path, monkeypatch):
-    """An installed registry package (dist-info + module folder on sys.path) holding a tiny BERT,
-    and its registry entry."""
-    site = tmp_path / "site"
-    names = tiny_bert_files(site / "tiny_ckpt_pkg" / "model")
+def install_tiny_package(site, mp, words=()):
+    """An installed registry package (dist-info + module folder on sys.path, through the MonkeyPatch
+    ``mp``) holding a tiny BERT, and its registry entry: ``(model folder, Checkpoint)``."""
+    names = tiny_bert_files(site / "tiny_ckpt_pkg" / "model", words)
     (site / "tiny_ckpt_pkg" / "__init__.py").write_text("raise ImportError('never imported')\n")
     info = site / "tiny_ckpt-0.2.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tiny-ckpt\nVersion: 0.2.0\n")
-    monkeypatch.syspath_prepend(str(site))
+    mp.syspath_prepend(str(site))
     files = {n: hashlib.sha256((site / "tiny_ckpt_pkg" / "model" / n).read_bytes()).hexdigest() for n in names}
     c = Checkpoint(name="tiny-bert", package="tiny-ckpt", version="0.2.0", module="tiny_ckpt_pkg", folder="model",
                    family="bert", files=files, licence="test")
-    monkeypatch.setitem(pretrained.REGISTRY, c.name, c)
+    mp.setitem(pretrained.REGISTRY, c.name, c)
     return site / "tiny_ckpt_pkg" / "model", c
+
+
+@pytest.fixture
+def package(tmp_path, monkeypatch):
+    return install_tiny_package(tmp_path / "site", monkeypatch)
 
 
 def test_a_named_checkpoint_is_verified_copied_and_loads(package, tmp_path):

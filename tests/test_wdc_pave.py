@@ -166,13 +166,21 @@ def wdc_run(tmp_path_factory):
     p["generator"].update(epochs=1, batch_size=16, val_max=40, copy_warmup=30)  # the pipeline's prefix and warm-up
     p["discriminator"].update(epochs=1, batch_size=16)
     p["decode"].update(max_new_tokens=4, batch_size=64)
-    # the pipeline's tagger texts (a checkpoint's pieces and word embeddings) on a tiny BERT made here
-    from test_pretrained import tiny_bert_files
+    # the pipeline's named checkpoint (the taggers' pieces and word embeddings, the generator's frozen
+    # states) as a tiny BERT packaged and materialised here: every file verified, as `checkpoint` does
+    from test_pretrained import install_tiny_package
+
+    from deflate.model.pretrained import materialize
     words = ["avery", "xerox", "bic", "sharpie", "blue", "black", "shipping", "tags", "pack", "of", "plain",
              *map(str, range(10))]
-    tiny_bert_files(root / "pretrained", words)
+    mp = pytest.MonkeyPatch()
+    install_tiny_package(root / "site", mp, words)
+    materialize("tiny-bert", root / "pretrained")
+    assert p["model"]["encoder_states"] == "models/pretrained"  # the pipeline's generator reads it
+    p["model"]["encoder_states"] = str(root / "pretrained")
     p["baselines"]["tagger"].update(epochs=1, emb=16, hidden=16, pretrained_path=str(root / "pretrained"))
-    p["baselines"]["jgave"].update(epochs=1, max_target_len=16, val_max=10)
+    # JG-AVE reads the states where asked (the pipeline's val chose not to): the path is exercised here
+    p["baselines"]["jgave"].update(epochs=1, max_target_len=16, val_max=10, encoder_states=True)
     p["text"].update(vocab_size=300, max_len=40)
     p["tracking"]["enabled"] = False
     p["eval"]["n_boot"] = 50
@@ -185,7 +193,8 @@ def wdc_run(tmp_path_factory):
         (root / "metrics" / "systems" / f"{s}-wdc_pave.json").write_text(json.dumps(m))
     table = build(p, root / "processed", root / "models", root / "metrics", root / "metrics" / "wdc_pave.json")
     assert "deflate" in sys.modules["deflate.reports.wdc_table"].NAMES
-    return root, table
+    yield root, table
+    mp.undo()
 
 
 def test_every_system_writes_predictions_and_the_table_scores_them(wdc_run):
@@ -217,6 +226,12 @@ def test_a_prefixed_generator_records_it_and_answers_only_in_free_span_mode(wdc_
     bundle = root / "models" / "deflate-wdc_pave" / "deflate"
     meta = json.loads((bundle / "generator" / "deflate.json").read_text())
     assert meta["answer_prefix"] is True  # what predict and the MLflow model read; nothing reads params
+    # the frozen encoder it reads with travels in the bundle, verified and named (no package needed)
+    assert meta["encoder_states"]["name"] == "tiny-bert"
+    assert (bundle / "generator" / "encoder_states" / "model.safetensors").is_file()
+    # and JG-AVE, a generator of its own, reads it too (#32: the baselines get the checkpoint)
+    jg = json.loads(next((root / "models" / "jgave-wdc_pave").rglob("deflate.json")).read_text())
+    assert jg["encoder_states"]["name"] == "tiny-bert"
     for system in ("deflate", "d_minus"):  # both loaded the copy_warmup stage's warm-up instead of running it
         gm = json.loads((root / "models" / f"{system}-wdc_pave" / "generator" / "deflate.json").read_text())
         assert gm["copy_warmup"] == {"steps": 30, "run": "loaded"} and gm["target_form"] == "as_in_text"

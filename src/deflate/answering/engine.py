@@ -190,7 +190,7 @@ class Deflate:
         (batch_size, max_new_tokens, num_beams, constrain_to_vocab, constrain_to_spans, span_words,
         rerank_beams)."""
         self.gen, tok, self.meta = load_generator(generator)
-        self.qb = QuestionBuilder.from_meta(tok, self.meta)
+        self.qb = QuestionBuilder.from_meta(tok, self.meta, self.gen.encoder_states)
         self.disc, disc_meta = load_discriminator(discriminator, self.gen) if discriminator is not None else (None, {})
         self.claim_value: bool = disc_meta.get("claim_value", True)  # models saved before the switch read values
         self.lexical = LexicalScorer.load(lexical) if lexical is not None else None

@@ -37,6 +37,8 @@ from deflate.data.splits import (
 from deflate.evaluation.metrics import evaluate as compute_metrics
 from deflate.evaluation.metrics import gold_from_records
 from deflate.infra import distributed as dist
+from deflate.infra.errors import UserError
+from deflate.model import encoder_states
 from deflate.model.batching import Batcher, Example, infer
 from deflate.model.mul_t5 import build_generator, save_model
 from deflate.model.tokenizer import QuestionBuilder, corpus, train_tokenizer
@@ -179,12 +181,22 @@ def parse_pairs(text: str, attributes: set[str], value_sep: str = "|") -> dict[s
     return out
 
 
-def jg_input(qb: QuestionBuilder, r, max_len: int) -> list[int]:
-    return (qb.ids(r.name) + qb.ids(r.description))[:max_len] if r.description else qb.ids(r.name)[:max_len]
+def jg_example(qb: QuestionBuilder, r, target: list[int] | None = None) -> Example:
+    """JG-AVE's input: the product's name and description tokens, no template, cut to ``max_len``;
+    with ``model.encoder_states`` (``qb.states``) the frozen encoder's states under them, as DEFLATE's
+    generator reads them (#32: the baselines get the checkpoint wherever DEFLATE does)."""
+    ids = (qb.ids(r.name) + qb.ids(r.description))[:qb.max_len] if r.description else qb.ids(r.name)[:qb.max_len]
+    states = None
+    if qb.states is not None:
+        ids_, spans = qb.product_spans(r.name, r.description)
+        if ids_ != ids:  # the offsets' tokenisation is the input's
+            raise ValueError(f"jg_example: the tokenizer's offsets do not rebuild the input of {r.name[:60]!r}")
+        states = qb.states.under(qb.offer_text(r.name, r.description), spans, len(ids))
+    return Example(ids, -1, target=target, states=states)
 
 
 def jgave_predict(gen, qb, records, attributes, decode: dict, device: str, progress: bool = False) -> dict:
-    exs = [Example(jg_input(qb, r, qb.max_len), -1) for r in records]
+    exs = [jg_example(qb, r) for r in records]
     texts = generate_values(gen, qb, Batcher(None, None, False, qb.img_id), exs, decode, device,
                             desc="jg-ave", progress=progress)
     pred = {}
@@ -197,16 +209,19 @@ def jgave_predict(gen, qb, records, attributes, decode: dict, device: str, progr
 def train_jgave(p: dict, processed: Path, tokens_dir: Path, out: Path, tracker, train_kw: dict):
     device = train_kw["device"]
     cfg = p["baselines"]["jgave"]
+    if cfg["encoder_states"] and not p["model"]["encoder_states"]:
+        raise UserError("baselines.jgave.encoder_states reads the checkpoint that model.encoder_states names: name one there")
     schema = load_schema(processed)
     attributes = schema["attributes"]
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
     tok = dist.from_main(lambda: train_tokenizer(list(corpus(train.records, schema)) + [PAIR, SEP, "|"],
                                                  p["text"]["vocab_size"]))
-    qb = QuestionBuilder(tok, schema["language"], p["text"]["max_len"], cfg["max_target_len"])
+    # DEFLATE's frozen encoder, where it has one and val chose it for JG-AVE too
+    states = encoder_states.load(p["model"]["encoder_states"]) if cfg["encoder_states"] else None
+    qb = QuestionBuilder(tok, schema["language"], p["text"]["max_len"], cfg["max_target_len"], states=states)
     # text only, DEFLATE's backbone size; its input is its own (one question per product), so no layout
-    gen = build_generator({**p["model"], "question": "attribute"}, tok, 0, 0)
-    examples = [Example(jg_input(qb, r, qb.max_len), -1, target=qb.value(jgave_target(r, p["seed"], i)))
-                for i, r in enumerate(train.records)]
+    gen = build_generator({**p["model"], "question": "attribute"}, tok, 0, 0, states)
+    examples = [jg_example(qb, r, qb.value(jgave_target(r, p["seed"], i))) for i, r in enumerate(train.records)]
     decode = {"max_new_tokens": cfg["max_target_len"], "batch_size": 128, "num_beams": 1}
     val_records = val.records[: cfg["val_max"]]
 

@@ -82,6 +82,17 @@ class CopyWarmup(Record):
     run: str = Short
 
 
+class EncoderStatesRecord(Record):
+    """The frozen pretrained encoder a generator reads (``model.encoder_states``), its copy in the
+    generator's ``encoder_states/`` folder."""
+    name: str = Field(min_length=1, max_length=64)
+    package: str = Field(min_length=1, max_length=128)
+    version: str = Field(min_length=1, max_length=64)
+    sha256: dict[str, str] = Field(min_length=1, max_length=64)
+    dim: int = Field(ge=1, le=1 << 16)
+    max_pieces: int = Field(ge=1, le=1 << 16)
+
+
 def _names(xs: list[str], what: str) -> list[str]:
     if len(set(xs)) != len(xs):
         raise ValueError(f"{what} repeat a name")
@@ -108,6 +119,7 @@ class GeneratorMeta(Record):
     copy_: bool = Field(default=False, alias="copy")  # a pointer-generator (model.PointerT5)
     token_shapes: bool = False  # a learned vector per token shape class on the encoder's input (model.token_shapes)
     question: Literal["attribute", "offer"] = "attribute"  # model.question: what the encoder is asked
+    encoder_states: Optional[EncoderStatesRecord] = None  # model.encoder_states: the frozen encoder it reads
     copy_warmup: Optional[CopyWarmup] = None
     params: int = Field(ge=0)
     device: str = Short

@@ -61,12 +61,12 @@ def save(ckpt_dir: Path, *, run_hash: str, progress: Progress, model: torch.nn.M
     folder.mkdir(parents=True)
     save_weights(model, folder / "model.safetensors")
     _save_optimizer(opt, folder)
+    kept = AVERAGE if average is not None else "model.safetensors"  # what the best epoch's weights are
     files = {"model": f"{folder.name}/model.safetensors", "optimizer": f"{folder.name}/optimizer.safetensors",
-             "optimizer_groups": f"{folder.name}/optimizer.json",
-             "best": f"epoch-{progress.best_epoch:03d}/model.safetensors"}
+             "optimizer_groups": f"{folder.name}/optimizer.json", "best": f"epoch-{progress.best_epoch:03d}/{kept}"}
     if average is not None:
         save_weights(average, folder / AVERAGE)
-        files |= {"average": f"{folder.name}/{AVERAGE}", "best": f"epoch-{progress.best_epoch:03d}/{AVERAGE}"}
+        files["average"] = f"{folder.name}/{AVERAGE}"
     manifest = {"format": FORMAT, "hash": run_hash, "epoch": progress.epoch, "best": progress.best,
                 "best_epoch": progress.best_epoch, "history": progress.history, "files": files,
                 "sha256": {rel: sha256(ckpt_dir / rel) for rel in sorted(set(files.values()))}}

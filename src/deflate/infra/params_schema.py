@@ -64,6 +64,7 @@ class Model(Sizes):
     use_image: bool
     use_discriminator: bool
     pretrained_path: str = Path_
+    encoder_states: str = Field(default="", max_length=4096)  # a materialised BERT-family checkpoint (deflate.model.encoder_states)
     copy_: bool = Field(alias="copy")
     token_shapes: bool
     question: Literal["attribute", "offer"]
@@ -199,6 +200,7 @@ class Tagger(Training):
 class JGAVE(Training):
     val_max: int = Pos
     max_target_len: int = Field(ge=1, le=4096)
+    encoder_states: bool  # read model.encoder_states's frozen states too (#32: offered wherever DEFLATE has them; val decides)
 
 
 class Baselines(Section):

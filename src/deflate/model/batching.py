@@ -24,6 +24,7 @@ class Example:
     target: list[int] | float | None = None
     key: Any = None                      # the deflate.model.questions.Question it asks or claims (None: baselines)
     value_from: int = -1                 # a claim's first value token in ``ids`` (-1: no value in it)
+    states: Any = None                   # a pretrained encoder's states under the tokens (deflate.model.encoder_states.TokenStates)
 
 
 class Batcher:
@@ -65,6 +66,12 @@ class Batcher:
                 if e.value_from >= 0:
                     marks[b, e.value_from:len(e.ids)] = 1.0
             batch["value_mask"] = marks
+        if exs[0].states is not None:  # model.encoder_states: (B, T, dim), zeros past each row's tokens
+            pooled = [e.states.pooled() for e in exs]
+            states = torch.zeros(B, T, pooled[0].shape[1])
+            for b, x in enumerate(pooled):
+                states[b, :len(x)] = torch.from_numpy(x)
+            batch["encoder_states"] = states
         if self.use_image:
             rows = torch.tensor([max(e.row, 0) for e in exs])
             batch["img_start"], batch["image"] = img_start, self.image[rows]

@@ -29,6 +29,7 @@ from deflate.infra.bundle import (
 )
 from deflate.infra.files import atomic_dir, write_text
 from deflate.infra.weights import load_weights, save_weights
+from deflate.model import encoder_states
 from deflate.model.pretrained import load_pretrained
 from deflate.model.tokenizer import N_SHAPES, load_tokenizer, token_shapes
 
@@ -44,6 +45,7 @@ class MultimodalEmbedding(nn.Module):
         self.image = nn.Embedding(image_vocab + 1, d) if image_vocab else None
         self.proj = nn.Linear(feature_dim, d) if feature_dim else None
         self.shape = None  # model.token_shapes: see :meth:`add_shapes`
+        self.states = None  # model.encoder_states: see :meth:`add_states`
         if self.image is not None:
             nn.init.normal_(self.image.weight, std=text.weight.std().item())
 
@@ -56,7 +58,23 @@ class MultimodalEmbedding(nn.Module):
         nn.init.zeros_(self.shape.weight)
         self.register_buffer("shape_of", torch.tensor(shape_of, dtype=torch.long), persistent=False)
 
-    def forward(self, input_ids, img_start=None, image=None):
+    def add_states(self, dim: int) -> None:
+        """``model.encoder_states``: a pretrained encoder's states under each token (``dim`` wide;
+        :mod:`deflate.model.encoder_states`) through a projection that starts at zero, so an
+        untrained projection changes nothing."""
+        self.states = nn.Linear(dim, self.text.embedding_dim)
+        nn.init.zeros_(self.states.weight)
+        nn.init.zeros_(self.states.bias)
+
+    def forward(self, input_ids, img_start=None, image=None, states=None):
+        e = self._tokens(input_ids, img_start, image)
+        if self.states is not None:
+            if states is None:
+                raise ValueError("this model reads a pretrained encoder's states (model.encoder_states): the batch has none")
+            e = e + self.states(states).to(e.dtype)
+        return e
+
+    def _tokens(self, input_ids, img_start, image):
         e = self.text(input_ids)
         if self.shape is not None:  # ids past the table read the last id's class (image positions are overwritten below)
             e = e + self.shape(self.shape_of[input_ids.clamp(max=len(self.shape_of) - 1)])
@@ -70,6 +88,10 @@ class MultimodalEmbedding(nn.Module):
         e = e.clone()
         e[rows[:, None], pos] = v.to(e.dtype)
         return e
+
+    def of(self, batch: dict):
+        """The embeddings of a collated batch (its ids, picture and encoder states)."""
+        return self(batch["input_ids"], batch.get("img_start"), batch.get("image"), batch.get("encoder_states"))
 
 
 class PointerT5(T5ForConditionalGeneration):
@@ -199,14 +221,14 @@ class MulT5(nn.Module):
         self.embed = MultimodalEmbedding(t5.get_input_embeddings(), image_vocab, feature_dim)
         self.image_vocab, self.feature_dim = image_vocab, feature_dim
         self.layout = layout  # model.question: with "offer", identical questions in a batch share one encoder pass
+        self.encoder_states = None  # model.encoder_states: the frozen encoder whose states the questions carry
 
     def forward(self, batch, encoder_outputs=None):
         """The teacher-forced pass over ``batch["labels"]``; ``encoder_outputs`` (:meth:`encode` of the
         same batch) skips the encoder, with the same numbers."""
         if encoder_outputs is None and self.layout == "offer":
             encoder_outputs = self.encode(batch)
-        emb = None if encoder_outputs is not None else self.embed(batch["input_ids"], batch.get("img_start"),
-                                                                  batch.get("image"))
+        emb = None if encoder_outputs is not None else self.embed.of(batch)
         return self.t5(inputs_embeds=emb, attention_mask=batch["attention_mask"], labels=batch["labels"],
                        encoder_outputs=encoder_outputs, **self._copy_kw(batch))
 
@@ -217,8 +239,9 @@ class MulT5(nn.Module):
         rows = inverse = None
         if self.layout == "offer":
             rows, inverse = distinct_rows(batch)
-            batch = {k: batch[k][rows] for k in ("input_ids", "attention_mask", "img_start", "image") if k in batch}
-        emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
+            batch = {k: batch[k][rows] for k in ("input_ids", "attention_mask", "img_start", "image", "encoder_states")
+                     if k in batch}
+        emb = self.embed.of(batch)
         out = self.t5.get_encoder()(inputs_embeds=emb, attention_mask=batch["attention_mask"], return_dict=True)
         if inverse is not None:
             out.last_hidden_state = out.last_hidden_state[inverse]
@@ -231,7 +254,7 @@ class MulT5(nn.Module):
         if encoder_outputs is not None:  # the encoder already ran (:meth:`encode`): no embeddings needed
             kw["encoder_outputs"] = encoder_outputs
         else:
-            kw["inputs_embeds"] = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
+            kw["inputs_embeds"] = self.embed.of(batch)
         return self.t5.generate(attention_mask=batch["attention_mask"], **self._copy_kw(batch), **kw)
 
     @property
@@ -272,7 +295,7 @@ class Discriminator(nn.Module):
         return cls(enc, emb, freeze_encoder, mark_value)
 
     def forward(self, batch) -> torch.Tensor:
-        emb = self.embed(batch["input_ids"], batch.get("img_start"), batch.get("image"))
+        emb = self.embed.of(batch)
         if self.value_mark is not None and "value_mask" in batch:
             emb = emb + batch["value_mask"].to(emb.dtype)[..., None] * self.value_mark.to(emb.dtype)
         h = self.encoder(inputs_embeds=emb, attention_mask=batch["attention_mask"]).last_hidden_state
@@ -286,9 +309,10 @@ def t5_config(cfg: dict, vocab_size: int) -> T5Config:
                     pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, tie_word_embeddings=True)
 
 
-def build_generator(cfg: dict, tokenizer, image_vocab: int, feature_dim: int) -> MulT5:
+def build_generator(cfg: dict, tokenizer, image_vocab: int, feature_dim: int, states=None) -> MulT5:
     """From scratch (sizes from params) or from ``model.pretrained_path`` (e.g. a local T5-pegasus);
-    with ``model.copy`` a :class:`PointerT5` (a pretrained checkpoint's copy head starts fresh)."""
+    with ``model.copy`` a :class:`PointerT5` (a pretrained checkpoint's copy head starts fresh); with
+    ``states`` (``model.encoder_states``) reading that frozen encoder's states."""
     cls = PointerT5 if cfg["copy"] else T5ForConditionalGeneration
     if cfg["pretrained_path"]:  # a local folder, or a model id when online
         t5 = load_pretrained(cls.from_pretrained, cfg["pretrained_path"], "model.pretrained_path")
@@ -304,6 +328,9 @@ def build_generator(cfg: dict, tokenizer, image_vocab: int, feature_dim: int) ->
     gen = MulT5(t5, image_vocab, feature_dim, cfg["question"])
     if cfg["token_shapes"]:
         gen.embed.add_shapes(token_shapes(tokenizer))
+    if states is not None:  # last: its initialisation draws nothing that the T5's weights depend on
+        gen.embed.add_states(states.dim)
+        gen.encoder_states = states
     return gen
 
 
@@ -315,9 +342,12 @@ def save_model(model: nn.Module, out: Path, meta: dict, tokenizer=None, t5: T5Fo
     before those options, so the committed models keep their bytes."""
     if isinstance(model, MulT5):
         options = {"copy": model.copies, "token_shapes": model.embed.shape is not None,
-                   "question": model.layout if model.layout != "attribute" else None}
+                   "question": model.layout if model.layout != "attribute" else None,
+                   "encoder_states": model.encoder_states.record() if model.encoder_states is not None else None}
         meta = {**meta, **{k: v for k, v in options.items() if v}}
     with atomic_dir(out) as tmp:
+        if isinstance(model, MulT5) and model.encoder_states is not None:  # the folder answers on its own
+            model.encoder_states.save(tmp / encoder_states.FOLDER)
         save_weights(model, tmp / WEIGHTS)
         if t5 is not None:
             t5.config.to_json_file(str(tmp / "config.json"))
@@ -348,6 +378,11 @@ def load_generator(path: Path) -> tuple[MulT5, object, dict]:
     gen = MulT5(t5, meta["image_vocab"], meta["feature_dim"], meta["question"])
     if meta["token_shapes"]:
         gen.embed.add_shapes(token_shapes(tok))
+    if meta.get("encoder_states"):
+        gen.encoder_states = encoder_states.EncoderStates(path / encoder_states.FOLDER)  # its files checked
+        if gen.encoder_states.record() != meta["encoder_states"]:
+            raise BundleError(f"{path / encoder_states.FOLDER} is not the encoder {path / META} names")
+        gen.embed.add_states(gen.encoder_states.dim)
     load_weights(gen, path / WEIGHTS)
     t5.generation_config.decoder_start_token_id = t5.config.decoder_start_token_id
     t5.generation_config.pad_token_id = tok.pad_token_id

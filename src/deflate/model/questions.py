@@ -39,8 +39,18 @@ def question_examples(records: list[Record], qb: QuestionBuilder, questions: lis
         r = records[q.row]
         ids = qb.question(r.name, r.description, q.attribute)
         target = qb.prefix(q.attribute) + qb.value(targets[k], ids) if targets is not None else None
-        out.append(Example(ids, q.row, target=target, key=q))
+        out.append(Example(ids, q.row, target=target, key=q, states=_states(qb, r, q.attribute, len(ids), 0, True)))
     return out
+
+
+def _states(qb: QuestionBuilder, r: Record, attr: str, length: int, at: int, asked: bool):
+    """The pretrained encoder's states under an example's question tokens (``qb.states``; None
+    without one): the question starts at token ``at``; ``asked`` (a generator's question) follows
+    the question layout, a claim always names its attribute."""
+    if qb.states is None:
+        return None
+    _, spans = qb.question_spans(r.name, r.description, None if asked and qb.layout == "offer" else attr)
+    return qb.states.under(qb.offer_text(r.name, r.description), spans, length, at)
 
 
 def claim_examples(records: list[Record], qb: QuestionBuilder, claims: list[Claim],
@@ -52,7 +62,8 @@ def claim_examples(records: list[Record], qb: QuestionBuilder, claims: list[Clai
         r = records[c.question.row]
         head, v = qb.claim_parts(r.name, r.description, c.question.attribute, c.value if with_value else "")
         out.append(Example(head + v, c.question.row, target=labels[k] if labels is not None else None, key=c.question,
-                           value_from=len(head) if with_value else -1))
+                           value_from=len(head) if with_value else -1,
+                           states=_states(qb, r, c.question.attribute, len(head) + len(v), 1, False)))  # after <CLS>
     return out
 
 

@@ -156,14 +156,16 @@ class QuestionBuilder:
     """Turns (product, attribute[, value]) into token ids with a length budget."""
 
     def __init__(self, tokenizer, language: str, max_len: int, max_value_len: int, target_form: str = "standalone",
-                 answer_prefix: bool = False, layout: str = "attribute"):
+                 answer_prefix: bool = False, layout: str = "attribute", states=None):
+        """``states``: a :class:`deflate.model.encoder_states.EncoderStates` whose states each example
+        made from these questions carries (``model.encoder_states``), or None."""
         if target_form not in TARGET_FORMS:
             raise ValueError(f"text.target_form must be one of {TARGET_FORMS}, not {target_form!r}")
         if layout not in LAYOUTS:
             raise ValueError(f"model.question must be one of {LAYOUTS}, not {layout!r}")
         if layout == "offer" and not answer_prefix:  # the decoder's prefix is then the only place the attribute is
             raise ValueError("model.question: offer needs text.answer_prefix: true (the attribute goes to the decoder)")
-        self.layout = layout
+        self.layout, self.states = layout, states
         self.tok, self.t = tokenizer, TEMPLATES["zh" if language == "zh" else "en"]
         self.max_len, self.max_value_len, self.target_form = max_len, max_value_len, target_form
         self.answer_prefix = answer_prefix
@@ -172,14 +174,16 @@ class QuestionBuilder:
         self.eos_id = tokenizer.eos_token_id
         self._cache: dict[str, list[int]] = {}
         self._words: tuple[bool, set[str]] | None = None  # (WordPiece vocabulary?, specials that cut words)
+        self._spans: dict = {}  # (name, desc, attr) -> question_spans
 
     @classmethod
-    def from_meta(cls, tokenizer, meta: dict) -> QuestionBuilder:
-        """The builder a trained generator was trained with, from its ``deflate.json``; a model saved
-        before a setting was recorded gets that setting's old default."""
+    def from_meta(cls, tokenizer, meta: dict, states=None) -> QuestionBuilder:
+        """The builder a trained generator was trained with, from its ``deflate.json`` (and the
+        encoder whose states it reads, which its loader gives); a model saved before a setting was
+        recorded gets that setting's old default."""
         return cls(tokenizer, meta["language"], meta["max_len"], meta["max_value_len"],
                    meta.get("target_form", "standalone"), meta.get("answer_prefix", False),
-                   meta.get("question", "attribute"))
+                   meta.get("question", "attribute"), states)
 
     def ids(self, text: str) -> list[int]:
         if text not in self._cache:
@@ -197,15 +201,61 @@ class QuestionBuilder:
         """"The [attr] of [name] ([desc]) is" in the language's template; ``attr`` None: "[name] ([desc])"."""
         head = self.ids(self.t["head"].format(name=name, attr=attr) if attr is not None else name)
         tail = self.ids(self.t["tail"].format(attr=attr)) if attr is not None else []
+        return self._fit(head, tail, lambda: self.ids(self.t["desc"].format(desc=desc)) if desc else [])
+
+    def _fit(self, head: list, tail: list, desc) -> list:
+        """The question's length budget: the tail whole, the head cut to what is left, the description
+        (``desc()``, tokenised only when there is room) in the rest with its closing bracket kept.
+        The items are token ids, or (id, span) pairs (:meth:`question_spans`)."""
         budget = self.max_len - len(tail)
         head = head[:max(budget, 1)]
         d = []
-        if desc and budget - len(head) > 3:
-            d = self.ids(self.t["desc"].format(desc=desc))
+        if budget - len(head) > 3:
+            d = desc()
             room = budget - len(head)
             if len(d) > room:  # keep the closing bracket
                 d = d[: room - 1] + d[-1:]
         return head + d + tail
+
+    def offer_text(self, name: str, desc: str) -> str:
+        """The product as a pretrained encoder reads it (``model.encoder_states``): the name, then the
+        description in the question's template; :meth:`question_spans` counts characters in it."""
+        return name + (self.t["desc"].format(desc=desc) if desc else "")
+
+    def question_spans(self, name: str, desc: str, attr: str | None) -> tuple[list[int], list[tuple[int, int]]]:
+        """:meth:`attribute_question`'s ids and, per token, its characters in :meth:`offer_text`
+        (``(0, 0)``: a template token, outside the product's text)."""
+        key = (name, desc, attr)
+        if key not in self._spans:  # a product's claims ask it again, one per candidate value
+            if len(self._spans) > 50_000:
+                self._spans.clear()
+            head_text = self.t["head"].format(name=name, attr=attr) if attr is not None else name
+            name_at = head_text.rindex(name) if name else len(head_text)
+            tail = [(i, (0, 0)) for i in (self.ids(self.t["tail"].format(attr=attr)) if attr is not None else [])]
+            desc_text = self.t["desc"].format(desc=desc) if desc else ""
+            got = self._fit(self._pieces(head_text, -name_at), tail,
+                            lambda: self._pieces(desc_text, len(name)) if desc else [])
+            ids = [i for i, _ in got]
+            if ids != self.attribute_question(name, desc, attr):  # the offsets' tokenisation is the question's
+                raise ValueError(f"question_spans: the tokenizer's offsets do not rebuild the question of {name[:60]!r}")
+            self._spans[key] = (ids, [span for _, span in got])
+        return self._spans[key]
+
+    def product_spans(self, name: str, desc: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """The product's own tokens, the name's then the description's, cut to ``max_len`` (JG-AVE's
+        input: no template), and each token's characters in :meth:`offer_text`."""
+        got = self._pieces(name, 0)
+        if desc:
+            got += self._pieces(desc, self.offer_text(name, desc).index(desc, len(name)))
+        got = got[: self.max_len]
+        return [i for i, _ in got], [span for _, span in got]
+
+    def _pieces(self, text: str, shift: int) -> list[tuple[int, tuple[int, int]]]:
+        """``text``'s token ids, each with its characters shifted by ``shift`` (``(0, 0)`` where that
+        lands before the product's text: a template's characters)."""
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [(i, (a + shift, b + shift) if b + shift > 0 else (0, 0))
+                for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]
 
     def word_starts(self, ids: list[int]) -> list[bool]:
         """:func:`word_starts` of a question's ids (the vocabulary's style read once)."""

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from deflate.infra import checkpoints
 from deflate.infra import distributed as dist
+from deflate.infra.files import write_json
 from deflate.infra.runtime import peak_memory_mb, record_cost
 from deflate.model.batching import Batcher, Example, to_device
 
@@ -184,8 +185,22 @@ def train_and_save(job: TrainingJob, out: Path, *, seed: int, tracker, train_kw:
                   speeds=speeds, ema=job.ema, **train_kw)
     cost = {"train_seconds": round(time.perf_counter() - t0, 1), "peak_memory_mb": peak_memory_mb(),
             "examples_per_s": speeds}  # the epochs this process trained (a resumed run: the later ones)
-    dist.on_main(lambda: (save(history), record_cost(out, cost), _drop_resume_state(job.ckpt_dir)))
+    dist.on_main(lambda: (save(history), write_training_record(job, out, seed, history), record_cost(out, cost),
+                          _drop_resume_state(job.ckpt_dir)))
     return history
+
+
+TRAINING_RECORD = "training.json"
+
+
+def write_training_record(job: TrainingJob, out: Path, seed: int, history: list[dict]) -> None:
+    """The settings that trained the weights in ``out``, beside them (nanoGPT keeps its config in the
+    checkpoint): the params section, the seed, the weight average and the epoch kept. Nothing measured,
+    so the bytes repeat run to run."""
+    best = max(history, key=lambda h: h["val_score"]) if history else None
+    write_json(Path(out) / TRAINING_RECORD,
+               {"name": job.name, "seed": seed, "settings": job.cfg, "ema": job.ema,
+                "epochs_run": len(history), "best_epoch": best["epoch"] if best else None}, indent=1)
 
 
 def _drop_resume_state(ckpt_dir: Path) -> None:

@@ -45,9 +45,9 @@ def window_share(system: str, run_dir: Path, records: list[Record], p: dict) -> 
         tok_dir = run_dir / ("generator" if system != "jgave" else "model") / "tokenizer"
         qb = QuestionBuilder(load_tokenizer(tok_dir), "en", p["text"]["max_len"], p["text"]["max_value_len"])
         if system == "jgave":
-            from deflate.baselines.systems import jg_input
+            from deflate.baselines.systems import jg_example
 
-            window = lambda r: qb.decode(jg_input(qb, r, qb.max_len))  # noqa: E731
+            window = lambda r: qb.decode(jg_example(qb, r).ids)  # noqa: E731
         else:
             window = lambda r: qb.decode(qb.question(r.name, r.description, ""))  # noqa: E731
     elif system in ("bilstm_crf", "mjave"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from deflate.answering import keep_model
-from deflate.answering.engine import Answers, Deflate, answered, keep, keep_scores, presence
+from deflate.answering.engine import Answers, Deflate, keep, keep_scores, presence
 from deflate.data.records import Record, load_split
 from deflate.data.splits import Split, load_data, right_answers
 from deflate.evaluation import prediction_files
@@ -26,6 +26,7 @@ from deflate.infra.config import Params
 from deflate.infra.files import write_json, write_jsonl
 from deflate.infra.runtime import record_model_uri
 from deflate.model.questions import all_questions
+from deflate.model.tokenizer import answered
 from deflate.stages.context import StageContext
 
 FREE = Decisions(mode="free", threshold=0.5, keep_all=False, alpha=1.0, weights=(1.0, 0.0, 0.0))

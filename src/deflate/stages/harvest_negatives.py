@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from deflate.answering.engine import ANSWER_CHUNK, Deflate, answered
+from deflate.answering.engine import ANSWER_CHUNK, Deflate
 from deflate.data.splits import (
     Split,
     attributes_of,
@@ -32,6 +32,7 @@ from deflate.infra.bundle import Decisions
 from deflate.infra.config import Params
 from deflate.infra.files import atomic_writer, chunked, write_json
 from deflate.model.questions import Question, absent_attributes, gold_questions
+from deflate.model.tokenizer import answered
 from deflate.stages import train_generator
 from deflate.stages.context import StageContext
 

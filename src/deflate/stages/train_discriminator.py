@@ -34,7 +34,7 @@ def run(p: Params, processed: Path, tokens_dir: Path, gen_dir: Path, neg_dir: Pa
                          "negatives.wrong_values): a wrong value of a present attribute is the same claim as the "
                          "true one without its value")
     gen, tok, meta = load_generator(gen_dir)
-    qb = QuestionBuilder.from_meta(tok, meta)
+    qb = QuestionBuilder.from_meta(tok, meta, gen.encoder_states)
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
     ex, val_ex = (claim_examples(data.records, qb, *training_claims(data.records, read_jsonl(neg_dir / f"{split}.jsonl"),
                                                                     meta["value_sep"]), with_value=d["claim_value"])

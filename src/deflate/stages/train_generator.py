@@ -15,6 +15,7 @@ from deflate.infra import kernels
 from deflate.infra.config import Params
 from deflate.infra.files import atomic_dir, read_json, write_json
 from deflate.model import copy_warmup as copying
+from deflate.model import encoder_states
 from deflate.model.batching import Batcher
 from deflate.model.mul_t5 import META, build_generator, save_model, write_meta
 from deflate.model.questions import qa_examples
@@ -37,18 +38,14 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
     train, val = load_data(processed, tokens_dir, "train"), load_data(processed, tokens_dir, "val")
     tok = generator_tokenizer(p, train.records, schema)
     lang = schema["language"]
+    states = encoder_states.load(m["encoder_states"])  # the frozen encoder's files checked first
     qb = QuestionBuilder(tok, lang, t["max_len"], t["max_value_len"], t["target_form"], t["answer_prefix"],
-                         m["question"])
+                         m["question"], states)
     image_vocab, feature_dim = image_spec(train.meta)
     use_image = m["use_image"] and train.image is not None
-    gen = build_generator(m, tok, image_vocab if use_image else 0, feature_dim if use_image else 0)
+    gen = build_generator(m, tok, image_vocab if use_image else 0, feature_dim if use_image else 0, states)
     none = g["none_per_product"] if absent_as_none(p) else 0
     sep = value_sep(lang)
-    examples = qa_examples(train.records, qb, schema, sep, none, p["seed"])
-    val_ex = qa_examples(val.records, qb, schema, sep, none, p["seed"] + 1)[: g["val_max"]]
-    tr_b = Batcher(train.image, train.has_image, use_image, qb.img_id, together=qb.layout == "offer")
-    va_b = Batcher(val.image, val.has_image, use_image, qb.img_id)
-    targets = [qb.answer(e.target, e.key.attribute) for e in val_ex]
     data = file_digest(*(d / f"{s}.{ext}" for s in ("train", "val")
                          for d, ext in ((processed, "parquet"), (tokens_dir, "safetensors"))))
     key = shared_key(p, use_image, none, len(tok), data)
@@ -57,8 +54,15 @@ def run(p: Params, processed: Path, tokens_dir: Path, out: Path, ckpt_dir: Path)
         tracker.artifacts(out, "generator")
         tracker.close()
         history = read_json(out / "history.json")
-        return {"examples": len(examples), "best_val_accuracy": max(h["val_score"] for h in history),
-                "shared_from": g["shared_from"], "key": key}
+        counted = copy.copy(qb)
+        counted.states = None  # counting the examples needs no encoder pass over every product
+        return {"examples": len(qa_examples(train.records, counted, schema, sep, none, p["seed"])),
+                "best_val_accuracy": max(h["val_score"] for h in history), "shared_from": g["shared_from"], "key": key}
+    examples = qa_examples(train.records, qb, schema, sep, none, p["seed"])
+    val_ex = qa_examples(val.records, qb, schema, sep, none, p["seed"] + 1)[: g["val_max"]]
+    tr_b = Batcher(train.image, train.has_image, use_image, qb.img_id, together=qb.layout == "offer")
+    va_b = Batcher(val.image, val.has_image, use_image, qb.img_id)
+    targets = [qb.answer(e.target, e.key.attribute) for e in val_ex]
 
     def validate(model):
         got = generate_values(model, qb, va_b, val_ex, p["decode"], device, progress=False,
