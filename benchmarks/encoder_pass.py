@@ -14,11 +14,14 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
+from deflate.data.records import load_split
 from deflate.infra import kernels
+from deflate.infra.config import load_params
+from deflate.infra.files import read_json
 from deflate.model.encoder_states import EncoderStates
+from deflate.model.tokenizer import QuestionBuilder, load_tokenizer
 
 
 def main():
@@ -29,10 +32,13 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    kernels.pin("compatible", 2)  # the pipelines' setting (runtime.kernels, 2 threads)
-    d = pd.read_parquet(args.pipeline / "data" / "processed" / "train.parquet", columns=["name", "description"])
-    texts = list(dict.fromkeys((d["name"].fillna("") + " " + d["description"].fillna("")).tolist()))
-    texts = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))[: args.texts]]
+    p = load_params(args.pipeline / "params.yaml")
+    kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])
+    gen = args.pipeline / "models" / "generator"  # its builder makes the texts the encoder reads
+    qb = QuestionBuilder.from_meta(load_tokenizer(gen / "tokenizer"), read_json(gen / "deflate.json"))
+    every = list(dict.fromkeys(qb.offer_text(r.name, r.description)
+                               for r in load_split(args.pipeline / "data" / "processed", "train")))
+    texts = [every[i] for i in np.random.default_rng(0).permutation(len(every))[: args.texts]]
     enc = EncoderStates(args.checkpoint)
     t0 = time.perf_counter()
     single = [enc.text_states(t)[0] for t in texts]
@@ -59,7 +65,7 @@ def main():
     res = {"texts": len(texts), "one_at_a_time_per_s": round(len(texts) / one, 1),
            "same_length_batches_per_s": round(len(texts) / many, 1), "batch": args.batch,
            "bitwise_equal": same, "max_abs_diff": worst, "threads": torch.get_num_threads(),
-           "all_train_texts": len(dict.fromkeys((d["name"].fillna("") + " " + d["description"].fillna("")).tolist()))}
+           "all_train_texts": len(every)}
     print(json.dumps(res))
     if args.out:
         args.out.write_text(json.dumps(res, indent=1) + "\n")
