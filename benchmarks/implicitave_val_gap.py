@@ -40,12 +40,12 @@ def arguments(doc: str, out: str) -> argparse.Namespace:
     return ap.parse_args()
 
 
-def val_sample(pipeline: Path, sample: int):
-    """The pipeline's params (kernels pinned), its bundle, val, and a seeded sample of val's gold
-    questions: every domain in proportion, not the files' first rows."""
+def val_sample(pipeline: Path, sample: int, bundle: bool = True):
+    """The pipeline's params (kernels pinned), its bundle (None when ``bundle`` is false), val, and a
+    seeded sample of val's gold questions: every domain in proportion, not the files' first rows."""
     p = load_params(pipeline / "params.yaml")
     kernels.pin(p["repro"]["kernels"], p["repro"]["num_threads"])
-    engine = Deflate.load(pipeline / "models" / "deflate")
+    engine = Deflate.load(pipeline / "models" / "deflate") if bundle else None
     data = load_data(pipeline / "data" / "processed", pipeline / "data" / "tokens", "val")
     questions = gold_questions(data.records)
     if sample and sample < len(questions):
