@@ -57,6 +57,8 @@ def main():
                     help="the committed bundle is not built here (a fresh machine's empty DVC cache): train and "
                          "score the arm alone, with the pipeline's decode settings; the control's figure is then "
                          "the one recorded on the same CPU (implicitave_val_gap_ema.json)")
+    ap.add_argument("--score-only", action="store_true",
+                    help="score the generator already trained in --work (its training seconds: training.json)")
     args = ap.parse_args()
     p, committed, data, questions = val_sample(args.pipeline, args.sample, bundle=not args.no_control)
     p = copy.deepcopy(p)
@@ -64,9 +66,10 @@ def main():
     p["generator"]["epochs"] = args.epochs or p["generator"]["epochs"]
     p["tracking"]["enabled"] = False
     t0 = time.perf_counter()
-    train_generator.run(p, args.pipeline / "data" / "processed", args.pipeline / "data" / "tokens",
-                        args.work / "generator", args.work / "ckpt")
-    seconds = round(time.perf_counter() - t0, 1)
+    if not (args.score_only and (args.work / "generator" / "history.json").exists()):
+        train_generator.run(p, args.pipeline / "data" / "processed", args.pipeline / "data" / "tokens",
+                            args.work / "generator", args.work / "ckpt")
+    seconds = round(time.perf_counter() - t0, 1) if not args.score_only else None
     history = read_json(args.work / "generator" / "history.json")
     decode, claim_bs = ((committed.decode, committed.claim_batch_size) if committed else
                         (p["decode"], p["discriminator"]["eval_batch_size"]))
