@@ -65,11 +65,12 @@ def main():
     p["model"]["encoder_states"] = str(args.checkpoint.resolve())
     p["generator"]["epochs"] = args.epochs or p["generator"]["epochs"]
     p["tracking"]["enabled"] = False
-    t0 = time.perf_counter()
+    seconds = None  # trained elsewhere (--score-only): its figures are in that run's log
     if not (args.score_only and (args.work / "generator" / "history.json").exists()):
+        t0 = time.perf_counter()
         train_generator.run(p, args.pipeline / "data" / "processed", args.pipeline / "data" / "tokens",
                             args.work / "generator", args.work / "ckpt")
-    seconds = round(time.perf_counter() - t0, 1) if not args.score_only else None
+        seconds = round(time.perf_counter() - t0, 1)
     history = read_json(args.work / "generator" / "history.json")
     decode, claim_bs = ((committed.decode, committed.claim_batch_size) if committed else
                         (p["decode"], p["discriminator"]["eval_batch_size"]))
