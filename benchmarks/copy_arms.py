@@ -31,6 +31,8 @@ def run_figures(root: Path, pipeline: str) -> dict:
            for s in SYSTEMS}
     shared = cost.get("shared_generator") or {}
     out["shared_generator_train_seconds"] = shared.get("train_seconds")
+    history = folder / "models" / "shared_generator" / "history.json"  # in the DVC cache: absent where not pulled
+    out["shared_generator_val_exact"] = [h["val_score"] for h in read_json(history)] if history.exists() else None
     return out
 
 
