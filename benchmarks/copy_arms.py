@@ -6,7 +6,7 @@ their 95% intervals), ``metrics/<table>_efficiency.json`` (each system stage's s
 arm's ``logs/timings.jsonl`` (every stage's seconds, the shared generator and the warm-up
 included). The arm is a whole ``dvc repro`` of the pipeline in a worktree of its own.
 
-    python benchmarks/copy_arms.py --pipeline wdc_pave --arm /work/copyarm \
+    python benchmarks/copy_arms.py --pipeline wdc_pave --arm WORKTREE \
         --arm-label "no copy (model.copy=false, generator.copy_warmup=3000)" \
         [--base .] [--out benchmarks/results/copy_arms.json]
 """
