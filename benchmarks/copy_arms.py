@@ -13,8 +13,9 @@ included). The arm is a whole ``dvc repro`` of the pipeline in a worktree of its
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from repro_times import last_runs
 
 from deflate.infra.files import read_json, write_json
 
@@ -39,13 +40,7 @@ def run_figures(root: Path, pipeline: str) -> dict:
 def stage_seconds(root: Path, pipeline: str) -> dict[str, float]:
     """The last recorded seconds of each stage in the run's ``logs/timings.jsonl`` (absent: {})."""
     log = root / "pipelines" / pipeline / "logs" / "timings.jsonl"
-    if not log.exists():
-        return {}
-    last = {}
-    for line in log.read_text().splitlines():
-        row = json.loads(line)
-        last[row["stage"]] = row["seconds"]
-    return last
+    return {s: r["seconds"] for s, r in last_runs(log).items()} if log.exists() else {}
 
 
 def main() -> None:
